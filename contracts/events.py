@@ -1,0 +1,70 @@
+"""The vote events, as stored in the VOTES stream.
+
+Each event is a msgspec Struct tagged with ``"type": "<name>/<schema version>"``. A reader decodes any
+version it knows and upgrades retired ones on read (``upgrade``), so the stream is never rewritten.
+"""
+
+from datetime import datetime
+from typing import Literal
+
+import msgspec
+
+from contracts.ids import Slug
+
+Verdict = Literal["ship", "skip"]
+
+
+class Origin(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Where a vote came from, kept for abuse analysis only."""
+
+    widget: str | None = None
+    """The page origin the widget ran on (the request's Origin header), if any."""
+    client: str | None = None
+    """A keyed hash of the client address, with a key that rotates daily; never the address itself."""
+
+
+class VoteCast(msgspec.Struct, frozen=True, tag_field="type", tag="vote.cast/1", forbid_unknown_fields=True):
+    event_id: str
+    comparison_id: Slug
+    tool_id: Slug
+    verdict: Verdict
+    voter_id: str
+    """A keyed hash of the voter's id; never the token."""
+    at: datetime
+    origin: Origin = Origin()
+
+
+class VoteRetracted(
+    msgspec.Struct, frozen=True, tag_field="type", tag="vote.retracted/1", forbid_unknown_fields=True
+):
+    event_id: str
+    comparison_id: Slug
+    tool_id: Slug
+    voter_id: str
+    at: datetime
+    origin: Origin = Origin()
+
+
+Event = VoteCast | VoteRetracted
+"""Every event a current reader understands, after upgrading."""
+
+StoredEvent = VoteCast | VoteRetracted
+"""Every version that may be found in the stream (current and retired)."""
+
+# One encoder and one decoder, built once: constructing them per message costs more than the work itself.
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(StoredEvent)
+
+
+def encode_event(event: Event) -> bytes:
+    return _encoder.encode(event)
+
+
+def upgrade(event: StoredEvent) -> Event:
+    """Turn a retired schema version into the current one (identity for current versions)."""
+    return event
+
+
+def decode_event(data: bytes) -> Event:
+    """Decode and upgrade; raises msgspec.DecodeError (a ValidationError for a wrong shape) on bad data."""
+    return upgrade(_decoder.decode(data))

@@ -1,0 +1,91 @@
+"""Request and response bodies of the votes and tally HTTP APIs."""
+
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+from contracts.events import Verdict
+from contracts.ids import Slug
+
+MAX_VOTE_BODY_BYTES = 4096
+
+
+class VoteRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """POST /v1/comparisons/{comparison_id}/votes. Decoded strictly: no type coercion, no unknown fields."""
+
+    tool_id: Slug
+    verdict: Verdict
+
+
+class VoteAccepted(msgspec.Struct, frozen=True):
+    status: str
+    """"accepted" (202), or "unchanged" (200) when the voter repeats their current verdict."""
+    event_id: str | None = None
+
+
+class VoterIssued(msgspec.Struct, frozen=True):
+    voter_token: str
+
+
+class ErrorBody(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Every 4xx/5xx answer: a stable machine-readable code and a sentence naming the problem."""
+
+    error: str
+    detail: str
+    retry_after: int | None = None
+
+
+class PanelFigures(msgspec.Struct, frozen=True):
+    ship: int
+    skip: int
+    ship_pct: float | None
+
+
+class ToolCommunity(msgspec.Struct, frozen=True):
+    tool_id: str
+    name: str
+    ship: int
+    skip: int
+    votes: int
+    ship_pct: float | None
+    """ship / (ship + skip) in percent; null below the minimum number of ballots."""
+    ci95: tuple[float, float] | None
+    """95 % Wilson score interval of the ship share, in percent; null with no ballots."""
+    panel: PanelFigures
+
+
+class ComparisonCommunity(msgspec.Struct, frozen=True):
+    comparison_id: str
+    title: str
+    position: int
+    """The VOTES stream sequence these figures are as of."""
+    min_ballots: int
+    tools: list[ToolCommunity]
+    preferred_tool_id: str | None
+    """The tool the community prefers, only when the two intervals do not overlap."""
+
+
+class CommunityBatch(msgspec.Struct, frozen=True):
+    comparisons: list[ComparisonCommunity]
+
+
+class ToolEntry(msgspec.Struct, frozen=True):
+    id: str
+    name: str
+    pitch: str
+    entry: str
+    panel: PanelFigures
+
+
+class ComparisonEntry(msgspec.Struct, frozen=True):
+    id: str
+    title: str
+    tools: list[ToolEntry]
+
+
+class ComparisonList(msgspec.Struct, frozen=True):
+    comparisons: list[ComparisonEntry]
+
+
+IdempotencyKey = Annotated[str, Meta(min_length=1, max_length=255)]

@@ -1,0 +1,37 @@
+"""Make a set of servers ready for shipskip: migrations, the stream and consumer, a catalogue."""
+
+import logging
+from pathlib import Path
+
+from contracts.catalog import decode_catalog
+from infra.migrate import migrate
+from services.shared.jetstream import (
+    connect,
+    ensure_tally_consumer,
+    ensure_votes_stream,
+    read_catalog,
+    write_catalog,
+)
+
+log = logging.getLogger(__name__)
+
+DEMO_CATALOG = Path(__file__).parent.parent / "catalog" / "demo.json"
+
+
+async def bootstrap(
+    nats_url: str, database_url: str, *, duplicate_window_s: float = 120.0, catalog_file: Path | None = DEMO_CATALOG
+) -> None:
+    """Idempotent: safe on every start. Loads ``catalog_file`` only when no catalogue was ever loaded."""
+    await migrate(database_url)
+    nc = await connect(nats_url, "shipskip-bootstrap")
+    try:
+        js = nc.jetstream()
+        await ensure_votes_stream(js, duplicate_window_s)
+        await ensure_tally_consumer(js, max_ack_pending=20_000)
+        current, _ = await read_catalog(js)
+        if current is None and catalog_file is not None:
+            catalog = decode_catalog(catalog_file.read_bytes())
+            await write_catalog(js, catalog)
+            log.info("loaded the catalogue %s (%d comparisons)", catalog_file.name, len(catalog.comparisons))
+    finally:
+        await nc.close()

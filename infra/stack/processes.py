@@ -1,0 +1,121 @@
+"""Starting shipskip's own service processes (votes API, read API, projector) and waiting until they serve.
+
+Used by ``shipskip run`` and by the test suite, so both run the services exactly the same way: as real
+processes talking HTTP and NATS.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import httpx
+
+ServiceName = Literal["votes", "read", "projector"]
+
+_FACTORIES = {"votes": "services.votes.app:create_app", "read": "services.tally.api:create_app"}
+
+
+def service_command(name: ServiceName, port: int | None = None, workers: int = 1) -> list[str]:
+    if name == "projector":
+        return [sys.executable, "-m", "services.cli", "projector"]
+    assert port is not None
+    return [
+        sys.executable, "-m", "granian",
+        "--interface", "asgi",
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--workers", str(workers),
+        "--no-ws",
+        "--log-level", "warning",
+        "--factory", _FACTORIES[name],
+    ]  # fmt: skip
+
+
+@dataclass
+class ServiceProcess:
+    name: ServiceName
+    process: subprocess.Popen[bytes]
+    port: int | None
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM (finish in-flight work), then SIGKILL after ``timeout``."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def kill(self) -> None:
+        """SIGKILL at once: a crash."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return ""
+
+
+def start_service(
+    name: ServiceName,
+    env: Mapping[str, str],
+    log_dir: Path,
+    port: int | None = None,
+    *,
+    cwd: Path | None = None,
+    wait: bool = True,
+    own_session: bool = True,
+) -> ServiceProcess:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            service_command(name, port),
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            start_new_session=own_session,
+        )
+    service = ServiceProcess(name, process, port, log_path)
+    if wait:
+        wait_ready(service)
+    return service
+
+
+def wait_ready(service: ServiceProcess, timeout: float = 60.0) -> None:
+    """Until the HTTP service answers /healthz, or the projector has logged that it runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not service.alive():
+            raise RuntimeError(f"{service.name} exited with {service.process.returncode}:\n{service.log_tail()}")
+        if service.port is None:
+            if "projector running" in service.log_tail(200):
+                return
+        else:
+            try:
+                if httpx.get(service.url + "/healthz", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{service.name} did not become ready in {timeout}s:\n{service.log_tail()}")

@@ -1,0 +1,93 @@
+"""HTTP plumbing shared by both APIs: JSON errors for every failure, and msgspec-encoded replies.
+
+Every error, ours or Litestar's (unknown route, wrong method, body too large), is answered with the same
+``ErrorBody`` JSON shape; an unexpected exception is logged and answered as a JSON 500, never an HTML page.
+"""
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.types import ExceptionHandlersMap
+
+from contracts.http import ErrorBody
+
+log = logging.getLogger(__name__)
+
+_encoder = msgspec.json.Encoder()
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_body",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
+class ApiError(Exception):
+    """An expected failure, answered as ``status`` with an ErrorBody."""
+
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        detail: str,
+        *,
+        retry_after: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.body = ErrorBody(error=error, detail=detail, retry_after=retry_after)
+        self.headers = dict(headers or {})
+        if retry_after is not None:
+            self.headers.setdefault("Retry-After", str(retry_after))
+
+
+def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response[bytes]:
+    return Response(
+        content=_encoder.encode(body), status_code=status, media_type="application/json", headers=headers
+    )
+
+
+def error_response(error: ApiError) -> Response[bytes]:
+    return json_response(error.body, error.status, error.headers)
+
+
+def _on_api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[bytes]:
+    return error_response(exc)
+
+
+def _on_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    status = exc.status_code
+    detail = exc.detail
+    if isinstance(exc, ValidationException) and status == 400:
+        detail = f"{exc.detail}: {exc.extra}" if exc.extra else exc.detail
+    headers = dict(exc.headers or {})
+    return json_response(
+        ErrorBody(error=_STATUS_CODES.get(status, "error"), detail=detail or "request refused"), status, headers
+    )
+
+
+def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return json_response(ErrorBody(error="internal_error", detail="internal error; it has been logged"), 500)
+
+
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
+    ApiError: _on_api_error,
+    HTTPException: _on_http_exception,
+    Exception: _on_unexpected,
+}

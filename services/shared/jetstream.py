@@ -1,0 +1,152 @@
+"""NATS connections and the JetStream objects every service relies on, created or updated idempotently.
+
+nats-py pitfalls handled here (DESIGN.md): ``add_stream`` on a changed config fails, so an existing stream is
+updated instead; ``pull_subscribe(config=...)`` ignores the config of an existing durable, so the consumer is
+managed explicitly with ``add_consumer`` and bound with ``pull_subscribe_bind``.
+"""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+
+from contracts.catalog import Catalog, decode_catalog, encode_catalog
+from contracts.subjects import CATALOG_BUCKET, CATALOG_KEY, TALLY_CONSUMER, VOTES_STREAM, VOTES_SUBJECTS
+
+log = logging.getLogger(__name__)
+
+
+async def connect(
+    url: str,
+    name: str,
+    *,
+    attempts: int = 30,
+    reconnected_cb: Callable[[], Awaitable[None]] | None = None,
+) -> NATS:
+    """Connect, retrying the first connection for a while (servers may still be starting), then reconnect forever."""
+    last: Exception | None = None
+    for _ in range(attempts):
+        try:
+            return await nats.connect(
+                url,
+                name=name,
+                connect_timeout=2,
+                allow_reconnect=True,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                # While disconnected, publishes must fail fast rather than pile up in memory.
+                pending_size=8 * 1024 * 1024,
+                error_cb=_log_error,
+                disconnected_cb=_log_disconnected,
+                reconnected_cb=_chain(_log_reconnected, reconnected_cb),
+            )
+        except (OSError, nats.errors.NoServersError, TimeoutError) as exc:
+            last = exc
+            await asyncio.sleep(0.5)
+    raise ConnectionError(f"cannot reach NATS at {url}: {last}")
+
+
+async def _log_error(exc: Exception) -> None:
+    log.warning("nats: %s", exc)
+
+
+async def _log_disconnected() -> None:
+    log.warning("nats: disconnected")
+
+
+async def _log_reconnected() -> None:
+    log.info("nats: reconnected")
+
+
+def _chain(
+    first: Callable[[], Awaitable[None]], second: Callable[[], Awaitable[None]] | None
+) -> Callable[[], Awaitable[None]]:
+    async def both() -> None:
+        await first()
+        if second is not None:
+            await second()
+
+    return both
+
+
+def votes_stream_config(duplicate_window_s: float) -> StreamConfig:
+    return StreamConfig(
+        name=VOTES_STREAM,
+        subjects=[VOTES_SUBJECTS],
+        storage=StorageType.FILE,
+        retention=RetentionPolicy.LIMITS,
+        discard=DiscardPolicy.OLD,
+        duplicate_window=duplicate_window_s,
+    )
+
+
+async def ensure_votes_stream(js: JetStreamContext, duplicate_window_s: float) -> None:
+    config = votes_stream_config(duplicate_window_s)
+    try:
+        await js.stream_info(VOTES_STREAM)
+    except NotFoundError:
+        await js.add_stream(config)
+        return
+    await js.update_stream(config)
+
+
+def tally_consumer_config(max_ack_pending: int) -> ConsumerConfig:
+    return ConsumerConfig(
+        durable_name=TALLY_CONSUMER,
+        deliver_policy=DeliverPolicy.ALL,
+        # Acking the last message of a batch acks the whole batch: one ack per commit.
+        ack_policy=AckPolicy.ALL,
+        ack_wait=30,
+        max_deliver=-1,
+        max_ack_pending=max_ack_pending,
+        filter_subject=VOTES_SUBJECTS,
+    )
+
+
+async def ensure_tally_consumer(js: JetStreamContext, max_ack_pending: int) -> None:
+    config = tally_consumer_config(max_ack_pending)
+    try:
+        await js.consumer_info(VOTES_STREAM, TALLY_CONSUMER)
+    except NotFoundError:
+        await js.add_consumer(VOTES_STREAM, config)
+        return
+    # Creating a durable with the same name updates its mutable fields on nats-server >= 2.10.
+    await js.add_consumer(VOTES_STREAM, config)
+
+
+async def catalog_bucket(js: JetStreamContext) -> KeyValue:
+    try:
+        return await js.key_value(CATALOG_BUCKET)
+    except BucketNotFoundError:
+        return await js.create_key_value(bucket=CATALOG_BUCKET, history=16)
+
+
+async def read_catalog(js: JetStreamContext) -> tuple[Catalog | None, int]:
+    """The current catalogue and its revision; (None, 0) when none was ever loaded."""
+    bucket = await catalog_bucket(js)
+    try:
+        entry = await bucket.get(CATALOG_KEY)
+    except KeyNotFoundError:
+        return None, 0
+    if entry.value is None:
+        return None, 0
+    return decode_catalog(entry.value), entry.revision or 0
+
+
+async def write_catalog(js: JetStreamContext, catalog: Catalog) -> int:
+    bucket = await catalog_bucket(js)
+    return await bucket.put(CATALOG_KEY, encode_catalog(catalog))

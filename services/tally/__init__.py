@@ -1,0 +1,1 @@
+"""The tally: a projector folding the VOTES stream into Postgres, and a read API serving community figures."""

@@ -1,0 +1,105 @@
+"""The projector: pulls VOTES in batches and folds each batch into Postgres in one transaction.
+
+Delivery is at least once. A batch is acked (one ack: the consumer acks ALL up to the last message) only after
+its transaction committed; a crash before the ack means redelivery, and ``apply_batch`` skips what the recorded
+position already covers. After each commit it announces the new figures on ``tally.v1.<comparison>``.
+"""
+
+import asyncio
+import logging
+import signal
+
+import asyncpg
+import nats.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from contracts.subjects import TALLY_CONSUMER, VOTES_STREAM, tally_notice_subject
+from infra.migrate import migrate
+from services.shared.jetstream import connect, ensure_tally_consumer, ensure_votes_stream
+from services.tally.settings import TallySettings
+from services.tally.store import BatchResult, StreamRecord, apply_batch
+
+log = logging.getLogger(__name__)
+
+
+class Projector:
+    def __init__(self, settings: TallySettings, nc: NATS, js: JetStreamContext, pool: asyncpg.Pool) -> None:
+        self._settings = settings
+        self._nc = nc
+        self._js = js
+        self._pool = pool
+        self._stopping = asyncio.Event()
+        self.position = 0
+
+    def stop(self) -> None:
+        """Finish the batch in hand, then return from run()."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        await ensure_votes_stream(self._js, self._settings.duplicate_window_s)
+        await ensure_tally_consumer(self._js, self._settings.max_ack_pending)
+        subscription = await self._js.pull_subscribe_bind(durable=TALLY_CONSUMER, stream=VOTES_STREAM)
+        log.info("projector running")
+        while not self._stopping.is_set():
+            try:
+                messages = await subscription.fetch(batch=self._settings.batch_size, timeout=0.5)
+            except nats.errors.TimeoutError:
+                continue
+            except (nats.errors.Error, OSError) as exc:
+                log.warning("fetch failed (%s); retrying", exc)
+                await asyncio.sleep(0.5)
+                continue
+            if messages:
+                await self._fold(messages)
+
+    async def _fold(self, messages: list[Msg]) -> None:
+        records = [StreamRecord(m.metadata.sequence.stream, m.subject, m.data) for m in messages]
+        result = await self._commit(records)
+        self.position = result.position
+        try:
+            await messages[-1].ack()
+        except (nats.errors.Error, OSError) as exc:
+            # Committed already: a redelivery will be recognised by the position and skipped.
+            log.warning("ack failed (%s); the batch will be redelivered and skipped", exc)
+        await self._announce(result)
+
+    async def _commit(self, records: list[StreamRecord]) -> BatchResult:
+        """One transaction; on a database failure wait and retry the same batch, with backoff."""
+        delay = 0.2
+        while True:
+            try:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    return await apply_batch(conn, records)
+            except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError) as exc:
+                log.warning("postgres unavailable (%s); retrying the batch in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _announce(self, result: BatchResult) -> None:
+        """Tell read-API processes which comparisons changed (they re-read; a lost notice is caught up)."""
+        if not self._nc.is_connected:
+            return
+        for comparison_id in result.outcome.comparisons():
+            try:
+                await self._nc.publish(tally_notice_subject(comparison_id), str(result.position).encode())
+            except (nats.errors.Error, OSError):
+                return
+
+
+async def run_projector(settings: TallySettings | None = None) -> None:
+    settings = settings or TallySettings.from_env()
+    await migrate(settings.servers.database_url)
+    nc = await connect(settings.servers.nats_url, "shipskip-projector")
+    pool = await asyncpg.create_pool(settings.servers.database_url, min_size=1, max_size=2)
+    projector = Projector(settings, nc, nc.jetstream(), pool)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, projector.stop)
+    try:
+        await projector.run()
+    finally:
+        await nc.drain()
+        await pool.close()
+        log.info("projector stopped at position %d", projector.position)

@@ -1,0 +1,28 @@
+"""The tally processes' settings (projector and read API), read once from the environment at start."""
+
+import msgspec
+
+from services.shared.config import Env, ServerSettings
+
+
+class TallySettings(msgspec.Struct, frozen=True):
+    servers: ServerSettings
+    port: int
+    min_ballots: int
+    """Below this many ballots a tool's ship_pct is null (the site shows "—")."""
+    batch_size: int
+    """Messages fetched and folded per Postgres transaction, at most."""
+    max_ack_pending: int
+    duplicate_window_s: float
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> "TallySettings":
+        env = env or Env()
+        return cls(
+            servers=ServerSettings.from_env(env),
+            port=env.int("SHIPSKIP_TALLY_PORT", 8081, minimum=1, maximum=65535),
+            min_ballots=env.int("SHIPSKIP_MIN_BALLOTS", 10, minimum=1),
+            batch_size=env.int("SHIPSKIP_BATCH_SIZE", 1000, minimum=1, maximum=100_000),
+            max_ack_pending=env.int("SHIPSKIP_MAX_ACK_PENDING", 20_000, minimum=1),
+            duplicate_window_s=env.float("SHIPSKIP_DUPLICATE_WINDOW_S", 120.0, minimum=1.0),
+        )

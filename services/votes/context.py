@@ -1,0 +1,20 @@
+"""What the votes handlers share, opened in the app's lifespan and kept on ``app.state.votes``."""
+
+from dataclasses import dataclass
+
+from nats.aio.client import Client as NATS
+
+from services.shared.catalog_view import CatalogView
+from services.votes.identity import Hasher, VoterTokens
+from services.votes.publisher import VotePublisher
+from services.votes.settings import VotesSettings
+
+
+@dataclass
+class VotesContext:
+    settings: VotesSettings
+    nc: NATS
+    catalog: CatalogView
+    publisher: VotePublisher
+    tokens: VoterTokens
+    hasher: Hasher

@@ -1,0 +1,35 @@
+"""The suite's servers: real NATS (JetStream), Postgres and Redis, started once per session on free ports.
+
+With SHIPSKIP_NATS_URL, SHIPSKIP_DATABASE_URL and SHIPSKIP_REDIS_URL all set, those servers are used instead
+(and are reset by the tests that need a clean state: do not point them at data you want to keep).
+"""
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from infra.stack.servers import EmbeddedServers, ServerAddresses
+
+
+@pytest.fixture(scope="session")
+def embedded() -> Iterator[EmbeddedServers | None]:
+    urls = [os.environ.get(f"SHIPSKIP_{name}_URL") for name in ("NATS", "DATABASE", "REDIS")]
+    if all(urls):
+        yield None
+        return
+    with EmbeddedServers(Path(tempfile.mkdtemp(prefix="shipskip-test-"))) as servers:
+        yield servers
+
+
+@pytest.fixture(scope="session")
+def servers(embedded: EmbeddedServers | None) -> ServerAddresses:
+    if embedded is None:
+        return ServerAddresses(
+            nats_url=os.environ["SHIPSKIP_NATS_URL"],
+            database_url=os.environ["SHIPSKIP_DATABASE_URL"],
+            redis_url=os.environ["SHIPSKIP_REDIS_URL"],
+        )
+    return embedded.addresses

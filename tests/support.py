@@ -1,0 +1,122 @@
+"""Helpers the tests share: resetting the servers to a known state, running the services, reading back."""
+
+import asyncio
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import httpx
+import nats
+from nats.js.errors import NotFoundError
+
+from contracts.subjects import CATALOG_BUCKET, VOTES_STREAM
+from infra.stack.bootstrap import DEMO_CATALOG, bootstrap
+from infra.stack.processes import ServiceName, ServiceProcess, start_service
+from infra.stack.servers import ServerAddresses, free_port
+
+
+def service_env(servers: ServerAddresses, **extra: str) -> dict[str, str]:
+    env = {
+        "SHIPSKIP_NATS_URL": servers.nats_url,
+        "SHIPSKIP_DATABASE_URL": servers.database_url,
+        "SHIPSKIP_REDIS_URL": servers.redis_url,
+        "SHIPSKIP_TOKEN_KEYS": "test-signing-key-" + "a" * 16,
+        "SHIPSKIP_HASH_KEY": "test-hash-key-" + "b" * 16,
+        "SHIPSKIP_COOKIE_SECURE": "off",
+        # The suite must never read a developer's .shipskip/stack.json.
+        "SHIPSKIP_STACK_FILE": "/nonexistent/shipskip-stack.json",
+    }
+    env.update(extra)
+    return env
+
+
+async def reset_servers(servers: ServerAddresses, catalog_file: Path | None = DEMO_CATALOG) -> None:
+    """Empty the stream, the catalogue and the database, then bootstrap as a first start would."""
+    nc = await nats.connect(servers.nats_url)
+    try:
+        js = nc.jetstream()
+        for delete in (lambda: js.delete_stream(VOTES_STREAM), lambda: js.delete_key_value(CATALOG_BUCKET)):
+            try:
+                await delete()
+            except NotFoundError:
+                pass
+    finally:
+        await nc.close()
+    conn = await asyncpg.connect(servers.database_url)
+    try:
+        await conn.execute("drop schema public cascade; create schema public")
+    finally:
+        await conn.close()
+    await bootstrap(servers.nats_url, servers.database_url, catalog_file=catalog_file)
+
+
+@dataclass
+class Pipeline:
+    """The three shipskip services as real processes on free ports."""
+
+    servers: ServerAddresses
+    env: dict[str, str]
+    log_dir: Path
+    processes: dict[ServiceName, ServiceProcess] = field(default_factory=dict)
+
+    @property
+    def votes_url(self) -> str:
+        return self.processes["votes"].url
+
+    @property
+    def read_url(self) -> str:
+        return self.processes["read"].url
+
+    def start(self, name: ServiceName) -> ServiceProcess:
+        port = None if name == "projector" else free_port()
+        self.processes[name] = start_service(name, self.env, self.log_dir, port)
+        return self.processes[name]
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            process.stop()
+
+
+@contextmanager
+def running_pipeline(servers: ServerAddresses, log_dir: Path, **extra_env: str) -> Iterator[Pipeline]:
+    asyncio.run(reset_servers(servers))
+    pipeline = Pipeline(servers, service_env(servers, **extra_env), log_dir)
+    try:
+        for name in ("projector", "read", "votes"):
+            pipeline.start(name)  # type: ignore[arg-type]
+        yield pipeline
+    finally:
+        pipeline.stop()
+
+
+def new_voter(client: httpx.Client, votes_url: str) -> str:
+    response = client.post(votes_url + "/v1/voters")
+    assert response.status_code == 201, response.text
+    token: str = response.json()["voter_token"]
+    return token
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+async def stream_last_seq(servers: ServerAddresses) -> int:
+    nc = await nats.connect(servers.nats_url)
+    try:
+        info = await nc.jetstream().stream_info(VOTES_STREAM)
+        return int(info.state.last_seq)
+    finally:
+        await nc.close()
+
+
+def random_key() -> str:
+    return secrets.token_hex(8)
