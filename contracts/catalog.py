@@ -8,8 +8,8 @@ from typing import Annotated
 import msgspec
 from msgspec import Meta
 
-from contracts.ids import Slug
 from contracts.events import Verdict
+from contracts.ids import Slug
 
 Count = Annotated[int, Meta(ge=0)]
 Text = Annotated[str, Meta(min_length=1, max_length=4000)]
@@ -113,6 +113,4 @@ def _check_references(catalog: Catalog) -> None:
             raise CatalogError(f"invalid catalogue: a comparison needs two different tools - at `{where}.tools`")
         for position, tool_id in enumerate(comparison.tools):
             if tool_id not in tool_ids:
-                raise CatalogError(
-                    f"invalid catalogue: unknown tool {tool_id!r} - at `{where}.tools[{position}]`"
-                )
+                raise CatalogError(f"invalid catalogue: unknown tool {tool_id!r} - at `{where}.tools[{position}]`")

@@ -34,9 +34,7 @@ class VoteCast(msgspec.Struct, frozen=True, tag_field="type", tag="vote.cast/1",
     origin: Origin = Origin()
 
 
-class VoteRetracted(
-    msgspec.Struct, frozen=True, tag_field="type", tag="vote.retracted/1", forbid_unknown_fields=True
-):
+class VoteRetracted(msgspec.Struct, frozen=True, tag_field="type", tag="vote.retracted/1", forbid_unknown_fields=True):
     event_id: str
     comparison_id: Slug
     tool_id: Slug

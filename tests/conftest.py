@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from infra.stack.servers import EmbeddedServers, ServerAddresses
 
 

@@ -4,19 +4,19 @@ import asyncio
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
 import httpx
 import nats
+from infra.stack.servers import ServerAddresses, free_port
 from nats.js.errors import NotFoundError
 
 from contracts.subjects import CATALOG_BUCKET, VOTES_STREAM
 from infra.stack.bootstrap import DEMO_CATALOG, bootstrap
 from infra.stack.processes import ServiceName, ServiceProcess, start_service
-from infra.stack.servers import ServerAddresses, free_port
 
 
 def service_env(servers: ServerAddresses, **extra: str) -> dict[str, str]:
@@ -39,11 +39,10 @@ async def reset_servers(servers: ServerAddresses, catalog_file: Path | None = DE
     nc = await nats.connect(servers.nats_url)
     try:
         js = nc.jetstream()
-        for delete in (lambda: js.delete_stream(VOTES_STREAM), lambda: js.delete_key_value(CATALOG_BUCKET)):
-            try:
-                await delete()
-            except NotFoundError:
-                pass
+        with suppress(NotFoundError):
+            await js.delete_stream(VOTES_STREAM)
+        with suppress(NotFoundError):
+            await js.delete_stream("KV_" + CATALOG_BUCKET)  # the bucket's backing stream
     finally:
         await nc.close()
     conn = await asyncpg.connect(servers.database_url)
@@ -86,8 +85,9 @@ def running_pipeline(servers: ServerAddresses, log_dir: Path, **extra_env: str) 
     asyncio.run(reset_servers(servers))
     pipeline = Pipeline(servers, service_env(servers, **extra_env), log_dir)
     try:
-        for name in ("projector", "read", "votes"):
-            pipeline.start(name)  # type: ignore[arg-type]
+        services: tuple[ServiceName, ...] = ("projector", "read", "votes")
+        for name in services:
+            pipeline.start(name)
         yield pipeline
     finally:
         pipeline.stop()

@@ -19,7 +19,11 @@ DEMO_CATALOG = Path(__file__).parent.parent / "catalog" / "demo.json"
 
 
 async def bootstrap(
-    nats_url: str, database_url: str, *, duplicate_window_s: float = 120.0, catalog_file: Path | None = DEMO_CATALOG
+    nats_url: str,
+    database_url: str,
+    *,
+    duplicate_window_s: float = 120.0,
+    catalog_file: Path | None = DEMO_CATALOG,
 ) -> None:
     """Idempotent: safe on every start. Loads ``catalog_file`` only when no catalogue was ever loaded."""
     await migrate(database_url)

@@ -84,7 +84,10 @@ def run_local_stack(data_dir: Path) -> int:
         while not stopping:
             for service in services:
                 if not service.alive():
-                    print(f"{service.name} exited ({service.process.returncode}):\n{service.log_tail()}", flush=True)
+                    print(
+                        f"{service.name} exited ({service.process.returncode}):\n{service.log_tail()}",
+                        flush=True,
+                    )
                     return 1
             time.sleep(0.3)
         return 0

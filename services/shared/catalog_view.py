@@ -47,9 +47,7 @@ class CatalogView:
         if catalog is None or revision == self.revision:
             return
         tools = {tool.id: tool for tool in catalog.tools}
-        self._comparisons = {
-            c.id: (c, (tools[c.tools[0]], tools[c.tools[1]])) for c in catalog.comparisons
-        }
+        self._comparisons = {c.id: (c, (tools[c.tools[0]], tools[c.tools[1]])) for c in catalog.comparisons}
         self.catalog, self.revision = catalog, revision
         log.info("catalogue revision %d: %d comparisons", revision, len(self._comparisons))
         for listener in self._listeners:

@@ -57,7 +57,7 @@ class Env:
             value = self._fallback.get(name)
         return value if value not in (None, "") else None
 
-    def str(self, name: str, default: str | None = None) -> str:
+    def text(self, name: str, default: str | None = None) -> str:
         value = self.raw(name)
         if value is None:
             if default is None:
@@ -65,7 +65,7 @@ class Env:
             return default
         return value
 
-    def int(self, name: str, default: int, *, minimum: int = 0, maximum: int = 2**31) -> int:
+    def integer(self, name: str, default: int, *, minimum: int = 0, maximum: int = 2**31) -> int:
         value = self.raw(name)
         if value is None:
             return default
@@ -77,7 +77,7 @@ class Env:
             raise ConfigError(f"{name}={number} is out of range ({minimum} to {maximum})")
         return number
 
-    def float(self, name: str, default: float, *, minimum: float = 0.0) -> float:
+    def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
         value = self.raw(name)
         if value is None:
             return default
@@ -89,7 +89,7 @@ class Env:
             raise ConfigError(f"{name}={number} is below {minimum}")
         return number
 
-    def bool(self, name: str, default: bool) -> bool:
+    def flag(self, name: str, default: bool) -> bool:
         value = self.raw(name)
         if value is None:
             return default
@@ -100,7 +100,7 @@ class Env:
             return False
         raise ConfigError(f"{name}={value!r} is not a boolean (use on/off)")
 
-    def list(self, name: str, default: list[str] | None = None) -> list[str]:
+    def items(self, name: str, default: list[str] | None = None) -> list[str]:
         value = self.raw(name)
         if value is None:
             return list(default or [])
@@ -117,15 +117,15 @@ class ServerSettings(msgspec.Struct, frozen=True):
     @classmethod
     def from_env(cls, env: Env) -> "ServerSettings":
         return cls(
-            nats_url=env.str("SHIPSKIP_NATS_URL"),
-            database_url=env.str("SHIPSKIP_DATABASE_URL"),
-            redis_url=env.str("SHIPSKIP_REDIS_URL"),
+            nats_url=env.text("SHIPSKIP_NATS_URL"),
+            database_url=env.text("SHIPSKIP_DATABASE_URL"),
+            redis_url=env.text("SHIPSKIP_REDIS_URL"),
         )
 
 
 def secret_keys(env: Env, name: str) -> list[bytes]:
     """A comma-separated list of secrets, the first one used to sign; each at least 16 characters."""
-    keys = env.list(name)
+    keys = env.items(name)
     if not keys:
         raise ConfigError(f"{name} is not set (a comma-separated list of secrets, the first one signing)")
     for key in keys:

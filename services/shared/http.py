@@ -57,9 +57,7 @@ class ApiError(Exception):
 
 
 def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response[bytes]:
-    return Response(
-        content=_encoder.encode(body), status_code=status, media_type="application/json", headers=headers
-    )
+    return Response(content=_encoder.encode(body), status_code=status, media_type="application/json", headers=headers)
 
 
 def error_response(error: ApiError) -> Response[bytes]:
@@ -77,7 +75,9 @@ def _on_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Respons
         detail = f"{exc.detail}: {exc.extra}" if exc.extra else exc.detail
     headers = dict(exc.headers or {})
     return json_response(
-        ErrorBody(error=_STATUS_CODES.get(status, "error"), detail=detail or "request refused"), status, headers
+        ErrorBody(error=_STATUS_CODES.get(status, "error"), detail=detail or "request refused"),
+        status,
+        headers,
     )
 
 

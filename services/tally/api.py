@@ -76,7 +76,10 @@ async def community(request: Request[Any, Any, Any], comparison_id: str) -> Resp
     return Response(content=encoded, media_type="application/json")
 
 
-@get("/v1/community", summary="Live community figures of several comparisons (?comparison_id=A&comparison_id=B)")
+@get(
+    "/v1/community",
+    summary="Live community figures of several comparisons (?comparison_id=A&comparison_id=B)",
+)
 async def community_batch(request: Request[Any, Any, Any]) -> Response[bytes]:
     ids = request.query_params.getall("comparison_id", [])
     if not ids:

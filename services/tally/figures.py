@@ -34,7 +34,9 @@ def tool_figures(tool: Tool, ship: int, skip: int, min_ballots: int) -> ToolComm
         votes=votes,
         ship_pct=share_pct(ship, votes) if votes >= min_ballots else None,
         ci95=wilson_pct(ship, votes),
-        panel=PanelFigures(ship=tool.panel.ship, skip=tool.panel.skip, ship_pct=share_pct(tool.panel.ship, panel_total)),
+        panel=PanelFigures(
+            ship=tool.panel.ship, skip=tool.panel.skip, ship_pct=share_pct(tool.panel.ship, panel_total)
+        ),
     )
 
 

@@ -20,9 +20,9 @@ class TallySettings(msgspec.Struct, frozen=True):
         env = env or Env()
         return cls(
             servers=ServerSettings.from_env(env),
-            port=env.int("SHIPSKIP_TALLY_PORT", 8081, minimum=1, maximum=65535),
-            min_ballots=env.int("SHIPSKIP_MIN_BALLOTS", 10, minimum=1),
-            batch_size=env.int("SHIPSKIP_BATCH_SIZE", 1000, minimum=1, maximum=100_000),
-            max_ack_pending=env.int("SHIPSKIP_MAX_ACK_PENDING", 20_000, minimum=1),
-            duplicate_window_s=env.float("SHIPSKIP_DUPLICATE_WINDOW_S", 120.0, minimum=1.0),
+            port=env.integer("SHIPSKIP_TALLY_PORT", 8081, minimum=1, maximum=65535),
+            min_ballots=env.integer("SHIPSKIP_MIN_BALLOTS", 10, minimum=1),
+            batch_size=env.integer("SHIPSKIP_BATCH_SIZE", 1000, minimum=1, maximum=100_000),
+            max_ack_pending=env.integer("SHIPSKIP_MAX_ACK_PENDING", 20_000, minimum=1),
+            duplicate_window_s=env.number("SHIPSKIP_DUPLICATE_WINDOW_S", 120.0, minimum=1.0),
         )

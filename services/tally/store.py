@@ -11,12 +11,16 @@ from typing import NamedTuple
 
 import asyncpg
 import msgspec
+from asyncpg.pool import PoolConnectionProxy
 
 from contracts.events import Event, decode_event
 from contracts.subjects import comparison_of_subject
 from services.tally.fold import Ballot, BallotKey, FoldOutcome, ballot_key, fold
 
 LIVE_PROJECTION = "tally"
+
+Connection = asyncpg.Connection | PoolConnectionProxy
+"""A plain connection or one borrowed from a pool."""
 
 
 class StreamRecord(NamedTuple):
@@ -37,7 +41,7 @@ class BatchResult:
     """Messages at or below the position already recorded: redeliveries."""
 
 
-async def read_position(conn: asyncpg.Connection, projection: str = LIVE_PROJECTION) -> int:
+async def read_position(conn: Connection, projection: str = LIVE_PROJECTION) -> int:
     seq = await conn.fetchval("select seq from projection_position where projection = $1", projection)
     return int(seq) if seq is not None else 0
 
@@ -62,12 +66,10 @@ def decode_records(
 
 
 async def apply_batch(
-    conn: asyncpg.Connection, records: Sequence[StreamRecord], projection: str = LIVE_PROJECTION
+    conn: Connection, records: Sequence[StreamRecord], projection: str = LIVE_PROJECTION
 ) -> BatchResult:
     """Fold ``records`` into the projection; must be called inside a transaction."""
-    position = await conn.fetchval(
-        "select seq from projection_position where projection = $1 for update", projection
-    )
+    position = await conn.fetchval("select seq from projection_position where projection = $1 for update", projection)
     position = int(position) if position is not None else 0
     fresh = [record for record in records if record.seq > position]
     result = BatchResult(position=position, skipped=len(records) - len(fresh))
@@ -95,7 +97,7 @@ async def apply_batch(
     return result
 
 
-async def _ballots_for(conn: asyncpg.Connection, keys: set[BallotKey]) -> dict[BallotKey, Ballot]:
+async def _ballots_for(conn: Connection, keys: set[BallotKey]) -> dict[BallotKey, Ballot]:
     if not keys:
         return {}
     comparisons, tools, voters = (list(column) for column in zip(*keys, strict=True))
@@ -110,7 +112,7 @@ async def _ballots_for(conn: asyncpg.Connection, keys: set[BallotKey]) -> dict[B
     return {(r["comparison_id"], r["tool_id"], r["voter_id"]): Ballot(r["verdict"], r["seq"]) for r in rows}
 
 
-async def _write_ballots(conn: asyncpg.Connection, ballots: dict[BallotKey, Ballot]) -> None:
+async def _write_ballots(conn: Connection, ballots: dict[BallotKey, Ballot]) -> None:
     if not ballots:
         return
     keys = list(ballots)
@@ -127,7 +129,7 @@ async def _write_ballots(conn: asyncpg.Connection, ballots: dict[BallotKey, Ball
     )
 
 
-async def _write_deltas(conn: asyncpg.Connection, deltas: dict[tuple[str, str], list[int]]) -> None:
+async def _write_deltas(conn: Connection, deltas: dict[tuple[str, str], list[int]]) -> None:
     if not deltas:
         return
     keys = list(deltas)
@@ -149,7 +151,7 @@ class ToolCounts(NamedTuple):
 
 
 async def read_tallies(
-    conn: asyncpg.Connection, comparison_ids: Sequence[str] | None = None
+    conn: Connection, comparison_ids: Sequence[str] | None = None
 ) -> dict[tuple[str, str], ToolCounts]:
     if comparison_ids is None:
         rows = await conn.fetch("select comparison_id, tool_id, ship, skip from tallies")

@@ -23,11 +23,11 @@ class VotesSettings(msgspec.Struct, frozen=True):
         env = env or Env()
         return cls(
             servers=ServerSettings.from_env(env),
-            port=env.int("SHIPSKIP_VOTES_PORT", 8080, minimum=1, maximum=65535),
+            port=env.integer("SHIPSKIP_VOTES_PORT", 8080, minimum=1, maximum=65535),
             token_keys=secret_keys(env, "SHIPSKIP_TOKEN_KEYS"),
             hash_key=secret_keys(env, "SHIPSKIP_HASH_KEY")[0],
-            token_ttl_s=env.int("SHIPSKIP_TOKEN_TTL_DAYS", 365, minimum=1) * 86400,
-            publish_timeout_s=env.float("SHIPSKIP_PUBLISH_TIMEOUT_S", 2.0, minimum=0.05),
-            duplicate_window_s=env.float("SHIPSKIP_DUPLICATE_WINDOW_S", 120.0, minimum=1.0),
-            cookie_secure=env.bool("SHIPSKIP_COOKIE_SECURE", True),
+            token_ttl_s=env.integer("SHIPSKIP_TOKEN_TTL_DAYS", 365, minimum=1) * 86400,
+            publish_timeout_s=env.number("SHIPSKIP_PUBLISH_TIMEOUT_S", 2.0, minimum=0.05),
+            duplicate_window_s=env.number("SHIPSKIP_DUPLICATE_WINDOW_S", 120.0, minimum=1.0),
+            cookie_secure=env.flag("SHIPSKIP_COOKIE_SECURE", True),
         )

@@ -55,7 +55,11 @@ def test_the_demo_catalogue_holds_both_seed_pages() -> None:
         "smolvlm2-2b-vs-windsurf-swe-1",
     ]
     panels = {t.id: (t.panel.ship, t.panel.skip) for t in catalog.tools}
-    assert panels == {"llama-4-scout-fine-tuning-toolkit": (3, 1), "windsurf-swe-1": (4, 0), "smolvlm2-2b": (4, 0)}
+    assert panels == {
+        "llama-4-scout-fine-tuning-toolkit": (3, 1),
+        "windsurf-swe-1": (4, 0),
+        "smolvlm2-2b": (4, 0),
+    }
     for tool in catalog.tools:
         assert tool.entry == "Free"
         assert tool.pitch
@@ -67,8 +71,14 @@ def test_the_demo_catalogue_holds_both_seed_pages() -> None:
 @pytest.mark.parametrize(
     ("data", "names"),
     [
-        (b'{"tools": [], "comparisons": [{"id": "Bad Id", "title": "t", "tools": ["a", "b"]}]}', "comparisons[0].id"),
-        (b'{"tools": [], "comparisons": [{"id": "ok", "title": "t", "tools": ["a", "b"]}]}', "comparisons[0].tools[0]"),
+        (
+            b'{"tools": [], "comparisons": [{"id": "Bad Id", "title": "t", "tools": ["a", "b"]}]}',
+            "comparisons[0].id",
+        ),
+        (
+            b'{"tools": [], "comparisons": [{"id": "ok", "title": "t", "tools": ["a", "b"]}]}',
+            "comparisons[0].tools[0]",
+        ),
         (b'{"tools": [],\n "comparisons": [}', "line 2"),
         (b'{"tools": [{"id": "' + b"x" * 65 + b'"}], "comparisons": []}', "tools[0].id"),
     ],

@@ -25,7 +25,9 @@ def retract(voter: str, tool: str = "tool-a", comparison: str = "a-vs-b") -> Vot
     return VoteRetracted(event_id=f"r-{voter}", comparison_id=comparison, tool_id=tool, voter_id=voter, at=AT)
 
 
-def fold_all(batches: list[list[tuple[int, Event]]]) -> tuple[dict[BallotKey, Ballot], dict[tuple[str, str], list[int]]]:
+def fold_all(
+    batches: list[list[tuple[int, Event]]],
+) -> tuple[dict[BallotKey, Ballot], dict[tuple[str, str], list[int]]]:
     """Fold batch after batch as the projector does, carrying ballots and summing deltas."""
     ballots: dict[BallotKey, Ballot] = {}
     totals: dict[tuple[str, str], list[int]] = {}
@@ -78,7 +80,13 @@ def test_a_duplicate_within_a_batch_counts_once() -> None:
 
 def test_tools_and_comparisons_are_tallied_apart() -> None:
     _, totals = fold_all(
-        [[(1, cast("v1", "ship", "tool-a")), (2, cast("v1", "skip", "tool-b")), (3, cast("v1", "ship", "tool-a", "c-2"))]]
+        [
+            [
+                (1, cast("v1", "ship", "tool-a")),
+                (2, cast("v1", "skip", "tool-b")),
+                (3, cast("v1", "ship", "tool-a", "c-2")),
+            ]
+        ]
     )
     assert totals == {("a-vs-b", "tool-a"): [1, 0], ("a-vs-b", "tool-b"): [0, 1], ("c-2", "tool-a"): [1, 0]}
 

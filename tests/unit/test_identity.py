@@ -18,7 +18,9 @@ def test_a_token_verifies_to_its_voter_and_old_keys_still_verify_after_rotation(
         VoterTokens([NEW], ttl_s=3600).verify(token)
 
 
-@pytest.mark.parametrize("mangle", [lambda t: t[:-3], lambda t: t + "x", lambda t: "x" + t[1:], lambda t: "a.b", lambda t: ""])
+@pytest.mark.parametrize(
+    "mangle", [lambda t: t[:-3], lambda t: t + "x", lambda t: "x" + t[1:], lambda t: "a.b", lambda t: ""]
+)
 def test_forged_and_truncated_tokens_are_refused(mangle: object) -> None:
     tokens = VoterTokens([OLD], ttl_s=3600)
     with pytest.raises(TokenRefused):
