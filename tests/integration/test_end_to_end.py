@@ -73,15 +73,18 @@ def test_many_voters_changes_retractions_retries_and_a_projector_crash(
                 response.request.method,
                 str(response.request.url),
                 content=response.request.content,
-                headers=headers,
+                headers={**headers, "Content-Type": "application/json"},
             )
             assert retry.status_code == 202, retry.text
 
     assert asyncio.run(stream_last_seq(servers)) == sent
     expected = expected_tallies(model)
     wait_until(lambda: read_tallies(client, pipeline.read_url) == expected, timeout=15)
+    # Each comparison's figures hold every event up to its position; the one voted on last is at the head.
+    positions = [client.get(f"{pipeline.read_url}/v1/comparisons/{c}/community").json()["position"] for c in TOOLS]
+    assert max(positions) == sent
+    assert all(0 < p <= sent for p in positions)
     figures = client.get(f"{pipeline.read_url}/v1/comparisons/{LLAMA}/community").json()
-    assert figures["position"] == sent
     for tool in figures["tools"]:
         assert tool["votes"] == tool["ship"] + tool["skip"]
         if tool["votes"] >= figures["min_ballots"]:
