@@ -5,6 +5,7 @@ With SHIPSKIP_NATS_URL, SHIPSKIP_DATABASE_URL and SHIPSKIP_REDIS_URL all set, th
 """
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,8 +20,13 @@ def embedded() -> Iterator[EmbeddedServers | None]:
     if all(urls):
         yield None
         return
-    with EmbeddedServers(Path(tempfile.mkdtemp(prefix="shipskip-test-"))) as servers:
-        yield servers
+    # mkdtemp, not tmp_path: under root, pytest's 0700 base folder would hide the data from the Postgres user.
+    data_dir = Path(tempfile.mkdtemp(prefix="shipskip-test-"))
+    try:
+        with EmbeddedServers(data_dir) as servers:
+            yield servers
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

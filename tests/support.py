@@ -118,5 +118,15 @@ async def stream_last_seq(servers: ServerAddresses) -> int:
         await nc.close()
 
 
+async def projected_position(servers: ServerAddresses) -> int:
+    """The stream sequence the live projection has folded up to."""
+    conn = await asyncpg.connect(servers.database_url)
+    try:
+        seq = await conn.fetchval("select seq from projection_position where projection = 'tally'")
+        return int(seq or 0)
+    finally:
+        await conn.close()
+
+
 def random_key() -> str:
     return secrets.token_hex(8)
