@@ -43,10 +43,20 @@ class VoteRetracted(msgspec.Struct, frozen=True, tag_field="type", tag="vote.ret
     origin: Origin = Origin()
 
 
-Event = VoteCast | VoteRetracted
+class VoterVoided(msgspec.Struct, frozen=True, tag_field="type", tag="voter.voided/1", forbid_unknown_fields=True):
+    """Moderation: every ballot of this voter stops counting, in every comparison, now and later."""
+
+    event_id: str
+    voter_id: str
+    reason: str
+    at: datetime
+
+
+VoteEvent = VoteCast | VoteRetracted
+Event = VoteCast | VoteRetracted | VoterVoided
 """Every event a current reader understands, after upgrading."""
 
-StoredEvent = VoteCast | VoteRetracted
+StoredEvent = VoteCast | VoteRetracted | VoterVoided
 """Every version that may be found in the stream (current and retired)."""
 
 # One encoder and one decoder, built once: constructing them per message costs more than the work itself.

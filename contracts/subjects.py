@@ -7,6 +7,9 @@ VOTES_SUBJECT_PREFIX = "votes.v1."
 VOTES_SUBJECTS = VOTES_SUBJECT_PREFIX + "*"
 """One subject per comparison, so one comparison can be replayed with a subject filter."""
 
+MODERATION_SUBJECT = VOTES_SUBJECT_PREFIX + "_moderation"
+"""Moderation events (voids) apply to every comparison; "_" keeps the name apart from every comparison slug."""
+
 TALLY_CONSUMER = "tally"
 """The projector's durable pull consumer on VOTES."""
 

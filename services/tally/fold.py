@@ -3,28 +3,54 @@
 Each ballot keeps the stream sequence of the event that set it, and an event whose sequence is not newer than
 the ballot's changes nothing. So redelivered, duplicated or reordered events give the same result as one clean
 pass in order, and a replay of the stream decides exactly what the live projector decided.
+
+Two rules decide whether a ballot *counts*, both read from event data only (so a rebuild decides the same):
+- the counting policy: at most ``ballots_per_client_day`` new ballots per comparison from one client-address
+  hash per UTC day (of the event's time) count; the rest are kept but marked uncounted;
+- moderation: once a voter is voided, none of their ballots count, in any comparison, then or later.
 """
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from contracts.events import Event, VoteCast
+from contracts.events import Event, VoteCast, VoteRetracted, VoterVoided
 
 BallotKey = tuple[str, str, str]
 """(comparison_id, tool_id, voter_id)"""
 TallyKey = tuple[str, str]
 """(comparison_id, tool_id)"""
+QuotaKey = tuple[str, str, str]
+"""(comparison_id, client hash, UTC day "YYYY-MM-DD")"""
 
 
 class Ballot(NamedTuple):
     verdict: str | None
-    """"ship", "skip", or None once retracted."""
+    """"ship", "skip", or None (retracted, or never cast)."""
     seq: int
+    counted: bool | None
+    """Whether it counts in the tally; None until its first cast decides it."""
 
 
-def ballot_key(event: Event) -> BallotKey:
-    return (event.comparison_id, event.tool_id, event.voter_id)
+class Counts(NamedTuple):
+    """One tool's tally: counted ship and skip, and the ballots kept but not counted."""
+
+    ship: int = 0
+    skip: int = 0
+    uncounted_ship: int = 0
+    uncounted_skip: int = 0
+
+
+@dataclass
+class FoldState:
+    """What the fold needs to know before a batch, for the keys the batch touches."""
+
+    ballots: dict[BallotKey, Ballot] = field(default_factory=dict)
+    """Current ballots for the batch's (comparison, tool, voter) keys, and every ballot of voters it voids."""
+    quotas: dict[QuotaKey, int] = field(default_factory=dict)
+    """New ballots already counted per (comparison, client, day)."""
+    voided: set[str] = field(default_factory=set)
+    """Voters of the batch who were voided before it."""
 
 
 @dataclass
@@ -32,28 +58,106 @@ class FoldOutcome:
     ballots: dict[BallotKey, Ballot] = field(default_factory=dict)
     """Ballots that changed, with their new state."""
     deltas: dict[TallyKey, list[int]] = field(default_factory=dict)
-    """Per tool, the change of [ship, skip]."""
+    """Per tool, the change of [ship, skip, uncounted_ship, uncounted_skip]."""
+    quotas: dict[QuotaKey, int] = field(default_factory=dict)
+    """New values of the quotas the batch used."""
+    voided: dict[str, tuple[int, str]] = field(default_factory=dict)
+    """Voters voided by this batch: voter -> (seq, reason)."""
 
     def comparisons(self) -> set[str]:
         return {comparison_id for comparison_id, _ in self.deltas}
 
 
-def fold(events: Iterable[tuple[int, Event]], current: Mapping[BallotKey, Ballot]) -> FoldOutcome:
-    """Apply ``(seq, event)`` pairs to the ballots ``current`` holds (only the keys the events touch matter)."""
-    outcome = FoldOutcome()
-    for seq, event in sorted(events, key=lambda pair: pair[0]):
-        key = ballot_key(event)
-        before = outcome.ballots.get(key) or current.get(key)
-        if before is not None and before.seq >= seq:
-            continue  # already applied, or older than what set the ballot
-        verdict = event.verdict if isinstance(event, VoteCast) else None
-        outcome.ballots[key] = Ballot(verdict, seq)
-        old = before.verdict if before is not None else None
-        if old == verdict:
-            continue
-        delta = outcome.deltas.setdefault((event.comparison_id, event.tool_id), [0, 0])
+def ballot_keys(events: Iterable[Event]) -> set[BallotKey]:
+    return {(e.comparison_id, e.tool_id, e.voter_id) for e in events if isinstance(e, VoteCast | VoteRetracted)}
+
+
+def quota_key(event: VoteCast) -> QuotaKey | None:
+    if event.origin.client is None:
+        return None
+    return (event.comparison_id, event.origin.client, event.at.strftime("%Y-%m-%d"))
+
+
+def _bucket(verdict: str | None, counted: bool | None) -> int | None:
+    """Index into a delta vector, or None for a ballot that holds no verdict."""
+    if verdict is None:
+        return None
+    return (0 if verdict == "ship" else 1) + (0 if counted else 2)
+
+
+class _Batch:
+    def __init__(self, state: FoldState, ballots_per_client_day: int) -> None:
+        self.state = state
+        self.limit = ballots_per_client_day
+        self.out = FoldOutcome()
+
+    def ballot(self, key: BallotKey) -> Ballot | None:
+        return self.out.ballots.get(key) or self.state.ballots.get(key)
+
+    def is_voided(self, voter: str) -> bool:
+        return voter in self.out.voided or voter in self.state.voided
+
+    def set_ballot(self, key: BallotKey, before: Ballot | None, after: Ballot) -> None:
+        self.out.ballots[key] = after
+        old = _bucket(before.verdict, before.counted) if before is not None else None
+        new = _bucket(after.verdict, after.counted)
+        if old == new:
+            return
+        delta = self.out.deltas.setdefault((key[0], key[1]), [0, 0, 0, 0])
         if old is not None:
-            delta[0 if old == "ship" else 1] -= 1
-        if verdict is not None:
-            delta[0 if verdict == "ship" else 1] += 1
-    return outcome
+            delta[old] -= 1
+        if new is not None:
+            delta[new] += 1
+
+    def decide_counted(self, event: VoteCast) -> bool:
+        """A ballot's first cast decides whether it counts (and uses up quota if it does)."""
+        if self.is_voided(event.voter_id):
+            return False
+        key = quota_key(event)
+        if key is None:
+            return True
+        used = self.out.quotas.get(key, self.state.quotas.get(key, 0))
+        if used >= self.limit:
+            return False
+        self.out.quotas[key] = used + 1
+        return True
+
+    def apply(self, seq: int, event: Event) -> None:
+        if isinstance(event, VoterVoided):
+            self.void(seq, event)
+            return
+        key = (event.comparison_id, event.tool_id, event.voter_id)
+        before = self.ballot(key)
+        if before is not None and before.seq >= seq:
+            return  # already applied, or older than what set the ballot
+        counted = before.counted if before is not None else None
+        if isinstance(event, VoteCast):
+            if counted is None:
+                counted = self.decide_counted(event)
+            self.set_ballot(key, before, Ballot(event.verdict, seq, counted))
+        else:
+            self.set_ballot(key, before, Ballot(None, seq, counted))
+
+    def void(self, seq: int, event: VoterVoided) -> None:
+        if self.is_voided(event.voter_id):
+            return
+        self.out.voided[event.voter_id] = (seq, event.reason)
+        keys = {k for k in (*self.state.ballots, *self.out.ballots) if k[2] == event.voter_id}
+        for key in keys:
+            before = self.ballot(key)
+            assert before is not None
+            if before.counted is not False:
+                # The ballot keeps its own sequence: later casts by the voter are still ordered against it.
+                self.set_ballot(key, before, before._replace(counted=False))
+
+
+def fold(
+    events: Iterable[tuple[int, Event]], state: FoldState | Mapping[BallotKey, Ballot], *, ballots_per_client_day: int
+) -> FoldOutcome:
+    """Apply ``(seq, event)`` pairs, in sequence order, to what ``state`` holds."""
+    if not isinstance(state, FoldState):
+        state = FoldState(ballots=dict(state))
+    batch = _Batch(state, ballots_per_client_day)
+    for seq, event in sorted(events, key=lambda pair: pair[0]):
+        batch.apply(seq, event)
+    return batch.out

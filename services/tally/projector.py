@@ -19,7 +19,7 @@ from contracts.subjects import TALLY_CONSUMER, VOTES_STREAM, tally_notice_subjec
 from infra.migrate import migrate
 from services.shared.jetstream import connect, ensure_tally_consumer, ensure_votes_stream
 from services.tally.settings import TallySettings
-from services.tally.store import BatchResult, StreamRecord, apply_batch
+from services.tally.store import BatchResult, Projection, StreamRecord
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ class Projector:
         self._nc = nc
         self._js = js
         self._pool = pool
+        self._projection = Projection(settings.ballots_per_client_day)
         self._stopping = asyncio.Event()
         self.position = 0
 
@@ -71,7 +72,7 @@ class Projector:
         while True:
             try:
                 async with self._pool.acquire() as conn, conn.transaction():
-                    return await apply_batch(conn, records)
+                    return await self._projection.apply_batch(conn, records)
             except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError) as exc:
                 log.warning("postgres unavailable (%s); retrying the batch in %.1fs", exc, delay)
                 await asyncio.sleep(delay)

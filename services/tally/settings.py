@@ -14,6 +14,8 @@ class TallySettings(msgspec.Struct, frozen=True):
     """Messages fetched and folded per Postgres transaction, at most."""
     max_ack_pending: int
     duplicate_window_s: float
+    ballots_per_client_day: int
+    """The counting policy: new ballots counted per comparison, client-address hash and UTC day."""
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> "TallySettings":
@@ -25,4 +27,5 @@ class TallySettings(msgspec.Struct, frozen=True):
             batch_size=env.integer("SHIPSKIP_BATCH_SIZE", 1000, minimum=1, maximum=100_000),
             max_ack_pending=env.integer("SHIPSKIP_MAX_ACK_PENDING", 20_000, minimum=1),
             duplicate_window_s=env.number("SHIPSKIP_DUPLICATE_WINDOW_S", 120.0, minimum=1.0),
+            ballots_per_client_day=env.integer("SHIPSKIP_BALLOTS_PER_CLIENT_DAY", 100, minimum=1),
         )

@@ -1,23 +1,32 @@
 """Postgres side of the projection: fold one batch of stream messages in one transaction.
 
-The transaction reads the position, skips what it already applied, reads the ballots the batch touches, writes
-the changed ballots, the tally deltas, the dead letters, and the new position, all or nothing
-(the ``eventsourcing`` library's tracking-record pattern). Writes are set-based (``unnest``), one statement each.
+The transaction reads the position, skips what it already applied, reads what the batch touches (ballots,
+quotas, voids), writes the changes, the dead letters and the new position, all or nothing (the
+``eventsourcing`` library's tracking-record pattern). Writes are set-based (``unnest``), one statement a table.
+
+A ``Projection`` works on the tables of one schema: ``public`` holds the live projection, a rebuild folds into
+a schema of its own with the same tables and then copies them over (services/tally/rebuild.py).
 """
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import asyncpg
 import msgspec
 from asyncpg.pool import PoolConnectionProxy
 
-from contracts.events import Event, decode_event
-from contracts.subjects import comparison_of_subject
-from services.tally.fold import Ballot, BallotKey, FoldOutcome, ballot_key, fold
+from contracts.events import Event, VoteCast, VoterVoided, decode_event
+from contracts.subjects import MODERATION_SUBJECT, votes_subject
+from services.tally.fold import Ballot, Counts, FoldOutcome, FoldState, ballot_keys, fold, quota_key
 
-LIVE_PROJECTION = "tally"
+LIVE_SCHEMA = "public"
+SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+"""Schema names are built into SQL text (they cannot be parameters), so only plain identifiers are allowed."""
+POSITION_ROW = "tally"
+PROJECTION_TABLES = ("ballots", "tallies", "client_quotas", "voided_voters", "projection_position")
+"""Every table derived from the stream (dead letters are a log for operators, not part of it)."""
 
 Connection = asyncpg.Connection | PoolConnectionProxy
 """A plain connection or one borrowed from a pool."""
@@ -41,9 +50,8 @@ class BatchResult:
     """Messages at or below the position already recorded: redeliveries."""
 
 
-async def read_position(conn: Connection, projection: str = LIVE_PROJECTION) -> int:
-    seq = await conn.fetchval("select seq from projection_position where projection = $1", projection)
-    return int(seq) if seq is not None else 0
+def expected_subject(event: Event) -> str:
+    return MODERATION_SUBJECT if isinstance(event, VoterVoided) else votes_subject(event.comparison_id)
 
 
 def decode_records(
@@ -58,106 +66,151 @@ def decode_records(
         except msgspec.DecodeError as exc:
             dead.append((record, f"undecodable event: {exc}"))
             continue
-        if comparison_of_subject(record.subject) != event.comparison_id:
-            dead.append((record, f"subject {record.subject!r} does not match comparison {event.comparison_id!r}"))
+        if record.subject != expected_subject(event):
+            dead.append((record, f"event on subject {record.subject!r}, expected {expected_subject(event)!r}"))
             continue
         events.append((record.seq, event))
     return events, dead
 
 
-async def apply_batch(
-    conn: Connection, records: Sequence[StreamRecord], projection: str = LIVE_PROJECTION
-) -> BatchResult:
-    """Fold ``records`` into the projection; must be called inside a transaction."""
-    position = await conn.fetchval("select seq from projection_position where projection = $1 for update", projection)
-    position = int(position) if position is not None else 0
-    fresh = [record for record in records if record.seq > position]
-    result = BatchResult(position=position, skipped=len(records) - len(fresh))
-    if not fresh:
+def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """Rows to the column arrays ``unnest`` takes."""
+    return [[row[i] for row in rows] for i in range(width)]
+
+
+class Projection:
+    def __init__(self, ballots_per_client_day: int, schema: str = LIVE_SCHEMA) -> None:
+        if not SCHEMA_NAME.fullmatch(schema):
+            raise ValueError(f"not a schema name: {schema!r}")
+        self.schema = schema
+        self.ballots_per_client_day = ballots_per_client_day
+        s = schema
+        self._sql_position = f"select seq from {s}.projection_position where projection = $1"
+        self._sql_lock_position = self._sql_position + " for update"
+        self._sql_set_position = (
+            f"insert into {s}.projection_position (projection, seq) values ($1, $2)"
+            " on conflict (projection) do update set seq = excluded.seq"
+        )
+        self._sql_ballots = (
+            "select b.comparison_id, b.tool_id, b.voter_id, b.verdict, b.seq, b.counted"
+            " from unnest($1::text[], $2::text[], $3::text[]) as k(comparison_id, tool_id, voter_id)"
+            f" join {s}.ballots b using (comparison_id, tool_id, voter_id)"
+        )
+        self._sql_ballots_of_voters = (
+            f"select comparison_id, tool_id, voter_id, verdict, seq, counted from {s}.ballots"
+            " where voter_id = any($1::text[])"
+        )
+        self._sql_voided = f"select voter_id from {s}.voided_voters where voter_id = any($1::text[])"
+        self._sql_quotas = (
+            "select q.comparison_id, q.client, q.day, q.ballots"
+            " from unnest($1::text[], $2::text[], $3::text[]) as k(comparison_id, client, day)"
+            f" join {s}.client_quotas q using (comparison_id, client, day)"
+        )
+        self._sql_write_ballots = (
+            f"insert into {s}.ballots (comparison_id, tool_id, voter_id, verdict, seq, counted)"
+            " select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::boolean[])"
+            " on conflict (comparison_id, tool_id, voter_id)"
+            " do update set verdict = excluded.verdict, seq = excluded.seq, counted = excluded.counted"
+        )
+        self._sql_write_deltas = (
+            f"insert into {s}.tallies as t (comparison_id, tool_id, ship, skip, uncounted_ship, uncounted_skip)"
+            " select * from unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[])"
+            " on conflict (comparison_id, tool_id) do update set"
+            " ship = t.ship + excluded.ship, skip = t.skip + excluded.skip,"
+            " uncounted_ship = t.uncounted_ship + excluded.uncounted_ship,"
+            " uncounted_skip = t.uncounted_skip + excluded.uncounted_skip"
+        )
+        self._sql_write_quotas = (
+            f"insert into {s}.client_quotas (comparison_id, client, day, ballots)"
+            " select * from unnest($1::text[], $2::text[], $3::text[], $4::integer[])"
+            " on conflict (comparison_id, client, day) do update set ballots = excluded.ballots"
+        )
+        self._sql_write_voided = (
+            f"insert into {s}.voided_voters (voter_id, seq, reason)"
+            " select * from unnest($1::text[], $2::bigint[], $3::text[]) on conflict (voter_id) do nothing"
+        )
+        self._sql_tallies = (
+            f"select comparison_id, tool_id, ship, skip, uncounted_ship, uncounted_skip from {s}.tallies"
+        )
+
+    async def position(self, conn: Connection) -> int:
+        seq = await conn.fetchval(self._sql_position, POSITION_ROW)
+        return int(seq) if seq is not None else 0
+
+    async def apply_batch(self, conn: Connection, records: Sequence[StreamRecord]) -> BatchResult:
+        """Fold ``records`` into the projection; must be called inside a transaction."""
+        position = await conn.fetchval(self._sql_lock_position, POSITION_ROW)
+        position = int(position) if position is not None else 0
+        fresh = [record for record in records if record.seq > position]
+        result = BatchResult(position=position, skipped=len(records) - len(fresh))
+        if not fresh:
+            return result
+        events, dead = decode_records(fresh)
+        state = await self._state_for(conn, [event for _, event in events])
+        outcome = fold(events, state, ballots_per_client_day=self.ballots_per_client_day)
+        await self._write(conn, outcome)
+        if dead:
+            await conn.executemany(
+                "insert into public.dead_letters (seq, subject, data, reason) values ($1, $2, $3, $4)"
+                " on conflict (seq) do nothing",
+                [(record.seq, record.subject, record.data, reason) for record, reason in dead],
+            )
+        result.outcome = outcome
+        result.dead_letters = len(dead)
+        result.position = max(record.seq for record in fresh)
+        await conn.execute(self._sql_set_position, POSITION_ROW, result.position)
         return result
-    events, dead = decode_records(fresh)
-    current = await _ballots_for(conn, {ballot_key(event) for _, event in events})
-    result.outcome = fold(events, current)
-    await _write_ballots(conn, result.outcome.ballots)
-    await _write_deltas(conn, result.outcome.deltas)
-    if dead:
-        await conn.executemany(
-            "insert into dead_letters (seq, subject, data, reason) values ($1, $2, $3, $4)"
-            " on conflict (seq) do nothing",
-            [(record.seq, record.subject, record.data, reason) for record, reason in dead],
-        )
-    result.dead_letters = len(dead)
-    result.position = max(record.seq for record in fresh)
-    await conn.execute(
-        "insert into projection_position (projection, seq) values ($1, $2)"
-        " on conflict (projection) do update set seq = excluded.seq",
-        projection,
-        result.position,
-    )
-    return result
+
+    async def _state_for(self, conn: Connection, events: list[Event]) -> FoldState:
+        state = FoldState()
+        keys = ballot_keys(events)
+        if keys:
+            for row in await conn.fetch(self._sql_ballots, *_columns(list(keys), 3)):
+                state.ballots[(row[0], row[1], row[2])] = Ballot(row[3], row[4], row[5])
+        voiding = [e.voter_id for e in events if isinstance(e, VoterVoided)]
+        if voiding:
+            for row in await conn.fetch(self._sql_ballots_of_voters, voiding):
+                state.ballots[(row[0], row[1], row[2])] = Ballot(row[3], row[4], row[5])
+        voters = list({e.voter_id for e in events})
+        if voters:
+            state.voided = {row[0] for row in await conn.fetch(self._sql_voided, voters)}
+        quota_keys = {key for e in events if isinstance(e, VoteCast) and (key := quota_key(e)) is not None}
+        if quota_keys:
+            for row in await conn.fetch(self._sql_quotas, *_columns(list(quota_keys), 3)):
+                state.quotas[(row[0], row[1], row[2])] = row[3]
+        return state
+
+    async def _write(self, conn: Connection, outcome: FoldOutcome) -> None:
+        if outcome.ballots:
+            rows = [(*key, b.verdict, b.seq, b.counted) for key, b in outcome.ballots.items()]
+            await conn.execute(self._sql_write_ballots, *_columns(rows, 6))
+        if outcome.deltas:
+            rows = [(*key, *delta) for key, delta in outcome.deltas.items()]
+            await conn.execute(self._sql_write_deltas, *_columns(rows, 6))
+        if outcome.quotas:
+            rows = [(*key, used) for key, used in outcome.quotas.items()]
+            await conn.execute(self._sql_write_quotas, *_columns(rows, 4))
+        if outcome.voided:
+            rows = [(voter, seq, reason) for voter, (seq, reason) in outcome.voided.items()]
+            await conn.execute(self._sql_write_voided, *_columns(rows, 3))
+
+    async def tallies(
+        self, conn: Connection, comparison_ids: Sequence[str] | None = None
+    ) -> dict[tuple[str, str], Counts]:
+        if comparison_ids is None:
+            rows = await conn.fetch(self._sql_tallies)
+        else:
+            rows = await conn.fetch(self._sql_tallies + " where comparison_id = any($1::text[])", list(comparison_ids))
+        return {(r[0], r[1]): Counts(r[2], r[3], r[4], r[5]) for r in rows}
 
 
-async def _ballots_for(conn: Connection, keys: set[BallotKey]) -> dict[BallotKey, Ballot]:
-    if not keys:
-        return {}
-    comparisons, tools, voters = (list(column) for column in zip(*keys, strict=True))
-    rows = await conn.fetch(
-        "select b.comparison_id, b.tool_id, b.voter_id, b.verdict, b.seq"
-        " from unnest($1::text[], $2::text[], $3::text[]) as k(comparison_id, tool_id, voter_id)"
-        " join ballots b using (comparison_id, tool_id, voter_id)",
-        comparisons,
-        tools,
-        voters,
-    )
-    return {(r["comparison_id"], r["tool_id"], r["voter_id"]): Ballot(r["verdict"], r["seq"]) for r in rows}
+# The live projection's reads, for the read API (which does not fold, so the quota setting does not matter).
+_live_reader = Projection(ballots_per_client_day=0)
 
 
-async def _write_ballots(conn: Connection, ballots: dict[BallotKey, Ballot]) -> None:
-    if not ballots:
-        return
-    keys = list(ballots)
-    await conn.execute(
-        "insert into ballots (comparison_id, tool_id, voter_id, verdict, seq)"
-        " select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])"
-        " on conflict (comparison_id, tool_id, voter_id)"
-        " do update set verdict = excluded.verdict, seq = excluded.seq",
-        [k[0] for k in keys],
-        [k[1] for k in keys],
-        [k[2] for k in keys],
-        [ballots[k].verdict for k in keys],
-        [ballots[k].seq for k in keys],
-    )
+async def read_position(conn: Connection) -> int:
+    return await _live_reader.position(conn)
 
 
-async def _write_deltas(conn: Connection, deltas: dict[tuple[str, str], list[int]]) -> None:
-    if not deltas:
-        return
-    keys = list(deltas)
-    await conn.execute(
-        "insert into tallies (comparison_id, tool_id, ship, skip)"
-        " select * from unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[])"
-        " on conflict (comparison_id, tool_id)"
-        " do update set ship = tallies.ship + excluded.ship, skip = tallies.skip + excluded.skip",
-        [k[0] for k in keys],
-        [k[1] for k in keys],
-        [deltas[k][0] for k in keys],
-        [deltas[k][1] for k in keys],
-    )
-
-
-class ToolCounts(NamedTuple):
-    ship: int
-    skip: int
-
-
-async def read_tallies(
-    conn: Connection, comparison_ids: Sequence[str] | None = None
-) -> dict[tuple[str, str], ToolCounts]:
-    if comparison_ids is None:
-        rows = await conn.fetch("select comparison_id, tool_id, ship, skip from tallies")
-    else:
-        rows = await conn.fetch(
-            "select comparison_id, tool_id, ship, skip from tallies where comparison_id = any($1::text[])",
-            list(comparison_ids),
-        )
-    return {(r["comparison_id"], r["tool_id"]): ToolCounts(r["ship"], r["skip"]) for r in rows}
+async def read_tallies(conn: Connection, comparison_ids: Sequence[str] | None = None) -> dict[tuple[str, str], Counts]:
+    return await _live_reader.tallies(conn, comparison_ids)

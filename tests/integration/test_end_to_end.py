@@ -80,7 +80,7 @@ def test_many_voters_changes_retractions_retries_and_a_projector_crash(
     assert asyncio.run(stream_last_seq(servers)) == sent
     expected = expected_tallies(model)
     wait_until(lambda: read_tallies(client, pipeline.read_url) == expected, timeout=15)
-    assert asyncio.run(projected_position(servers)) == sent
+    wait_until(lambda: asyncio.run(projected_position(servers)) == sent, timeout=15)
     # Each comparison's figures hold every event up to its position.
     positions = [client.get(f"{pipeline.read_url}/v1/comparisons/{c}/community").json()["position"] for c in TOOLS]
     assert all(0 < p <= sent for p in positions)

@@ -4,13 +4,15 @@ import itertools
 import random
 from datetime import UTC, datetime
 
-from contracts.events import Event, VoteCast, VoteRetracted
-from services.tally.fold import Ballot, BallotKey, fold
+from contracts.events import Event, Origin, VoteCast, VoteRetracted, VoterVoided
+from services.tally.fold import Ballot, BallotKey, FoldState, fold
 
 AT = datetime(2026, 11, 23, tzinfo=UTC)
 
 
-def cast(voter: str, verdict: str, tool: str = "tool-a", comparison: str = "a-vs-b") -> VoteCast:
+def cast(
+    voter: str, verdict: str, tool: str = "tool-a", comparison: str = "a-vs-b", client: str | None = None
+) -> VoteCast:
     return VoteCast(
         event_id=f"e-{voter}-{verdict}",
         comparison_id=comparison,
@@ -18,7 +20,12 @@ def cast(voter: str, verdict: str, tool: str = "tool-a", comparison: str = "a-vs
         verdict=verdict,  # type: ignore[arg-type]
         voter_id=voter,
         at=AT,
+        origin=Origin(client=client),
     )
+
+
+def void(voter: str) -> VoterVoided:
+    return VoterVoided(event_id=f"x-{voter}", voter_id=voter, reason="test", at=AT)
 
 
 def retract(voter: str, tool: str = "tool-a", comparison: str = "a-vs-b") -> VoteRetracted:
@@ -26,19 +33,21 @@ def retract(voter: str, tool: str = "tool-a", comparison: str = "a-vs-b") -> Vot
 
 
 def fold_all(
-    batches: list[list[tuple[int, Event]]],
+    batches: list[list[tuple[int, Event]]], limit: int = 1000
 ) -> tuple[dict[BallotKey, Ballot], dict[tuple[str, str], list[int]]]:
-    """Fold batch after batch as the projector does, carrying ballots and summing deltas."""
-    ballots: dict[BallotKey, Ballot] = {}
+    """Fold batch after batch as the projector does, carrying the state and summing [ship, skip, uncounted...]."""
+    state = FoldState()
     totals: dict[tuple[str, str], list[int]] = {}
     for batch in batches:
-        outcome = fold(batch, ballots)
-        ballots.update(outcome.ballots)
-        for key, (ship, skip) in outcome.deltas.items():
-            total = totals.setdefault(key, [0, 0])
-            total[0] += ship
-            total[1] += skip
-    return ballots, {k: v for k, v in totals.items() if v != [0, 0]}
+        outcome = fold(batch, state, ballots_per_client_day=limit)
+        state.ballots.update(outcome.ballots)
+        state.quotas.update(outcome.quotas)
+        state.voided.update(outcome.voided)
+        for key, delta in outcome.deltas.items():
+            total = totals.setdefault(key, [0, 0, 0, 0])
+            for i, change in enumerate(delta):
+                total[i] += change
+    return state.ballots, {k: v[:2] for k, v in totals.items() if v[:2] != [0, 0]}
 
 
 def test_a_cast_counts_once() -> None:
@@ -54,7 +63,7 @@ def test_a_change_moves_one_count_from_ship_to_skip() -> None:
 def test_a_retraction_removes_the_count_and_keeps_the_sequence() -> None:
     ballots, totals = fold_all([[(1, cast("v1", "ship")), (2, retract("v1"))]])
     assert totals == {}
-    assert ballots[("a-vs-b", "tool-a", "v1")] == Ballot(None, 2)
+    assert ballots[("a-vs-b", "tool-a", "v1")] == Ballot(None, 2, True)
 
 
 def test_retracting_nothing_changes_nothing() -> None:
@@ -112,3 +121,41 @@ def test_any_redelivery_order_and_batching_gives_the_clean_result() -> None:
         cuts = sorted(rng.sample(range(1, len(delivered)), 10))
         batches = [delivered[a:b] for a, b in itertools.pairwise([0, *cuts, len(delivered)])]
         assert fold_all(batches)[1] == clean
+
+
+def test_the_counting_policy_keeps_ballots_past_the_daily_quota_uncounted() -> None:
+    batch: list[tuple[int, Event]] = [(i, cast(f"v{i}", "ship", client="net-1")) for i in range(1, 6)]
+    batch.append((6, cast("v6", "skip", client="net-2")))
+    ballots, totals = fold_all([batch[:2], batch[2:]], limit=3)
+    assert totals == {("a-vs-b", "tool-a"): [3, 1]}
+    assert [ballots[("a-vs-b", "tool-a", f"v{i}")].counted for i in range(1, 7)] == [True] * 3 + [False] * 2 + [True]
+    # An uncounted ballot stays uncounted when it changes; a counted one keeps counting.
+    _, totals = fold_all(
+        [batch, [(7, cast("v5", "skip", client="net-1")), (8, cast("v1", "skip", client="net-1"))]], limit=3
+    )
+    assert totals == {("a-vs-b", "tool-a"): [2, 2]}
+
+
+def test_a_retraction_first_does_not_dodge_the_quota() -> None:
+    events: list[tuple[int, Event]] = [
+        (1, cast("v1", "ship", client="net-1")),
+        (2, retract("v2")),
+        (3, cast("v2", "ship", client="net-1")),
+    ]
+    _, totals = fold_all([events], limit=1)
+    assert totals == {("a-vs-b", "tool-a"): [1, 0]}
+
+
+def test_a_void_removes_every_ballot_of_the_voter_now_and_later() -> None:
+    events: list[tuple[int, Event]] = [
+        (1, cast("bad", "ship", "tool-a")),
+        (2, cast("bad", "ship", "tool-b", "c-2")),
+        (3, cast("good", "skip", "tool-a")),
+        (4, void("bad")),
+        (5, cast("bad", "skip", "tool-a")),
+        (6, cast("bad", "ship", "tool-c", "c-3")),
+    ]
+    clean = fold_all([events])[1]
+    assert clean == {("a-vs-b", "tool-a"): [0, 1]}
+    for cut in range(1, len(events)):
+        assert fold_all([events[:cut], events[cut - 1 :], events[2:]])[1] == clean
