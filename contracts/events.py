@@ -52,11 +52,22 @@ class VoterVoided(msgspec.Struct, frozen=True, tag_field="type", tag="voter.void
     at: datetime
 
 
+class VoteCastV0(msgspec.Struct, frozen=True, tag_field="type", tag="vote.cast/0", forbid_unknown_fields=True):
+    """Retired: the first schema of a cast (a boolean for the verdict, no origin). Upgraded on read."""
+
+    event_id: str
+    comparison_id: Slug
+    tool_id: Slug
+    ship: bool
+    voter_id: str
+    cast_at: datetime
+
+
 VoteEvent = VoteCast | VoteRetracted
 Event = VoteCast | VoteRetracted | VoterVoided
 """Every event a current reader understands, after upgrading."""
 
-StoredEvent = VoteCast | VoteRetracted | VoterVoided
+StoredEvent = VoteCast | VoteRetracted | VoterVoided | VoteCastV0
 """Every version that may be found in the stream (current and retired)."""
 
 # One encoder and one decoder, built once: constructing them per message costs more than the work itself.
@@ -70,6 +81,15 @@ def encode_event(event: Event) -> bytes:
 
 def upgrade(event: StoredEvent) -> Event:
     """Turn a retired schema version into the current one (identity for current versions)."""
+    if isinstance(event, VoteCastV0):
+        return VoteCast(
+            event_id=event.event_id,
+            comparison_id=event.comparison_id,
+            tool_id=event.tool_id,
+            verdict="ship" if event.ship else "skip",
+            voter_id=event.voter_id,
+            at=event.cast_at,
+        )
     return event
 
 

@@ -16,6 +16,9 @@ TALLY_CONSUMER = "tally"
 TALLY_NOTICE_PREFIX = "tally.v1."
 """Core-NATS subjects on which the projector announces new figures after each commit."""
 
+TALLY_RELOAD_SUBJECT = "tally.reload"
+"""Published after a rebuild swapped the tables: every read view reloads from Postgres."""
+
 CATALOG_BUCKET = "CATALOG"
 CATALOG_KEY = "current"
 """The catalogue lives in a JetStream key-value bucket, so every service sees a new one without a restart."""

@@ -30,6 +30,23 @@ def main(argv: list[str] | None = None) -> int:
     load.add_argument("file", type=Path)
     catalog.add_parser("show", help="print the current catalogue as JSON")
 
+    rebuild = commands.add_parser(
+        "rebuild", help="replay the stream into fresh tables, catch up, and swap them in atomically"
+    )
+    rebuild.add_argument("--comparison", metavar="ID", help="rebuild only this comparison's rows")
+    verify = commands.add_parser("verify", help="recompute the tallies from the stream and list differences")
+    verify.add_argument("--comparison", metavar="ID", help="verify only this comparison")
+    status = commands.add_parser("status", help="stream head, projector lag, dead letters, counts, rebuilds")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    dead = commands.add_parser("dead-letters", help="messages the projector could not fold").add_subparsers(
+        dest="dead_command", required=True
+    )
+    dead.add_parser("list", help="show them with their reasons")
+    dead.add_parser("retry", help="fold the ones today's reader can decode, keep the rest")
+    void = commands.add_parser("void-voter", help="remove a voter's ballots from every tally (moderation)")
+    void.add_argument("voter_id", help="the voter id as events and reports show it (32 hex characters)")
+    void.add_argument("--reason", required=True, help="why, kept in the event")
+
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -57,7 +74,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "catalog":
         return asyncio.run(_catalog(args))
-    raise AssertionError(args.command)
+    from services.operators.commands import run_operator_command
+
+    return asyncio.run(run_operator_command(args))
 
 
 async def _catalog(args: argparse.Namespace) -> int:

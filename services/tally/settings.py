@@ -2,7 +2,7 @@
 
 import msgspec
 
-from services.shared.config import Env, ServerSettings
+from services.shared.config import ConfigError, Env, ServerSettings
 
 
 class TallySettings(msgspec.Struct, frozen=True):
@@ -15,6 +15,8 @@ class TallySettings(msgspec.Struct, frozen=True):
     max_ack_pending: int
     duplicate_window_s: float
     ballots_per_client_day: int
+    admin_token: str | None
+    """Bearer token of the /admin API; without one the admin API is off entirely."""
     """The counting policy: new ballots counted per comparison, client-address hash and UTC day."""
 
     @classmethod
@@ -28,4 +30,12 @@ class TallySettings(msgspec.Struct, frozen=True):
             max_ack_pending=env.integer("SHIPSKIP_MAX_ACK_PENDING", 20_000, minimum=1),
             duplicate_window_s=env.number("SHIPSKIP_DUPLICATE_WINDOW_S", 120.0, minimum=1.0),
             ballots_per_client_day=env.integer("SHIPSKIP_BALLOTS_PER_CLIENT_DAY", 100, minimum=1),
+            admin_token=_admin_token(env),
         )
+
+
+def _admin_token(env: Env) -> str | None:
+    token = env.raw("SHIPSKIP_ADMIN_TOKEN")
+    if token is not None and len(token) < 16:
+        raise ConfigError("SHIPSKIP_ADMIN_TOKEN must be at least 16 characters")
+    return token

@@ -138,28 +138,31 @@ class Projection:
         return int(seq) if seq is not None else 0
 
     async def apply_batch(self, conn: Connection, records: Sequence[StreamRecord]) -> BatchResult:
-        """Fold ``records`` into the projection; must be called inside a transaction."""
+        """Fold the records past the recorded position and advance it; must be called inside a transaction."""
         position = await conn.fetchval(self._sql_lock_position, POSITION_ROW)
         position = int(position) if position is not None else 0
         fresh = [record for record in records if record.seq > position]
-        result = BatchResult(position=position, skipped=len(records) - len(fresh))
         if not fresh:
-            return result
-        events, dead = decode_records(fresh)
+            return BatchResult(position=position, skipped=len(records))
+        result = await self.apply_records(conn, fresh)
+        result.skipped = len(records) - len(fresh)
+        result.position = max(record.seq for record in fresh)
+        await conn.execute(self._sql_set_position, POSITION_ROW, result.position)
+        return result
+
+    async def apply_records(self, conn: Connection, records: Sequence[StreamRecord]) -> BatchResult:
+        """Fold records whatever the position (dead-letter retries); the per-ballot sequences keep it in order."""
+        events, dead = decode_records(records)
         state = await self._state_for(conn, [event for _, event in events])
         outcome = fold(events, state, ballots_per_client_day=self.ballots_per_client_day)
         await self._write(conn, outcome)
         if dead:
             await conn.executemany(
                 "insert into public.dead_letters (seq, subject, data, reason) values ($1, $2, $3, $4)"
-                " on conflict (seq) do nothing",
+                " on conflict (seq) do update set reason = excluded.reason",
                 [(record.seq, record.subject, record.data, reason) for record, reason in dead],
             )
-        result.outcome = outcome
-        result.dead_letters = len(dead)
-        result.position = max(record.seq for record in fresh)
-        await conn.execute(self._sql_set_position, POSITION_ROW, result.position)
-        return result
+        return BatchResult(position=0, outcome=outcome, dead_letters=len(dead))
 
     async def _state_for(self, conn: Connection, events: list[Event]) -> FoldState:
         state = FoldState()
@@ -182,17 +185,17 @@ class Projection:
 
     async def _write(self, conn: Connection, outcome: FoldOutcome) -> None:
         if outcome.ballots:
-            rows = [(*key, b.verdict, b.seq, b.counted) for key, b in outcome.ballots.items()]
-            await conn.execute(self._sql_write_ballots, *_columns(rows, 6))
+            ballots = [(*key, b.verdict, b.seq, b.counted) for key, b in outcome.ballots.items()]
+            await conn.execute(self._sql_write_ballots, *_columns(ballots, 6))
         if outcome.deltas:
-            rows = [(*key, *delta) for key, delta in outcome.deltas.items()]
-            await conn.execute(self._sql_write_deltas, *_columns(rows, 6))
+            deltas = [(*key, *delta) for key, delta in outcome.deltas.items()]
+            await conn.execute(self._sql_write_deltas, *_columns(deltas, 6))
         if outcome.quotas:
-            rows = [(*key, used) for key, used in outcome.quotas.items()]
-            await conn.execute(self._sql_write_quotas, *_columns(rows, 4))
+            quotas = [(*key, used) for key, used in outcome.quotas.items()]
+            await conn.execute(self._sql_write_quotas, *_columns(quotas, 4))
         if outcome.voided:
-            rows = [(voter, seq, reason) for voter, (seq, reason) in outcome.voided.items()]
-            await conn.execute(self._sql_write_voided, *_columns(rows, 3))
+            voided = [(voter, seq, reason) for voter, (seq, reason) in outcome.voided.items()]
+            await conn.execute(self._sql_write_voided, *_columns(voided, 3))
 
     async def tallies(
         self, conn: Connection, comparison_ids: Sequence[str] | None = None

@@ -1,0 +1,298 @@
+"""Rebuild the projection from the stream with no downtime, or verify it without touching anything.
+
+Rebuild: replay VOTES from the start into a schema of its own while the live tables keep serving, catch up to
+the live head, then in one transaction lock the live position (the projector waits on that row), fold the last
+few events, and copy the rebuilt rows over the live ones. An interrupted rebuild leaves the live tables as they
+were; a Postgres advisory lock keeps two rebuilds from running at once.
+
+Verify: replay the stream into memory with the same pure fold, up to the position of a consistent snapshot of
+the live tallies, and list every difference.
+"""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import asyncpg
+from nats.aio.client import Client as NATS
+
+from contracts.subjects import TALLY_RELOAD_SUBJECT, VOTES_STREAM
+from services.tally.fold import Counts, FoldState, fold
+from services.tally.replay import StreamReplay
+from services.tally.store import (
+    LIVE_SCHEMA,
+    POSITION_ROW,
+    PROJECTION_TABLES,
+    Connection,
+    Projection,
+    StreamRecord,
+    decode_records,
+)
+
+REBUILD_SCHEMA = "shipskip_rebuild"
+_REBUILD_LOCK = 0x5A1B_0002
+_CATCH_UP_MARGIN = 2000
+"""Events the replay may trail the head by before it takes the lock for the swap."""
+
+
+class RebuildRunning(Exception):
+    """Another rebuild holds the lock."""
+
+
+@dataclass
+class Progress:
+    kind: str
+    comparison_id: str | None
+    done: int = 0
+    total: int = 0
+    started: float = field(default_factory=time.monotonic)
+    phase: str = "replaying"
+
+    @property
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return self.done / elapsed if elapsed > 0 else 0.0
+
+    @property
+    def seconds_left(self) -> float | None:
+        rate = self.rate
+        return max(0.0, (self.total - self.done) / rate) if rate > 0 else None
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass
+class Difference:
+    comparison_id: str
+    tool_id: str
+    live: Counts
+    expected: Counts
+
+
+@dataclass
+class RebuildReport:
+    position: int
+    events: int
+    seconds: float
+
+
+class _Run:
+    """Bookkeeping of one rebuild or verification in ``rebuild_runs`` (what status and /admin show)."""
+
+    def __init__(self, pool: asyncpg.Pool, progress: Progress, on_progress: ProgressCallback | None) -> None:
+        self._pool = pool
+        self.progress = progress
+        self._on_progress = on_progress
+        self._id: int | None = None
+        self._written = 0.0
+
+    async def start(self) -> None:
+        self._id = await self._pool.fetchval(
+            "insert into rebuild_runs (kind, comparison_id, state) values ($1, $2, 'running') returning id",
+            self.progress.kind,
+            self.progress.comparison_id,
+        )
+
+    async def update(self, replay: StreamReplay, *, force: bool = False) -> None:
+        self.progress.done, self.progress.total = replay.folded, max(replay.total, replay.folded)
+        if self._on_progress is not None:
+            self._on_progress(self.progress)
+        if force or time.monotonic() - self._written > 1.0:
+            self._written = time.monotonic()
+            await self._pool.execute(
+                "update rebuild_runs set done = $2, total = $3 where id = $1",
+                self._id,
+                self.progress.done,
+                self.progress.total,
+            )
+
+    async def finish(self, state: str, detail: str = "") -> None:
+        await self._pool.execute(
+            "update rebuild_runs set state = $2, detail = $3, done = $4, total = $5, finished_at = now() where id = $1",
+            self._id,
+            state,
+            detail[:2000],
+            self.progress.done,
+            max(self.progress.total, self.progress.done),
+        )
+
+
+async def rebuild_in_progress(conn: Connection) -> bool:
+    """Whether some process holds the rebuild lock right now (a row marked running may be a dead process's)."""
+    held = await conn.fetchval(
+        "select exists (select 1 from pg_locks where locktype = 'advisory' and classid = 0"
+        " and objid = $1 and objsubid = 1 and granted)",
+        _REBUILD_LOCK,
+    )
+    return bool(held)
+
+
+async def _stream_head(nc: NATS) -> int:
+    info = await nc.jetstream().stream_info(VOTES_STREAM)
+    return int(info.state.last_seq or 0)
+
+
+async def rebuild(
+    nc: NATS,
+    pool: asyncpg.Pool,
+    database_url: str,
+    *,
+    ballots_per_client_day: int,
+    comparison_id: str | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> RebuildReport:
+    """Rebuild every comparison (or one) from the stream and swap it in atomically. Needs a pool of 2+."""
+    lock = await asyncpg.connect(database_url)
+    try:
+        if not await lock.fetchval("select pg_try_advisory_lock($1)", _REBUILD_LOCK):
+            since = await lock.fetchval(
+                "select started_at from rebuild_runs where kind = 'rebuild' and state = 'running'"
+                " order by id desc limit 1"
+            )
+            raise RebuildRunning(f"a rebuild is already running (since {since}); wait for it or stop it first")
+        # Runs still marked running were interrupted (their process died with the lock).
+        await lock.execute(
+            "update rebuild_runs set state = 'failed', detail = 'interrupted', finished_at = now()"
+            " where kind = 'rebuild' and state = 'running'"
+        )
+        run = _Run(pool, Progress("rebuild", comparison_id), on_progress)
+        await run.start()
+        try:
+            report = await _rebuild_locked(nc, pool, run, ballots_per_client_day, comparison_id)
+        except BaseException as exc:  # interrupted or failed: the live tables are as they were
+            await run.finish("failed", f"{type(exc).__name__}: {exc}")
+            raise
+        await run.finish("done", f"position {report.position}")
+        return report
+    finally:
+        await lock.close()  # releases the advisory lock
+
+
+async def _rebuild_locked(
+    nc: NATS, pool: asyncpg.Pool, run: _Run, ballots_per_client_day: int, comparison_id: str | None
+) -> RebuildReport:
+    started = time.monotonic()
+    await _prepare_schema(pool)
+    projection = Projection(ballots_per_client_day, schema=REBUILD_SCHEMA)
+
+    async def fold_into_rebuild(records: list[StreamRecord]) -> None:
+        async with pool.acquire() as conn, conn.transaction():
+            await projection.apply_batch(conn, records)
+        await run.update(replay)
+
+    replay = StreamReplay(nc.jetstream(), comparison_id)
+    await replay.open()
+    try:
+        await replay.fold_until(await _stream_head(nc), fold_into_rebuild)
+        # Catch up with what arrived meanwhile, a few rounds at most: the swap folds the rest under the lock.
+        for _ in range(5):
+            head = await _stream_head(nc)
+            if head - replay.reached <= _CATCH_UP_MARGIN:
+                break
+            await replay.fold_until(head, fold_into_rebuild)
+        run.progress.phase = "swapping"
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "insert into projection_position (projection, seq) values ($1, 0) on conflict do nothing", POSITION_ROW
+            )
+            live_position = await conn.fetchval(
+                "select seq from projection_position where projection = $1 for update", POSITION_ROW
+            )
+            await replay.fold_until(live_position, fold_into_rebuild)
+            position = await _swap(conn, comparison_id, max(live_position, replay.reached))
+        await run.update(replay, force=True)
+    finally:
+        await replay.close()
+    await pool.execute(f"drop schema if exists {REBUILD_SCHEMA} cascade")
+    if nc.is_connected:
+        await nc.publish(TALLY_RELOAD_SUBJECT, str(position).encode())
+    return RebuildReport(position=position, events=replay.folded, seconds=time.monotonic() - started)
+
+
+async def _prepare_schema(pool: asyncpg.Pool) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(f"drop schema if exists {REBUILD_SCHEMA} cascade")
+        await conn.execute(f"create schema {REBUILD_SCHEMA}")
+        for table in PROJECTION_TABLES:
+            await conn.execute(f"create table {REBUILD_SCHEMA}.{table} (like {LIVE_SCHEMA}.{table} including all)")
+
+
+async def _swap(conn: asyncpg.pool.PoolConnectionProxy, comparison_id: str | None, position: int) -> int:
+    """Replace the live rows with the rebuilt ones, inside the caller's transaction; returns the live position."""
+    if comparison_id is None:
+        tables = [t for t in PROJECTION_TABLES if t != "projection_position"]
+        await conn.execute("truncate " + ", ".join(f"{LIVE_SCHEMA}.{t}" for t in tables))
+        for table in tables:
+            await conn.execute(f"insert into {LIVE_SCHEMA}.{table} select * from {REBUILD_SCHEMA}.{table}")
+        await conn.execute(
+            f"update {LIVE_SCHEMA}.projection_position set seq = $2 where projection = $1", POSITION_ROW, position
+        )
+        return position
+    # One comparison: its rows only. Voids are global and already in the live tables. The live position stays:
+    # events past it that the rebuild already folded are recognised by the ballots' sequences and change nothing.
+    for table in ("ballots", "tallies", "client_quotas"):
+        await conn.execute(f"delete from {LIVE_SCHEMA}.{table} where comparison_id = $1", comparison_id)
+        await conn.execute(
+            f"insert into {LIVE_SCHEMA}.{table} select * from {REBUILD_SCHEMA}.{table} where comparison_id = $1",
+            comparison_id,
+        )
+    seq = await conn.fetchval(f"select seq from {LIVE_SCHEMA}.projection_position where projection = $1", POSITION_ROW)
+    return int(seq)
+
+
+def tallies_of(ballots: FoldState) -> dict[tuple[str, str], Counts]:
+    """Count current ballots into tallies, as the live tables hold them."""
+    counts: dict[tuple[str, str], list[int]] = {}
+    for (comparison_id, tool_id, _), ballot in ballots.ballots.items():
+        if ballot.verdict is None:
+            continue
+        index = (0 if ballot.verdict == "ship" else 1) + (0 if ballot.counted else 2)
+        counts.setdefault((comparison_id, tool_id), [0, 0, 0, 0])[index] += 1
+    return {key: Counts(*values) for key, values in counts.items()}
+
+
+async def verify(
+    nc: NATS,
+    pool: asyncpg.Pool,
+    *,
+    ballots_per_client_day: int,
+    comparison_id: str | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> tuple[int, list[Difference]]:
+    """Recompute the tallies from the stream in memory; (position checked, differences from the live tables)."""
+    live_reader = Projection(ballots_per_client_day)
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        position = await live_reader.position(conn)
+        live = await live_reader.tallies(conn, None if comparison_id is None else [comparison_id])
+    run = _Run(pool, Progress("verify", comparison_id), on_progress)
+    await run.start()
+    state = FoldState()
+
+    async def fold_in_memory(records: list[StreamRecord]) -> None:
+        events, _ = decode_records(records)
+        outcome = fold(events, state, ballots_per_client_day=ballots_per_client_day)
+        state.ballots.update(outcome.ballots)
+        state.quotas.update(outcome.quotas)
+        state.voided.update(outcome.voided)
+        await run.update(replay)
+
+    replay = StreamReplay(nc.jetstream(), comparison_id)
+    await replay.open()
+    try:
+        await replay.fold_until(position, fold_in_memory)
+    except BaseException as exc:
+        await run.finish("failed", f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        await replay.close()
+    expected = tallies_of(state)
+    zero = Counts()
+    differences = [
+        Difference(key[0], key[1], live.get(key, zero), expected.get(key, zero))
+        for key in sorted(live.keys() | expected.keys())
+        if live.get(key, zero) != expected.get(key, zero)
+    ]
+    await run.update(replay, force=True)
+    await run.finish("done", f"position {position}: {len(differences)} differences")
+    return position, differences
