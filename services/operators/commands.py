@@ -32,7 +32,7 @@ class ProgressBar:
         left = progress.seconds_left
         eta = f"{left:5.0f} s left" if left is not None else "      "
         sys.stderr.write(
-            f"\\r{progress.kind} [{'#' * filled}{'.' * (30 - filled)}] {progress.done}/{total} events"
+            f"\r{progress.kind} [{'#' * filled}{'.' * (30 - filled)}] {progress.done}/{total} events"
             f"  {progress.rate:8.0f} ev/s  {eta}  {progress.phase}   "
         )
         sys.stderr.flush()
@@ -69,13 +69,13 @@ async def _dispatch(args: argparse.Namespace, settings: TallySettings, nc: objec
             print(f"shipskip rebuild: {exc}", file=sys.stderr)
             return 1
         rate = report.events / report.seconds if report.seconds else 0.0
-        print(f"\\nrebuilt {report.events} events in {report.seconds:.1f} s ({rate:.0f}/s); position {report.position}")
+        print(f"\nrebuilt {report.events} events in {report.seconds:.1f} s ({rate:.0f}/s); position {report.position}")
         return 0
     if args.command == "verify":
         position, differences = await verify(
             nc, pool, ballots_per_client_day=limit, comparison_id=args.comparison, on_progress=ProgressBar()
         )
-        print(f"\\nverified up to stream position {position}: {len(differences)} differences")
+        print(f"\nverified up to stream position {position}: {len(differences)} differences")
         for d in differences:
             print(
                 f"  {d.comparison_id} / {d.tool_id}: live ship={d.live.ship} skip={d.live.skip}"
@@ -87,7 +87,7 @@ async def _dispatch(args: argparse.Namespace, settings: TallySettings, nc: objec
     if args.command == "status":
         status = await read_status(nc, pool)
         if args.json:
-            sys.stdout.write(msgspec.json.encode(status).decode() + "\\n")
+            sys.stdout.write(msgspec.json.encode(status).decode() + "\n")
         else:
             print(format_status(status))
         return 0
