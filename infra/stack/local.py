@@ -22,6 +22,7 @@ from infra.stack.servers import EmbeddedServers
 from services.shared.config import stack_file_path, write_stack_file
 
 log = logging.getLogger(__name__)
+logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per readiness probe
 
 URL_VARIABLES = ("SHIPSKIP_NATS_URL", "SHIPSKIP_DATABASE_URL", "SHIPSKIP_REDIS_URL")
 

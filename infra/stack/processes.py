@@ -43,6 +43,8 @@ class ServiceProcess:
     process: subprocess.Popen[bytes]
     port: int | None
     log_path: Path
+    log_start: int = 0
+    """Where this run's lines begin in the (appended) log."""
 
     @property
     def url(self) -> str:
@@ -69,10 +71,14 @@ class ServiceProcess:
             self.process.wait()
 
     def log_tail(self, lines: int = 30) -> str:
+        """The last lines this run wrote."""
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+            with self.log_path.open("rb") as log:
+                log.seek(self.log_start)
+                text = log.read().decode(errors="replace")
         except FileNotFoundError:
             return ""
+        return "\n".join(text.splitlines()[-lines:])
 
 
 def start_service(
@@ -87,6 +93,7 @@ def start_service(
 ) -> ServiceProcess:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
+    log_start = log_path.stat().st_size if log_path.exists() else 0
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             service_command(name, port),
@@ -96,7 +103,7 @@ def start_service(
             cwd=cwd,
             start_new_session=own_session,
         )
-    service = ServiceProcess(name, process, port, log_path)
+    service = ServiceProcess(name, process, port, log_path, log_start)
     if wait:
         wait_ready(service)
     return service

@@ -2,10 +2,12 @@
 
 Delivery is at least once. A batch is acked (one ack: the consumer acks ALL up to the last message) only after
 its transaction committed; a crash before the ack means redelivery, and ``apply_batch`` skips what the recorded
-position already covers. After each commit it announces the new figures on ``tally.v1.<comparison>``.
+position already covers. After each commit it announces each changed comparison's new counts on
+``tally.v1.<comparison>``.
 """
 
 import asyncio
+import contextlib
 import logging
 import signal
 
@@ -15,9 +17,11 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from contracts.notices import TallyChanged, encode_notice
 from contracts.subjects import TALLY_CONSUMER, VOTES_STREAM, tally_notice_subject
 from infra.migrate import migrate
 from services.shared.jetstream import connect, ensure_tally_consumer, ensure_votes_stream
+from services.tally.changes import record_changes
 from services.tally.settings import TallySettings
 from services.tally.store import BatchResult, Projection, StreamRecord
 
@@ -33,6 +37,8 @@ class Projector:
         self._projection = Projection(settings.ballots_per_client_day)
         self._stopping = asyncio.Event()
         self.position = 0
+        self._notices: list[TallyChanged] = []
+        """The change notices of the batch in hand, read in its transaction; ``_announce`` publishes them."""
 
     def stop(self) -> None:
         """Finish the batch in hand, then return from run()."""
@@ -43,17 +49,26 @@ class Projector:
         await ensure_tally_consumer(self._js, self._settings.max_ack_pending)
         subscription = await self._js.pull_subscribe_bind(durable=TALLY_CONSUMER, stream=VOTES_STREAM)
         log.info("projector running")
+        stopped = asyncio.create_task(self._stopping.wait())
         while not self._stopping.is_set():
+            # A stop must not wait on a fetch (nor on a fetch that hangs): only a batch in hand is finished.
+            fetch = asyncio.create_task(subscription.fetch(batch=self._settings.batch_size, timeout=0.5))
+            done, _ = await asyncio.wait({fetch, stopped}, timeout=5.0, return_when=asyncio.FIRST_COMPLETED)
+            if fetch not in done:
+                fetch.cancel()
+                await asyncio.gather(fetch, return_exceptions=True)
+                continue
             try:
-                messages = await subscription.fetch(batch=self._settings.batch_size, timeout=0.5)
-            except nats.errors.TimeoutError:
+                messages = fetch.result()
+            except TimeoutError:  # nats-py raises its own or asyncio's when nothing arrived in time
                 continue
             except (nats.errors.Error, OSError) as exc:
-                log.warning("fetch failed (%s); retrying", exc)
+                log.warning("fetch failed (%r); retrying", exc)
                 await asyncio.sleep(0.5)
                 continue
             if messages:
                 await self._fold(messages)
+        stopped.cancel()
 
     async def _fold(self, messages: list[Msg]) -> None:
         records = [StreamRecord(m.metadata.sequence.stream, m.subject, m.data) for m in messages]
@@ -72,20 +87,28 @@ class Projector:
         while True:
             try:
                 async with self._pool.acquire() as conn, conn.transaction():
-                    return await self._projection.apply_batch(conn, records)
+                    result = await self._projection.apply_batch(conn, records)
+                    self._notices = await record_changes(conn, result)
+                    return result
             except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError) as exc:
                 log.warning("postgres unavailable (%s); retrying the batch in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
     async def _announce(self, result: BatchResult) -> None:
-        """Tell read-API processes which comparisons changed (they re-read; a lost notice is caught up)."""
-        if not self._nc.is_connected:
-            return
-        for comparison_id in result.outcome.comparisons():
+        """Publish the change notices of the batch just committed (see services/tally/changes.py).
+
+        Core NATS delivers at most once: a reader that misses a notice sees the gap in the next one's
+        ``previous`` and reloads from Postgres. While reconnecting, nats-py buffers publishes and sends them after.
+        """
+        notices, self._notices = self._notices, []
+        for notice in notices:
+            if notice.position != result.position:
+                continue  # cannot happen (_commit sets both together); never announce another batch's counts
             try:
-                await self._nc.publish(tally_notice_subject(comparison_id), str(result.position).encode())
-            except (nats.errors.Error, OSError):
+                await self._nc.publish(tally_notice_subject(notice.comparison_id), encode_notice(notice))
+            except (nats.errors.Error, OSError) as exc:
+                log.warning("change notices of position %d not published (%s)", result.position, exc)
                 return
 
 
@@ -101,6 +124,9 @@ async def run_projector(settings: TallySettings | None = None) -> None:
     try:
         await projector.run()
     finally:
-        await nc.drain()
+        # flush + close, not drain: draining the pull subscription waits out its 30 s drain timeout.
+        with contextlib.suppress(nats.errors.Error, TimeoutError, OSError):
+            await nc.flush(timeout=2)  # the last ack
+        await nc.close()
         await pool.close()
         log.info("projector stopped at position %d", projector.position)

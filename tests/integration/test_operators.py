@@ -11,14 +11,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import httpx
 import pytest
 
-from contracts.events import Event, VoteCast, VoteRetracted, encode_event
+from contracts.events import VoteCast, VoteEvent, VoteRetracted, encode_event
 from contracts.subjects import votes_subject
 from infra.stack.servers import ServerAddresses
 from tests.support import Pipeline, projected_position, publish_raw, run_cli, stream_last_seq, wait_until
@@ -31,15 +30,15 @@ START = datetime(2026, 11, 23, tzinfo=UTC)
 Tallies = dict[tuple[str, str], tuple[int, int]]
 
 
-def synthetic_stream(count: int, seed: int) -> tuple[list[Event], dict[tuple[str, str, str], str | None]]:
+def synthetic_stream(count: int, seed: int) -> tuple[list[VoteEvent], dict[tuple[str, str, str], str | None]]:
     """Casts, changes, retractions and repeated events from 2,000 voters; and the ballots they leave."""
     rng = random.Random(seed)
     voters = [f"{i:032x}" for i in range(2000)]
-    events: list[Event] = []
+    events: list[VoteEvent] = []
     ballots: dict[tuple[str, str, str], str | None] = {}
     for i in range(count):
         if events and rng.random() < 0.05:
-            event = rng.choice(events[-500:])  # the same event stored again (a retry outside the window)
+            event: VoteEvent = rng.choice(events[-500:])  # the same event stored again (a retry outside the window)
         else:
             comparison = rng.choice(list(TOOLS))
             tool = rng.choice(TOOLS[comparison])
