@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from infra.stack.servers import EmbeddedServers, ServerAddresses
 
 

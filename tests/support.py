@@ -1,7 +1,10 @@
 """Helpers the tests share: resetting the servers to a known state, running the services, reading back."""
 
 import asyncio
+import os
 import secrets
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -11,12 +14,14 @@ from pathlib import Path
 import asyncpg
 import httpx
 import nats
-from infra.stack.servers import ServerAddresses, free_port
+import redis.asyncio
 from nats.js.errors import NotFoundError
 
+from contracts.events import Event, decode_event
 from contracts.subjects import CATALOG_BUCKET, VOTES_STREAM
 from infra.stack.bootstrap import DEMO_CATALOG, bootstrap
 from infra.stack.processes import ServiceName, ServiceProcess, start_service
+from infra.stack.servers import ServerAddresses, free_port
 
 
 def service_env(servers: ServerAddresses, **extra: str) -> dict[str, str]:
@@ -27,6 +32,9 @@ def service_env(servers: ServerAddresses, **extra: str) -> dict[str, str]:
         "SHIPSKIP_TOKEN_KEYS": "test-signing-key-" + "a" * 16,
         "SHIPSKIP_HASH_KEY": "test-hash-key-" + "b" * 16,
         "SHIPSKIP_COOKIE_SECURE": "off",
+        # Limits are tested on their own (test_abuse_*, which turn them on); elsewhere they would only
+        # refuse the many tokens and votes a test sends from 127.0.0.1.
+        "SHIPSKIP_RATE_LIMITS": "off",
         # The suite must never read a developer's .shipskip/stack.json.
         "SHIPSKIP_STACK_FILE": "/nonexistent/shipskip-stack.json",
     }
@@ -130,3 +138,77 @@ async def projected_position(servers: ServerAddresses) -> int:
 
 def random_key() -> str:
     return secrets.token_hex(8)
+
+
+async def publish_raw(servers: ServerAddresses, messages: list[tuple[str, bytes]], in_flight: int = 512) -> None:
+    """Append messages straight to the stream (as a votes service would), many acks in flight, all confirmed."""
+    nc = await nats.connect(servers.nats_url)
+    try:
+        js = nc.jetstream(publish_async_max_pending=in_flight)
+        futures = []
+        for index, (subject, data) in enumerate(messages):
+            futures.append(await js.publish_async(subject, data, headers={"Nats-Msg-Id": f"{index}-{random_key()}"}))
+        acks = await asyncio.gather(*futures)
+        assert all(not ack.duplicate for ack in acks)
+    finally:
+        await nc.close()
+
+
+def run_cli(env: dict[str, str], *args: str, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
+    """Run ``shipskip ARGS`` as a separate process, as an operator would."""
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+# -- abuse protection (tests/integration/test_abuse_*.py) --------------------------------------------------------
+
+
+async def flush_redis(servers: ServerAddresses) -> None:
+    """Forget every rate-limit counter, idempotency record, remembered ballot and day key."""
+    client = redis.asyncio.Redis.from_url(servers.redis_url)
+    try:
+        await client.flushdb()
+    finally:
+        await client.aclose()
+
+
+def start_votes_service(servers: ServerAddresses, log_dir: Path, **extra_env: str) -> ServiceProcess:
+    """One votes API process alone (no projector, no read API), with the suite's settings and ``extra_env``."""
+    return start_service("votes", service_env(servers, **extra_env), log_dir, free_port())
+
+
+async def read_events(servers: ServerAddresses, first_seq: int = 1) -> list[Event]:
+    """Every event in the VOTES stream from ``first_seq`` on, decoded as the projector would."""
+    nc = await nats.connect(servers.nats_url)
+    try:
+        js = nc.jetstream()
+        last = (await js.stream_info(VOTES_STREAM)).state.last_seq
+        return [decode_event((await js.get_msg(VOTES_STREAM, seq)).data or b"") for seq in range(first_seq, last + 1)]
+    finally:
+        await nc.close()
+
+
+def send_vote(
+    client: httpx.Client,
+    votes_url: str,
+    token: str | None,
+    verdict: str | None,
+    comparison: str,
+    tool: str,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    """Cast ``verdict`` on ``tool`` (or retract the ballot when ``verdict`` is None) with the given headers."""
+    headers = dict(headers or {})
+    if token is not None:
+        headers["X-Voter-Token"] = token
+    if verdict is None:
+        return client.delete(f"{votes_url}/v1/comparisons/{comparison}/votes/{tool}", headers=headers)
+    return client.post(
+        f"{votes_url}/v1/comparisons/{comparison}/votes", json={"tool_id": tool, "verdict": verdict}, headers=headers
+    )

@@ -5,8 +5,12 @@ from dataclasses import dataclass
 from nats.aio.client import Client as NATS
 
 from services.shared.catalog_view import CatalogView
+from services.votes.admission import Gate
+from services.votes.client_address import ClientAddresses
+from services.votes.day_keys import SharedDayKeys
 from services.votes.identity import Hasher, VoterTokens
 from services.votes.publisher import VotePublisher
+from services.votes.redis_link import RedisLink
 from services.votes.settings import VotesSettings
 
 
@@ -18,3 +22,7 @@ class VotesContext:
     publisher: VotePublisher
     tokens: VoterTokens
     hasher: Hasher
+    redis: RedisLink
+    gate: Gate
+    day_keys: SharedDayKeys
+    addresses: ClientAddresses

@@ -3,7 +3,7 @@
 A token is ``base64url(payload) "." base64url(mac)``: the payload holds a format byte, 16 random bytes (the
 voter) and the issue time; the MAC is HMAC-SHA256 under the first of the accepted keys, so keys can be rotated by
 putting a new one first and dropping the old one later. Events never hold a token: only an HMAC of the voter,
-and of the client address under a key that changes every day.
+and of the client address under a random key that changes every UTC day and is kept for two days at most.
 """
 
 import base64
@@ -13,6 +13,7 @@ import secrets
 import struct
 import time
 from datetime import UTC, datetime
+from typing import Protocol
 
 _FORMAT = 1
 _PAYLOAD = struct.Struct(">B16sQ")  # format, voter, issued-at (unix seconds)
@@ -64,21 +65,60 @@ class VoterTokens:
         return bytes(voter)
 
 
+class DayKeySource(Protocol):
+    def key(self, day: str) -> bytes:
+        """The key that hashes client addresses on this UTC day (``YYYY-MM-DD``)."""
+        ...
+
+
+class LocalDayKeys:
+    """A random key per UTC day, known to this process only and forgotten two days on.
+
+    Random rather than derived from a long-lived secret, so that once the key is gone no one, not even with the
+    service's secrets, can tell whose address a hash was. Shared by the copies of the service through Redis
+    (``services.votes.day_keys``); this class alone is the fallback without it.
+    """
+
+    def __init__(self) -> None:
+        self._keys: dict[str, bytes] = {}
+
+    def key(self, day: str) -> bytes:
+        found = self._keys.get(day)
+        if found is None:
+            found = self.set(day, secrets.token_bytes(32))
+        return found
+
+    def set(self, day: str, key: bytes) -> bytes:
+        # Keep today and yesterday only (a request begun just before midnight still hashes under its own day).
+        self._keys[day] = key
+        if len(self._keys) > 2:
+            self._keys = dict(sorted(self._keys.items())[-2:])
+        return key
+
+    def known(self, day: str) -> bool:
+        return day in self._keys
+
+
+def utc_day(now: datetime) -> str:
+    return now.astimezone(UTC).strftime("%Y-%m-%d")
+
+
 class Hasher:
     """Keyed hashes of voters and client addresses."""
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, day_keys: DayKeySource | None = None) -> None:
         self._voter_key = hmac.new(key, b"shipskip/voter", hashlib.sha256).digest()
-        self._client_root = hmac.new(key, b"shipskip/client", hashlib.sha256).digest()
-        self._client_day = ""
-        self._client_key = b""
+        self._bucket_key = hmac.new(key, b"shipskip/rate-limit-address", hashlib.sha256).digest()
+        self._day_keys = day_keys or LocalDayKeys()
 
     def voter_id(self, voter: bytes) -> str:
         return hmac.new(self._voter_key, voter, hashlib.sha256).hexdigest()[:32]
 
     def client(self, address: str, now: datetime | None = None) -> str:
-        day = (now or datetime.now(UTC)).strftime("%Y-%m-%d")
-        if day != self._client_day:
-            self._client_key = hmac.new(self._client_root, day.encode(), hashlib.sha256).digest()
-            self._client_day = day
-        return hmac.new(self._client_key, address.encode(), hashlib.sha256).hexdigest()[:32]
+        """The address as kept in events: an HMAC under the day's random key (see LocalDayKeys)."""
+        key = self._day_keys.key(utc_day(now or datetime.now(UTC)))
+        return hmac.new(key, address.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def address_bucket(self, address: str) -> str:
+        """The address as a rate-limit subject in Redis: stable across days, and gone when its counter expires."""
+        return hmac.new(self._bucket_key, address.encode(), hashlib.sha256).hexdigest()[:32]

@@ -5,7 +5,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.errors import APIError
 
-from contracts.events import Event, encode_event
+from contracts.events import VoteEvent, encode_event
 from contracts.subjects import votes_subject
 
 
@@ -19,7 +19,7 @@ class VotePublisher:
         self._js = js
         self._timeout_s = timeout_s
 
-    async def publish(self, event: Event, msg_id: str) -> bool:
+    async def publish(self, event: VoteEvent, msg_id: str) -> bool:
         """Store the event; True when JetStream already held it (a retry inside the duplicate window)."""
         # A disconnected client would queue the publish and wait out the timeout; refuse at once instead.
         if not self._nc.is_connected:

@@ -1,6 +1,5 @@
 """The votes API's routes: issue voter tokens, cast and retract votes."""
 
-import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -8,17 +7,18 @@ import msgspec
 from litestar import Request, Response, delete, get, post
 from litestar.datastructures import Cookie
 
-from contracts.events import Event, Origin, VoteCast, VoteRetracted
-from contracts.http import MAX_VOTE_BODY_BYTES, VoteAccepted, VoteRequest, VoterIssued
+from contracts.events import Origin, Verdict, VoteCast, VoteRetracted
+from contracts.http import MAX_VOTE_BODY_BYTES, VoteRequest, VoterIssued
 from services.shared.event_ids import new_event_id
 from services.shared.http import ApiError, json_response
+from services.votes.ballot_box import Submission, admit_new_voter, request_hash, submit
 from services.votes.context import VotesContext
-from services.votes.identity import TokenRefused
-from services.votes.publisher import StreamUnavailable
+from services.votes.identity import TokenRefused, utc_day
 
 VOTER_COOKIE = "shipskip_voter"
 VOTER_HEADER = "x-voter-token"
 IDEMPOTENCY_HEADER = "idempotency-key"
+MAX_IDEMPOTENCY_KEY = 255
 
 # Built once: strict decoding (no "3" -> 3 coercion, unknown fields refused) of the raw body.
 _vote_decoder = msgspec.json.Decoder(VoteRequest)
@@ -32,6 +32,7 @@ def _context(request: Request[Any, Any, Any]) -> VotesContext:
 @post("/v1/voters", status_code=201, summary="Issue a voter token (also set as a cookie)")
 async def issue_voter(request: Request[Any, Any, Any]) -> Response[bytes]:
     context = _context(request)
+    headers = await admit_new_voter(context, _client_address(context, request))
     token = context.tokens.issue()
     settings = context.settings
     cookie = Cookie(
@@ -44,7 +45,7 @@ async def issue_voter(request: Request[Any, Any, Any]) -> Response[bytes]:
         # A widget embedded on another site only gets its cookie back with SameSite=None, which needs Secure.
         samesite="none" if settings.cookie_secure else "lax",
     )
-    response = json_response(VoterIssued(voter_token=token), 201)
+    response = json_response(VoterIssued(voter_token=token), 201, headers)
     response.set_cookie(cookie)
     return response
 
@@ -59,20 +60,11 @@ async def cast_vote(request: Request[Any, Any, Any], comparison_id: str) -> Resp
     context = _context(request)
     voter = _voter(context, request)
     tools = _comparison_tools(context, comparison_id)
-    vote = await _decode_vote(request)
+    body = await _json_body(request)
+    vote = _decode_vote(body)
     if vote.tool_id not in tools:
         raise ApiError(404, "unknown_tool", f"tool {vote.tool_id!r} is not in comparison {comparison_id!r}")
-    now = datetime.now(UTC)
-    event = VoteCast(
-        event_id=new_event_id(),
-        comparison_id=comparison_id,
-        tool_id=vote.tool_id,
-        verdict=vote.verdict,
-        voter_id=context.hasher.voter_id(voter),
-        at=now,
-        origin=_origin(context, request, now),
-    )
-    return await _append(context, request, event)
+    return await _submit(context, request, voter, comparison_id, vote.tool_id, vote.verdict, body)
 
 
 @delete(
@@ -86,16 +78,7 @@ async def retract_vote(request: Request[Any, Any, Any], comparison_id: str, tool
     tools = _comparison_tools(context, comparison_id)
     if tool_id not in tools:
         raise ApiError(404, "unknown_tool", f"tool {tool_id!r} is not in comparison {comparison_id!r}")
-    now = datetime.now(UTC)
-    event = VoteRetracted(
-        event_id=new_event_id(),
-        comparison_id=comparison_id,
-        tool_id=tool_id,
-        voter_id=context.hasher.voter_id(voter),
-        at=now,
-        origin=_origin(context, request, now),
-    )
-    return await _append(context, request, event)
+    return await _submit(context, request, voter, comparison_id, tool_id, None, b"")
 
 
 def _voter(context: VotesContext, request: Request[Any, Any, Any]) -> bytes:
@@ -118,11 +101,14 @@ def _comparison_tools(context: VotesContext, comparison_id: str) -> tuple[str, s
     return left.id, right.id
 
 
-async def _decode_vote(request: Request[Any, Any, Any]) -> VoteRequest:
+async def _json_body(request: Request[Any, Any, Any]) -> bytes:
     media_type, _ = request.content_type
     if media_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the vote as application/json")
-    body = await request.body()  # Litestar answers 413 past request_max_body_size
+    return await request.body()  # Litestar answers 413 past request_max_body_size
+
+
+def _decode_vote(body: bytes) -> VoteRequest:
     try:
         return _vote_decoder.decode(body)
     except msgspec.ValidationError as exc:
@@ -131,38 +117,57 @@ async def _decode_vote(request: Request[Any, Any, Any]) -> VoteRequest:
         raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
 
 
-def _origin(context: VotesContext, request: Request[Any, Any, Any], now: datetime) -> Origin:
-    widget = request.headers.get("origin")
-    client = request.client.host if request.client else None
-    return Origin(
-        widget=widget[:200] if widget else None,
-        client=context.hasher.client(client, now) if client else None,
-    )
-
-
-def _message_id(request: Request[Any, Any, Any], event: Event) -> str:
-    """The JetStream dedup key: the client's Idempotency-Key scoped to the voter, else the event id."""
+def _idempotency_key(request: Request[Any, Any, Any]) -> str | None:
     key = request.headers.get(IDEMPOTENCY_HEADER)
-    if key is None:
-        return event.event_id
-    if not 1 <= len(key) <= 255:
-        raise ApiError(400, "invalid_idempotency_key", "Idempotency-Key must be 1 to 255 characters")
-    # Scoped to the voter, so two voters who happen to pick the same key never swallow each other's votes.
-    return hashlib.sha256(f"{event.voter_id}\x00{key}".encode()).hexdigest()
+    if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
+        raise ApiError(400, "invalid_idempotency_key", f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
+    return key
 
 
-async def _append(context: VotesContext, request: Request[Any, Any, Any], event: Event) -> Response[bytes]:
-    msg_id = _message_id(request, event)
-    try:
-        await context.publisher.publish(event, msg_id)
-    except StreamUnavailable as exc:
-        raise ApiError(503, "stream_unavailable", str(exc), retry_after=1) from None
-    return json_response(VoteAccepted(status="accepted", event_id=event.event_id), 202)
+def _client_address(context: VotesContext, request: Request[Any, Any, Any]) -> str | None:
+    peer = request.client.host if request.client else None
+    return context.addresses.resolve(peer, request.headers.getall("x-forwarded-for", []))
+
+
+async def _submit(
+    context: VotesContext,
+    request: Request[Any, Any, Any],
+    voter: bytes,
+    comparison_id: str,
+    tool_id: str,
+    verdict: Verdict | None,
+    body: bytes,
+) -> Response[bytes]:
+    key = _idempotency_key(request)
+    address = _client_address(context, request)
+    now = datetime.now(UTC)
+    await context.day_keys.ensure(utc_day(now))  # the shared key for today's address hashes; cached
+    widget = request.headers.get("origin")
+    origin = Origin(
+        widget=widget[:200] if widget else None,
+        client=context.hasher.client(address, now) if address else None,
+    )
+    voter_id = context.hasher.voter_id(voter)
+    event: VoteCast | VoteRetracted
+    if verdict is None:
+        event = VoteRetracted(
+            event_id=new_event_id(), comparison_id=comparison_id, tool_id=tool_id, voter_id=voter_id, at=now,
+            origin=origin,
+        )  # fmt: skip
+    else:
+        event = VoteCast(
+            event_id=new_event_id(), comparison_id=comparison_id, tool_id=tool_id, verdict=verdict,
+            voter_id=voter_id, at=now, origin=origin,
+        )  # fmt: skip
+    submission = Submission(event, key, request_hash(request.method, request.url.path, body), address)
+    return await submit(context, submission)
 
 
 @get("/healthz", summary="The process is alive")
-async def healthz() -> Response[bytes]:
-    return json_response({"status": "ok"})
+async def healthz(request: Request[Any, Any, Any]) -> Response[bytes]:
+    # "limits": whether this copy shares its limits through Redis, or counts them alone (Redis unreachable).
+    shared = _context(request).redis.up
+    return json_response({"status": "ok", "limits": "shared" if shared else "per-process"})
 
 
 ROUTES = [healthz, issue_voter, cast_vote, retract_vote]

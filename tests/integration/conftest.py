@@ -5,8 +5,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from infra.stack.servers import ServerAddresses
 
+from infra.stack.servers import ServerAddresses
 from tests.support import Pipeline, running_pipeline
 
 

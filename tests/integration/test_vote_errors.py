@@ -2,13 +2,13 @@
 
 import asyncio
 import json
-from typing import Any
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
-from infra.stack.servers import ServerAddresses
 
+from infra.stack.servers import ServerAddresses
 from tests.support import Pipeline, new_voter, stream_last_seq
 
 COMPARISON = "llama-4-scout-vs-windsurf-swe-1"

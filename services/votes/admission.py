@@ -1,0 +1,145 @@
+"""Admitting a request: its rate limits, its idempotency record and the voter's current ballot, in one round trip.
+
+``admission.lua`` does all three atomically in Redis, so the hot path costs one round trip, and two copies of the
+service racing on the same key see one another. While Redis is unreachable the limits are counted per process
+(``LocalLimiter``) and the rest is skipped: JetStream's Nats-Msg-Id still stores a retried vote once, and a
+repeated verdict changes no tally.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from redis.asyncio import Redis
+
+from services.votes.limits import Limit, LimitState, LocalLimiter
+from services.votes.redis_link import RedisLink
+
+_SCRIPT = (Path(__file__).parent / "admission.lua").read_text()
+
+
+class Outcome(StrEnum):
+    LIMITED = "limited"
+    """A rate limit refused the request; nothing was counted or remembered."""
+    REPLAY = "replay"
+    """The Idempotency-Key was used before with this very request: answer as the first time."""
+    CONFLICT = "conflict"
+    """The Idempotency-Key was used before with another request."""
+    UNCHANGED = "unchanged"
+    """The voter's ballot already says this."""
+    PROCEED = "proceed"
+    """Publish the event (the ballot and the idempotency record are already written)."""
+
+
+class IdempotencyRecord(NamedTuple):
+    """What the first request under an Idempotency-Key got; kept as ``hash|status|event_id|at``."""
+
+    request_hash: str
+    status: int
+    event_id: str = ""
+    at: datetime | None = None
+
+    def encode(self) -> str:
+        return f"{self.request_hash}|{self.status}|{self.event_id}|{self.at.isoformat() if self.at else ''}"
+
+    @classmethod
+    def decode(cls, text: str) -> "IdempotencyRecord":
+        request_hash, status, event_id, at = text.split("|")
+        return cls(request_hash, int(status), event_id, datetime.fromisoformat(at) if at else None)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What one request asks of the gate."""
+
+    limits: Sequence[tuple[Limit, str]] = ()
+    """Each limit that applies, with the subject it counts (a voter hash, an address hash, a comparison)."""
+    record_key: str | None = None
+    record: IdempotencyRecord | None = None
+    """Written under ``record_key`` when the request proceeds."""
+    ballot_key: str | None = None
+    ballot: str | None = None
+    """The voter's ballot after this request ("ship", "skip", or "none" once retracted)."""
+
+
+@dataclass(frozen=True)
+class Admission:
+    outcome: Outcome
+    states: list[LimitState] = field(default_factory=list)
+    replay: IdempotencyRecord | None = None
+    shared: bool = True
+    """Decided by Redis (limits shared by every copy), not by this process alone."""
+
+
+def limit_key(limit: Limit, subject: str) -> str:
+    return f"shipskip:rl:{limit.name}:{subject}"
+
+
+def record_key(message_id: str) -> str:
+    return f"shipskip:idem:{message_id}"
+
+
+def ballot_key(voter_id: str, comparison_id: str, tool_id: str) -> str:
+    return f"shipskip:ballot:{voter_id}:{comparison_id}:{tool_id}"
+
+
+class Gate:
+    def __init__(self, link: RedisLink, *, record_ttl_s: int, ballot_ttl_s: int) -> None:
+        self._link = link
+        self._script = link.client.register_script(_SCRIPT)
+        self._record_ttl_s = record_ttl_s
+        self._ballot_ttl_s = ballot_ttl_s
+        self._local = LocalLimiter()
+
+    async def admit(self, claim: Claim) -> Admission:
+        if not claim.limits and claim.record_key is None and claim.ballot_key is None:
+            return Admission(Outcome.PROCEED)
+        keys = [limit_key(limit, subject) for limit, subject in claim.limits]
+        if claim.record_key is not None:
+            keys.append(claim.record_key)
+        if claim.ballot_key is not None:
+            keys.append(claim.ballot_key)
+        args: list[str | int] = [
+            len(claim.limits),
+            int(claim.record_key is not None),
+            int(claim.ballot_key is not None),
+        ]
+        for limit, _ in claim.limits:
+            args += [limit.interval_us, limit.burst]
+        args += [
+            claim.record.request_hash if claim.record else "",
+            claim.record.encode() if claim.record else "",
+            self._record_ttl_s,
+            claim.ballot or "",
+            self._ballot_ttl_s,
+        ]
+
+        async def run(client: Redis) -> Any:
+            return await self._script(keys=keys, args=args, client=client)
+
+        reply = await self._link.run(run)
+        if reply is None:
+            return self._admit_locally(claim)
+        return self._parse(claim, reply)
+
+    def _admit_locally(self, claim: Claim) -> Admission:
+        states = self._local.check(claim.limits)
+        refused = any(state.refused for state in states)
+        return Admission(Outcome.LIMITED if refused else Outcome.PROCEED, states, shared=False)
+
+    def _parse(self, claim: Claim, reply: list[Any]) -> Admission:
+        outcome = Outcome(reply[0].decode())
+        numbers = [int(value) for value in reply[2:]]
+        states = [
+            LimitState(limit, numbers[3 * i], numbers[3 * i + 1], numbers[3 * i + 2])
+            for i, (limit, _) in enumerate(claim.limits)
+        ]
+        replay = IdempotencyRecord.decode(reply[1].decode()) if outcome is Outcome.REPLAY else None
+        return Admission(outcome, states, replay)
+
+    async def forget_ballot(self, key: str) -> None:
+        """After a failed publish: the remembered ballot may now be wrong, and no ballot is always safe."""
+        await self._link.run(lambda client: client.delete(key))

@@ -1,0 +1,90 @@
+"""The votes service's Redis connection, and what happens while Redis cannot be reached.
+
+Redis holds what the copies of the service share: rate-limit counters, idempotency records, the voters' current
+ballots and the day key for client-address hashes. None of it is needed to accept a vote durably (the stream
+is), so when Redis fails the service carries on without it: ``run`` answers None at once, the failure is logged
+once, and a watcher pings Redis until it answers, when everything is shared again.
+"""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from typing import TypeVar
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+WATCH_INTERVAL_S = 0.5
+
+
+class RedisLink:
+    def __init__(self, url: str, *, timeout_s: float, pool_size: int) -> None:
+        pool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=pool_size,
+            # redis-py's asyncio pool raises past its size; the blocking one waits, but only this long.
+            timeout=timeout_s,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            # One immediate retry gets past a pooled connection that died with a Redis restart; more would only
+            # delay the fallback.
+            retry=Retry(NoBackoff(), 1),
+        )
+        self.client: Redis = Redis.from_pool(pool)  # owns the pool: closing the client closes it
+        self._up = True
+        self._watcher: asyncio.Task[None] | None = None
+
+    @property
+    def up(self) -> bool:
+        return self._up
+
+    async def run(self, operation: Callable[[Redis], Awaitable[_T]]) -> _T | None:
+        """The operation's result, or None (at once while Redis is known to be down)."""
+        if not self._up:
+            return None
+        try:
+            return await operation(self.client)
+        except (RedisError, OSError) as exc:
+            self._went_down(exc)
+            return None
+
+    async def probe(self) -> None:
+        """Check the connection now (at start), so an unreachable Redis is reported before the first vote."""
+        await self.run(lambda client: client.ping())
+
+    def _went_down(self, exc: BaseException) -> None:
+        if not self._up:
+            return
+        self._up = False
+        log.warning(
+            "Redis unreachable (%s: %s): limits are counted per process and idempotency records are not kept "
+            "until it is back",
+            type(exc).__name__,
+            exc,
+        )
+        self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL_S)
+            try:
+                await self.client.ping()
+            except (RedisError, OSError):
+                continue
+            self._up = True
+            log.info("Redis reachable again: limits, idempotency records and ballots are shared again")
+            return
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._watcher
+        await self.client.aclose()

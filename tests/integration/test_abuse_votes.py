@@ -1,0 +1,386 @@
+"""Voter identity, idempotent retries, unchanged ballots and cross-origin use, through a real votes process."""
+
+import asyncio
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import msgspec
+import pytest
+
+from contracts.events import VoteCast, VoteEvent, VoteRetracted, encode_event
+from infra.stack.processes import ServiceProcess
+from infra.stack.servers import ServerAddresses
+from services.votes.identity import VoterTokens
+from tests.support import (
+    flush_redis,
+    random_key,
+    read_events,
+    reset_servers,
+    send_vote,
+    service_env,
+    start_votes_service,
+    stream_last_seq,
+)
+
+LLAMA = "llama-4-scout-vs-windsurf-swe-1"
+TOOL = "windsurf-swe-1"
+OTHER_TOOL = "llama-4-scout-fine-tuning-toolkit"
+SITE = "https://widgets.example.com"
+PARTNER = "https://partner.example.org"
+STRANGER = "https://evil.example.net"
+
+
+@pytest.fixture(scope="module")
+def votes(servers: ServerAddresses, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    asyncio.run(reset_servers(servers))
+    asyncio.run(flush_redis(servers))
+    process = start_votes_service(
+        servers,
+        tmp_path_factory.mktemp("votes"),
+        SHIPSKIP_RATE_LIMITS="on",
+        SHIPSKIP_CORS_ORIGINS=f"{SITE},{PARTNER}",
+        SHIPSKIP_COOKIE_SECURE="on",
+        SHIPSKIP_TOKEN_TTL_DAYS="1",
+        SHIPSKIP_LIMIT_TOKENS_PER_ADDRESS="1000/1h,1000",
+        SHIPSKIP_LIMIT_VOTES_PER_ADDRESS="1000/1h,1000",
+    )
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def client() -> Iterator[httpx.Client]:
+    with httpx.Client(timeout=10.0) as http:
+        yield http
+
+
+def new_token(client: httpx.Client, url: str) -> str:
+    response = client.post(url + "/v1/voters")
+    assert response.status_code == 201, response.text
+    token: str = response.json()["voter_token"]
+    return token
+
+
+def stream_seq(servers: ServerAddresses) -> int:
+    return asyncio.run(stream_last_seq(servers))
+
+
+def vote_events(servers: ServerAddresses, first_seq: int) -> list[VoteEvent]:
+    return [e for e in asyncio.run(read_events(servers, first_seq)) if isinstance(e, VoteCast | VoteRetracted)]
+
+
+def cors_headers(response: httpx.Response) -> dict[str, str]:
+    return {k: v for k, v in response.headers.items() if k.lower().startswith("access-control-")}
+
+
+# -- voter identity ---------------------------------------------------------------------------------------------
+
+
+def _signing_key() -> bytes:
+    """The key the suite's services sign with (``service_env``), so the test can mint tokens of its own."""
+    return service_env(ServerAddresses(nats_url="", database_url="", redis_url=""))["SHIPSKIP_TOKEN_KEYS"].encode()
+
+
+@pytest.mark.parametrize(
+    ("how", "token", "detail"),
+    [
+        ("signed with another key", lambda: VoterTokens([b"another-key-" + b"z" * 16], 86400).issue(), "signature"),
+        ("truncated", lambda: VoterTokens([_signing_key()], 86400).issue()[:-4], "malformed"),
+        ("expired", lambda: VoterTokens([_signing_key()], 86400).issue(now=time.time() - 2 * 86400), "expired"),
+        ("not a token", lambda: "hello.world", "malformed"),
+    ],
+)
+def test_forged_and_expired_tokens_are_refused(
+    votes: ServiceProcess,
+    client: httpx.Client,
+    servers: ServerAddresses,
+    how: str,
+    token: object,
+    detail: str,
+) -> None:
+    value: str = token()  # type: ignore[operator]
+    before = stream_seq(servers)
+    for headers in ({"X-Voter-Token": value}, {"Cookie": f"shipskip_voter={value}"}):
+        response = send_vote(client, votes.url, None, "ship", LLAMA, TOOL, headers)
+        assert response.status_code == 401, (how, response.text)
+        assert response.json()["error"] == "voter_token_refused"
+        assert detail in response.json()["detail"]
+    assert stream_seq(servers) == before
+
+
+def test_a_valid_token_works_from_the_cookie_and_never_reaches_the_stream(
+    votes: ServiceProcess, client: httpx.Client, servers: ServerAddresses
+) -> None:
+    # Still valid: issued well inside its one-day lifetime.
+    token = VoterTokens([_signing_key()], 86400).issue(now=time.time() - 3600)
+    first = stream_seq(servers) + 1
+    response = send_vote(client, votes.url, None, "ship", LLAMA, TOOL, {"Cookie": f"shipskip_voter={token}"})
+    assert response.status_code == 202, response.text
+    (event,) = vote_events(servers, first)
+    stored = encode_event(event).decode()
+    assert token not in stored
+    assert token.split(".")[0] not in stored
+    assert len(event.voter_id) == 32
+    assert event.voter_id != token
+
+
+def test_the_cookie_is_made_for_a_widget_on_another_site(votes: ServiceProcess, client: httpx.Client) -> None:
+    response = client.post(votes.url + "/v1/voters")
+    cookie = response.headers["set-cookie"]
+    attributes = {part.strip().split("=")[0].lower(): part.strip() for part in cookie.split(";")}
+    assert "secure" in attributes
+    assert "httponly" in attributes
+    assert attributes["samesite"].lower() == "samesite=none"
+    assert cookie.startswith(f"shipskip_voter={response.json()['voter_token']}")
+
+
+# -- idempotent retries -----------------------------------------------------------------------------------------
+
+
+def test_a_retry_with_the_same_key_and_body_gets_the_first_answer(
+    votes: ServiceProcess, client: httpx.Client, servers: ServerAddresses
+) -> None:
+    token = new_token(client, votes.url)
+    key = random_key()
+    before = stream_seq(servers)
+    first = send_vote(client, votes.url, token, "ship", LLAMA, TOOL, {"Idempotency-Key": key})
+    retry = send_vote(client, votes.url, token, "ship", LLAMA, TOOL, {"Idempotency-Key": key})
+    assert first.status_code == retry.status_code == 202
+    assert first.json() == retry.json()
+    assert first.json()["status"] == "accepted"
+    # The voter changes their mind; a late retry of the first request still gets the first answer, and is not
+    # stored again (it would undo the change).
+    change = send_vote(client, votes.url, token, "skip", LLAMA, TOOL, {"Idempotency-Key": random_key()})
+    assert change.status_code == 202
+    late = send_vote(client, votes.url, token, "ship", LLAMA, TOOL, {"Idempotency-Key": key})
+    assert late.status_code == 202
+    assert late.json() == first.json()
+    events = vote_events(servers, before + 1)
+    assert [(e.event_id, e.verdict) for e in events if isinstance(e, VoteCast)] == [
+        (first.json()["event_id"], "ship"),
+        (change.json()["event_id"], "skip"),
+    ]
+
+
+def test_a_key_reused_with_another_body_is_a_conflict(
+    votes: ServiceProcess, client: httpx.Client, servers: ServerAddresses
+) -> None:
+    token = new_token(client, votes.url)
+    key = random_key()
+    assert send_vote(client, votes.url, token, "ship", LLAMA, TOOL, {"Idempotency-Key": key}).status_code == 202
+    before = stream_seq(servers)
+    other_body = send_vote(client, votes.url, token, "skip", LLAMA, TOOL, {"Idempotency-Key": key})
+    other_path = send_vote(client, votes.url, token, None, LLAMA, TOOL, {"Idempotency-Key": key})
+    for response in (other_body, other_path):
+        assert response.status_code == 422, response.text
+        assert response.json()["error"] == "idempotency_key_reused"
+        assert "Idempotency-Key" in response.json()["detail"]
+    assert stream_seq(servers) == before
+    # The key is the voter's own: another voter using it is a request of its own.
+    someone_else = send_vote(
+        client, votes.url, new_token(client, votes.url), "skip", LLAMA, TOOL, {"Idempotency-Key": key}
+    )
+    assert someone_else.status_code == 202
+    assert stream_seq(servers) == before + 1
+
+
+def test_concurrent_identical_requests_store_one_event_and_agree(
+    votes: ServiceProcess, servers: ServerAddresses, client: httpx.Client
+) -> None:
+    token = new_token(client, votes.url)
+    key = random_key()
+    before = stream_seq(servers)
+
+    def once(_: int) -> httpx.Response:
+        with httpx.Client(timeout=10.0) as own:
+            return send_vote(own, votes.url, token, "ship", LLAMA, OTHER_TOOL, {"Idempotency-Key": key})
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        responses = list(pool.map(once, range(6)))
+    assert [r.status_code for r in responses] == [202] * 6
+    assert len({r.json()["event_id"] for r in responses}) == 1
+    assert stream_seq(servers) == before + 1
+    (event,) = vote_events(servers, before + 1)
+    assert event.event_id == responses[0].json()["event_id"]
+
+
+def test_retractions_retry_too_and_keys_are_at_most_255_characters(
+    votes: ServiceProcess, client: httpx.Client, servers: ServerAddresses
+) -> None:
+    token = new_token(client, votes.url)
+    assert send_vote(client, votes.url, token, "ship", LLAMA, TOOL).status_code == 202
+    key = "k" * 255
+    before = stream_seq(servers)
+    first = send_vote(client, votes.url, token, None, LLAMA, TOOL, {"Idempotency-Key": key})
+    retry = send_vote(client, votes.url, token, None, LLAMA, TOOL, {"Idempotency-Key": key})
+    assert first.status_code == retry.status_code == 202
+    assert first.json() == retry.json()
+    assert stream_seq(servers) == before + 1
+    too_long = send_vote(client, votes.url, token, "ship", LLAMA, TOOL, {"Idempotency-Key": "k" * 256})
+    assert too_long.status_code == 400
+    assert too_long.json()["error"] == "invalid_idempotency_key"
+    assert stream_seq(servers) == before + 1
+
+
+# -- repeated verdicts ------------------------------------------------------------------------------------------
+
+
+def test_repeating_the_current_verdict_is_unchanged_and_stores_nothing(
+    votes: ServiceProcess, client: httpx.Client, servers: ServerAddresses
+) -> None:
+    token = new_token(client, votes.url)
+    first = stream_seq(servers) + 1
+    steps = [
+        ("ship", 202),
+        ("ship", 200),
+        ("skip", 202),
+        ("skip", 200),
+        (None, 202),
+        (None, 200),
+        ("ship", 202),
+    ]
+    for verdict, status in steps:
+        response = send_vote(client, votes.url, token, verdict, LLAMA, TOOL)
+        assert response.status_code == status, (verdict, response.text)
+        if status == 200:
+            assert response.json() == {"status": "unchanged", "event_id": None}
+    # A ballot is per tool: the other tool of the comparison is a vote of its own.
+    assert send_vote(client, votes.url, token, "ship", LLAMA, OTHER_TOOL).status_code == 202
+    events = vote_events(servers, first)
+    assert [(e.tool_id, getattr(e, "verdict", None)) for e in events] == [
+        (TOOL, "ship"),
+        (TOOL, "skip"),
+        (TOOL, None),
+        (TOOL, "ship"),
+        (OTHER_TOOL, "ship"),
+    ]
+
+
+def test_an_unchanged_answer_is_replayed_too(votes: ServiceProcess, client: httpx.Client) -> None:
+    token = new_token(client, votes.url)
+    assert send_vote(client, votes.url, token, "skip", LLAMA, TOOL).status_code == 202
+    key = random_key()
+    first = send_vote(client, votes.url, token, "skip", LLAMA, TOOL, {"Idempotency-Key": key})
+    assert first.status_code == 200
+    assert send_vote(client, votes.url, token, "ship", LLAMA, TOOL).status_code == 202
+    retry = send_vote(client, votes.url, token, "skip", LLAMA, TOOL, {"Idempotency-Key": key})
+    assert retry.status_code == 200
+    assert retry.json() == first.json() == {"status": "unchanged", "event_id": None}
+
+
+# -- cross-origin widgets ---------------------------------------------------------------------------------------
+
+
+def preflight(client: httpx.Client, url: str, origin: str) -> httpx.Response:
+    return client.options(
+        f"{url}/v1/comparisons/{LLAMA}/votes",
+        headers={
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type, x-voter-token, idempotency-key",
+        },
+    )
+
+
+@pytest.mark.parametrize("origin", [SITE, PARTNER])
+def test_a_listed_site_may_vote_with_the_cookie(
+    votes: ServiceProcess, client: httpx.Client, servers: ServerAddresses, origin: str
+) -> None:
+    answer = preflight(client, votes.url, origin)
+    assert answer.status_code == 204
+    allowed = cors_headers(answer)
+    assert allowed["access-control-allow-origin"] == origin
+    assert allowed["access-control-allow-credentials"] == "true"
+    assert {"POST", "DELETE"} <= {m.strip() for m in allowed["access-control-allow-methods"].split(",")}
+    assert {"content-type", "x-voter-token", "idempotency-key"} <= {
+        h.strip().lower() for h in allowed["access-control-allow-headers"].split(",")
+    }
+    assert "origin" in answer.headers["vary"].lower()
+
+    issued = client.post(votes.url + "/v1/voters", headers={"Origin": origin})
+    assert issued.status_code == 201
+    assert cors_headers(issued)["access-control-allow-origin"] == origin
+    first = stream_seq(servers) + 1
+    response = send_vote(
+        client,
+        votes.url,
+        None,
+        "ship",
+        LLAMA,
+        TOOL,
+        {"Origin": origin, "Cookie": f"shipskip_voter={issued.json()['voter_token']}"},
+    )
+    assert response.status_code == 202, response.text
+    headers = cors_headers(response)
+    assert headers["access-control-allow-origin"] == origin
+    assert headers["access-control-allow-credentials"] == "true"
+    exposed = {h.strip().lower() for h in headers["access-control-expose-headers"].split(",")}
+    assert {"ratelimit", "ratelimit-policy", "retry-after"} <= exposed
+    assert "origin" in response.headers["vary"].lower()
+    (event,) = vote_events(servers, first)
+    assert event.origin.widget == origin
+
+
+def test_other_origins_get_no_cors_headers_and_cannot_act(
+    votes: ServiceProcess, client: httpx.Client, servers: ServerAddresses
+) -> None:
+    token = new_token(client, votes.url)
+    before = stream_seq(servers)
+    answer = preflight(client, votes.url, STRANGER)
+    assert answer.status_code == 403
+    assert cors_headers(answer) == {}
+    refused = [
+        send_vote(client, votes.url, token, "ship", LLAMA, TOOL, {"Origin": STRANGER}),
+        send_vote(client, votes.url, token, None, LLAMA, TOOL, {"Origin": STRANGER}),
+        client.post(votes.url + "/v1/voters", headers={"Origin": STRANGER}),
+        # A listed site's origin with another scheme or port is another origin.
+        send_vote(client, votes.url, token, "ship", LLAMA, TOOL, {"Origin": "http://widgets.example.com"}),
+        send_vote(client, votes.url, token, "ship", LLAMA, TOOL, {"Origin": SITE + ":8443"}),
+        send_vote(client, votes.url, token, "ship", LLAMA, TOOL, {"Origin": "null"}),
+    ]
+    for response in refused:
+        assert response.status_code == 403, response.text
+        assert response.json()["error"] == "origin_not_allowed"
+        assert cors_headers(response) == {}
+        assert "set-cookie" not in response.headers
+    assert stream_seq(servers) == before
+    # Reading is harmless: answered, but without CORS headers the stranger's page cannot see it.
+    health = client.get(votes.url + "/healthz", headers={"Origin": STRANGER})
+    assert health.status_code == 200
+    assert cors_headers(health) == {}
+    # Without an Origin (not a browser page), a vote goes through as before.
+    assert send_vote(client, votes.url, token, "ship", LLAMA, TOOL).status_code == 202
+
+
+def test_pages_of_the_api_itself_are_same_origin(votes: ServiceProcess, client: httpx.Client) -> None:
+    token = new_token(client, votes.url)
+    own = send_vote(client, votes.url, token, "skip", LLAMA, TOOL, {"Origin": votes.url})
+    assert own.status_code == 202, own.text
+    assert cors_headers(own) == {}
+    # Another port of the same host is another origin.
+    other_port = votes.url.rsplit(":", 1)[0] + ":1"
+    refused = send_vote(client, votes.url, token, "ship", LLAMA, TOOL, {"Origin": other_port})
+    assert refused.status_code == 403
+
+
+def test_answers_are_json_and_never_500(votes: ServiceProcess, client: httpx.Client) -> None:
+    token = new_token(client, votes.url)
+    odd = [
+        send_vote(client, votes.url, token, "ship", LLAMA, TOOL, {"X-Forwarded-For": "not an address"}),
+        send_vote(client, votes.url, token, "skip", LLAMA, TOOL, {"Idempotency-Key": ""}),
+        client.post(
+            f"{votes.url}/v1/comparisons/{LLAMA}/votes",
+            content=msgspec.json.encode({"tool_id": TOOL, "verdict": "skip"}),
+            headers=[
+                (b"X-Voter-Token", token.encode()),
+                (b"Content-Type", b"application/json"),
+                (b"Idempotency-Key", "é".encode() * 10),
+            ],
+        ),
+    ]
+    assert [r.status_code for r in odd] == [202, 400, 202]
+    assert all(r.headers["content-type"].startswith("application/json") for r in odd)
