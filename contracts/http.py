@@ -89,3 +89,15 @@ class ComparisonList(msgspec.Struct, frozen=True):
 
 
 IdempotencyKey = Annotated[str, Meta(min_length=1, max_length=255)]
+
+
+class ReadHealth(msgspec.Struct, frozen=True):
+    """GET /healthz of the read API: alive, and how its live view and streams are doing."""
+
+    status: str
+    position: int
+    """The last batch position its view has taken in."""
+    reloads: int
+    """Times the view was read from Postgres (change notices alone never read it)."""
+    streams: int
+    """Open /community/stream connections."""

@@ -92,6 +92,10 @@ def start_service(
     own_session: bool = True,
 ) -> ServiceProcess:
     log_dir.mkdir(parents=True, exist_ok=True)
+    if name == "read":
+        # granian counts an open push stream as a request in flight: the read API needs room for many
+        # (services/tally/live_settings.py sizes its stream limit from the same variable).
+        env = {"GRANIAN_BACKPRESSURE": "8192", **env}
     log_path = log_dir / f"{name}.log"
     log_start = log_path.stat().st_size if log_path.exists() else 0
     with log_path.open("ab") as log:

@@ -1,28 +1,42 @@
 """The read API application factory (``granian --factory services.tally.api:create_app``).
 
-Every read is answered from the in-memory ``CommunityView``; Postgres is only read to refresh it.
+Every read is answered from the in-memory ``CommunityView`` (services/tally/view.py): the figures of a comparison
+are pre-encoded with their ETag and sent as is, and the live stream fans each change out to every open page
+(services/tally/sse.py). Postgres is read only to load or reload the view.
 """
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 from litestar import Litestar, Request, Response, get
 from litestar.openapi import OpenAPIConfig
+from litestar.response import Stream
+from litestar.types import ASGIApp, ControllerRouterHandler
 from nats.aio.client import Client as NATS
 
-from contracts.http import CommunityBatch, ComparisonEntry, ComparisonList, PanelFigures, ToolEntry
+from contracts.http import ComparisonEntry, ComparisonList, PanelFigures, ReadHealth, ToolEntry
+from services.operators.admin import admin_lifespan, admin_router
 from services.shared.catalog_view import CatalogView
 from services.shared.http import EXCEPTION_HANDLERS, ApiError, json_response
 from services.shared.jetstream import connect
 from services.tally.figures import share_pct
+from services.tally.http_cache import PUBLIC_ORIGINS, request_header
+from services.tally.live_settings import LiveSettings
 from services.tally.settings import TallySettings
-from services.tally.view import CommunityView
+from services.tally.sse import FiguresBroadcast, close_on_stop_signal
+from services.tally.view import CommunityView, Rendered
 
 MAX_BATCH = 50
+STREAM_HEADERS = {
+    # Every event is news: no cache may keep the stream, and nginx-style proxies must not buffer it.
+    "Cache-Control": "no-store",
+    "X-Accel-Buffering": "no",
+    "Access-Control-Allow-Origin": PUBLIC_ORIGINS.decode(),
+}
 
 
 @dataclass
@@ -31,6 +45,7 @@ class ReadContext:
     nc: NATS
     catalog: CatalogView
     view: CommunityView
+    broadcast: FiguresBroadcast
 
 
 def _context(request: Request[Any, Any, Any]) -> ReadContext:
@@ -38,9 +53,24 @@ def _context(request: Request[Any, Any, Any]) -> ReadContext:
     return context
 
 
-@get("/healthz", summary="The process is alive")
-async def healthz() -> Response[bytes]:
-    return json_response({"status": "ok"})
+def _rendered(context: ReadContext, comparison_id: str) -> Rendered:
+    rendered = context.view.rendered.get(comparison_id)
+    if rendered is None:
+        raise ApiError(404, "unknown_comparison", f"no comparison {comparison_id[:80]!r}")
+    return rendered
+
+
+@get("/healthz", summary="The process is alive; its view's position and open streams")
+async def healthz(request: Request[Any, Any, Any]) -> Response[bytes]:
+    context = _context(request)
+    return json_response(
+        ReadHealth(
+            status="ok",
+            position=context.view.position,
+            reloads=context.view.reloads,
+            streams=context.broadcast.clients,
+        )
+    )
 
 
 @get("/v1/comparisons", summary="The open comparisons and their tools")
@@ -68,12 +98,33 @@ async def list_comparisons(request: Request[Any, Any, Any]) -> Response[bytes]:
     return json_response(ComparisonList(comparisons=entries))
 
 
-@get("/v1/comparisons/{comparison_id:str}/community", summary="Live community figures of one comparison")
-async def community(request: Request[Any, Any, Any], comparison_id: str) -> Response[bytes]:
-    encoded = _context(request).view.encoded.get(comparison_id)
-    if encoded is None:
-        raise ApiError(404, "unknown_comparison", f"no comparison {comparison_id[:80]!r}")
-    return Response(content=encoded, media_type="application/json")
+@get(
+    "/v1/comparisons/{comparison_id:str}/community",
+    summary="Live community figures of one comparison (ETag, If-None-Match -> 304, CDN-cacheable for a second)",
+)
+async def community(request: Request[Any, Any, Any], comparison_id: str) -> ASGIApp:
+    rendered = _rendered(_context(request), comparison_id)
+    return rendered.http.answer(request_header(request.scope, b"if-none-match"))
+
+
+@get(
+    "/v1/comparisons/{comparison_id:str}/community/stream",
+    summary="Server-Sent Events: the current figures, then every change (id: the position)",
+)
+async def community_stream(request: Request[Any, Any, Any], comparison_id: str) -> Stream:
+    context = _context(request)
+    _rendered(context, comparison_id)
+    broadcast = context.broadcast
+    if broadcast.closing:
+        raise ApiError(503, "stopping", "this process is stopping; reconnect", retry_after=1)
+    if broadcast.is_full():
+        raise ApiError(503, "too_many_streams", "this process holds all the streams it can", retry_after=5)
+    last_event_id = request_header(request.scope, b"last-event-id")
+    return Stream(
+        broadcast.stream(comparison_id, last_event_id),
+        media_type="text/event-stream",
+        headers=STREAM_HEADERS,
+    )
 
 
 @get(
@@ -86,44 +137,66 @@ async def community_batch(request: Request[Any, Any, Any]) -> Response[bytes]:
         raise ApiError(400, "missing_comparison_id", "name at least one ?comparison_id=")
     if len(ids) > MAX_BATCH:
         raise ApiError(400, "too_many_comparisons", f"at most {MAX_BATCH} comparison_id values per request")
-    view = _context(request).view
-    unknown = [i for i in ids if i not in view.figures]
-    if unknown:
-        raise ApiError(404, "unknown_comparison", f"no comparison {unknown[0][:80]!r}")
-    return json_response(CommunityBatch(comparisons=[view.figures[i] for i in dict.fromkeys(ids)]))
+    context = _context(request)
+    bodies = [_rendered(context, comparison_id).body for comparison_id in dict.fromkeys(ids)]
+    # The CommunityBatch shape, from the bodies encoded already.
+    return Response(content=b'{"comparisons":[' + b",".join(bodies) + b"]}", media_type="application/json")
 
 
-def create_app(settings: TallySettings | None = None) -> Litestar:
-    settings = settings or TallySettings.from_env()
+def _nothing() -> None:
+    pass
 
+
+def read_lifespan(
+    settings: TallySettings, live: LiveSettings
+) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         view: CommunityView | None = None
 
         async def on_reconnect() -> None:
+            # Notices sent while we were away are lost (core NATS): read everything again.
             if view is not None:
-                view.mark_all_stale()
+                view.request_reload("reconnected to NATS")
 
         nc = await connect(settings.servers.nats_url, "shipskip-read", reconnected_cb=on_reconnect)
         pool = await asyncpg.create_pool(settings.servers.database_url, min_size=1, max_size=4)
         catalog = CatalogView(nc.jetstream())
+        undo_signals: Callable[[], None] = _nothing
+        broadcast: FiguresBroadcast | None = None
         try:
             await catalog.start()
-            view = CommunityView(pool, catalog, settings.min_ballots)
+            view = CommunityView(pool, catalog, settings.min_ballots, live.resync_s)
+            broadcast = FiguresBroadcast(view, live.keepalive_s, live.max_streams)
             await view.start(nc)
-            app.state.read = ReadContext(settings=settings, nc=nc, catalog=catalog, view=view)
+            undo_signals = close_on_stop_signal(broadcast.close)
+            app.state.read = ReadContext(settings=settings, nc=nc, catalog=catalog, view=view, broadcast=broadcast)
             yield
         finally:
+            undo_signals()
+            if broadcast is not None:
+                broadcast.close()
             if view is not None:
                 await view.stop()
             await catalog.stop()
             await nc.drain()
             await pool.close()
 
+    return lifespan
+
+
+def create_app(settings: TallySettings | None = None, live: LiveSettings | None = None) -> Litestar:
+    settings = settings or TallySettings.from_env()
+    live = live or LiveSettings.from_env()
+    handlers: list[ControllerRouterHandler] = [healthz, list_comparisons, community, community_stream, community_batch]
+    lifespans = [read_lifespan(settings, live)]
+    if settings.admin_token is not None:
+        handlers.append(admin_router())
+        lifespans.append(admin_lifespan(settings, settings.admin_token))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return Litestar(
-        route_handlers=[healthz, list_comparisons, community, community_batch],
-        lifespan=[lifespan],
+        route_handlers=handlers,
+        lifespan=lifespans,
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=OpenAPIConfig(title="shipskip tally", version="1"),
     )

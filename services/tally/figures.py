@@ -1,6 +1,7 @@
 """Community figures: shares, 95 % Wilson score intervals, and which tool the community prefers."""
 
 import math
+from collections.abc import Mapping
 
 from contracts.catalog import Comparison, Tool
 from contracts.http import ComparisonCommunity, PanelFigures, ToolCommunity
@@ -54,7 +55,7 @@ def preferred(left: ToolCommunity, right: ToolCommunity) -> str | None:
 def comparison_figures(
     comparison: Comparison,
     tools: tuple[Tool, Tool],
-    counts: dict[str, tuple[int, int]],
+    counts: Mapping[str, tuple[int, int]],
     position: int,
     min_ballots: int,
 ) -> ComparisonCommunity:

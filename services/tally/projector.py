@@ -37,6 +37,9 @@ class Projector:
         self._projection = Projection(settings.ballots_per_client_day)
         self._stopping = asyncio.Event()
         self.position = 0
+        """The stream sequence folded up to (read from Postgres at start, then each batch's)."""
+        self._delivered = 0
+        """The consumer sequence of the last delivery taken since the consumer was last reset."""
         self._notices: list[TallyChanged] = []
         """The change notices of the batch in hand, read in its transaction; ``_announce`` publishes them."""
 
@@ -47,7 +50,11 @@ class Projector:
     async def run(self) -> None:
         await ensure_votes_stream(self._js, self._settings.duplicate_window_s)
         await ensure_tally_consumer(self._js, self._settings.max_ack_pending)
-        subscription = await self._js.pull_subscribe_bind(durable=TALLY_CONSUMER, stream=VOTES_STREAM)
+        async with self._pool.acquire() as conn:
+            self.position = await self._projection.position(conn)
+        subscription = await self._subscribe()
+        if subscription is None:
+            return
         log.info("projector running")
         stopped = asyncio.create_task(self._stopping.wait())
         while not self._stopping.is_set():
@@ -66,9 +73,53 @@ class Projector:
                 log.warning("fetch failed (%r); retrying", exc)
                 await asyncio.sleep(0.5)
                 continue
-            if messages:
-                await self._fold(messages)
+            if not messages:
+                continue
+            if not self._delivered_in_order(messages):
+                # Some delivery never reached us (a fetch cut short, a connection lost with messages on the wire):
+                # the server holds those messages as pending, and acking this batch (AckPolicy.ALL) would ack them
+                # unfolded. Drop the batch and have the consumer deliver again from the recorded position.
+                log.warning("deliveries lost in transit; delivering again from stream sequence %d", self.position + 1)
+                with contextlib.suppress(nats.errors.Error, OSError):
+                    await subscription.unsubscribe()
+                subscription = await self._subscribe()
+                if subscription is None:
+                    break
+                continue
+            await self._fold(messages)
         stopped.cancel()
+
+    async def _subscribe(self) -> JetStreamContext.PullSubscription | None:
+        """Reset the consumer to deliver from the first event past ``self.position``, then bind to it.
+
+        The position recorded in Postgres, not the consumer's cursor, says what has been folded. A batch delivered
+        to a process that died before its commit stays pending on the server until ``ack_wait``, while the next
+        fetch gets the messages after it; folding and acking those (AckPolicy.ALL) would leave the first batch
+        unfolded for good. Resetting (nats-server 2.14+) clears the pending deliveries and restarts the consumer's
+        delivery sequence at 1, which ``_delivered_in_order`` then follows. None when stopped meanwhile.
+        """
+        while not self._stopping.is_set():
+            try:
+                # Pull requests of a previous subscription expire within the fetch timeout; let them, so that none
+                # takes a message delivered after the reset.
+                await asyncio.sleep(0.6)
+                await self._js.reset_consumer(VOTES_STREAM, TALLY_CONSUMER, seq=self.position + 1)
+                subscription = await self._js.pull_subscribe_bind(durable=TALLY_CONSUMER, stream=VOTES_STREAM)
+            except (nats.errors.Error, OSError) as exc:
+                log.warning("cannot reset the tally consumer (%r); retrying", exc)
+                continue
+            self._delivered = 0
+            return subscription
+        return None
+
+    def _delivered_in_order(self, messages: list[Msg]) -> bool:
+        """Whether these deliveries follow the last one taken, with none missing (consumer sequences)."""
+        for message in messages:
+            delivered = message.metadata.sequence.consumer
+            if delivered != self._delivered + 1:
+                return False
+            self._delivered = delivered
+        return True
 
     async def _fold(self, messages: list[Msg]) -> None:
         records = [StreamRecord(m.metadata.sequence.stream, m.subject, m.data) for m in messages]
@@ -90,7 +141,13 @@ class Projector:
                     result = await self._projection.apply_batch(conn, records)
                     self._notices = await record_changes(conn, result)
                     return result
-            except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError) as exc:
+            except (
+                asyncpg.PostgresConnectionError,
+                asyncpg.InterfaceError,
+                # Shutting down, starting up, restarting: "the database system is shutting down" and the like.
+                asyncpg.exceptions.OperatorInterventionError,
+                OSError,
+            ) as exc:
                 log.warning("postgres unavailable (%s); retrying the batch in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
