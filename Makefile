@@ -33,8 +33,13 @@ pytest: install
 
 test: lint typecheck pytest
 
+# bench: about 15 minutes of load on the embedded stack; results in bench/results/ and README's Performance
+# section. wrk (Debian's package) drives the HTTP load; installed here when missing (the Python generator stands in
+# if it cannot be). BENCH_QUICK=1 runs each benchmark once for a few seconds; see bench/README.md for the knobs.
 bench: install
-	$(BIN)/python -m bench
+	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } \
+		|| echo "bench: wrk could not be installed; the Python load generator stands in"
+	$(BIN)/python -m bench --readme README.md --command "make bench"
 
 format: install
 	$(BIN)/ruff format .

@@ -220,7 +220,9 @@ async def admin_dead_letters(request: Request[Any, Any, Any]) -> Response[bytes]
 @post("/dead-letters/retry", status_code=200)
 async def admin_retry_dead_letters(request: Request[Any, Any, Any]) -> Response[bytes]:
     context = _context(request)
-    return json_response(await retry_dead_letters(context.pool, Projection(context.settings.ballots_per_client_day)))
+    return json_response(
+        await retry_dead_letters(context.pool, Projection(context.settings.ballots_per_client_day), context.nc)
+    )
 
 
 def admin_router() -> Router:

@@ -99,7 +99,7 @@ async def _dispatch(args: argparse.Namespace, settings: TallySettings, nc: objec
                 print(f"    {letter.data}")
             print(f"{len(letters)} dead letters")
             return 0
-        retried = await retry_dead_letters(pool, Projection(limit))
+        retried = await retry_dead_letters(pool, Projection(limit), nc)
         print(f"applied {len(retried.applied)}, still dead {len(retried.still_dead)}")
         return 0 if not retried.still_dead else 1
     if args.command == "void-voter":

@@ -9,7 +9,9 @@ from datetime import datetime
 
 import asyncpg
 import msgspec
+from nats.aio.client import Client as NATS
 
+from contracts.subjects import TALLY_RELOAD_SUBJECT
 from services.tally.store import Projection, StreamRecord
 
 
@@ -39,7 +41,7 @@ async def list_dead_letters(pool: asyncpg.Pool, limit: int = 100) -> list[DeadLe
     ]
 
 
-async def retry_dead_letters(pool: asyncpg.Pool, projection: Projection) -> RetryReport:
+async def retry_dead_letters(pool: asyncpg.Pool, projection: Projection, nc: NATS) -> RetryReport:
     applied: list[int] = []
     still_dead: list[int] = []
     async with pool.acquire() as conn, conn.transaction():
@@ -55,4 +57,7 @@ async def retry_dead_letters(pool: asyncpg.Pool, projection: Projection) -> Retr
                 applied.append(record.seq)
         if applied:
             await conn.execute("delete from dead_letters where seq = any($1::bigint[])", applied)
+    if applied and nc.is_connected:
+        # Folded outside the projector, so no change notice went out: read views reload instead.
+        await nc.publish(TALLY_RELOAD_SUBJECT, b"dead-letters")
     return RetryReport(applied=applied, still_dead=still_dead)

@@ -37,12 +37,17 @@ async def connect(
     attempts: int = 30,
     reconnected_cb: Callable[[], Awaitable[None]] | None = None,
 ) -> NATS:
-    """Connect, retrying the first connection for a while (servers may still be starting), then reconnect forever."""
+    """Connect, retrying the first connection for a while (servers may still be starting), then reconnect forever.
+
+    ``url`` may list several servers, comma-separated (the nodes of a cluster): any one of them will do, and the
+    client moves to another when its server goes away.
+    """
+    servers = [part.strip() for part in url.split(",") if part.strip()]
     last: Exception | None = None
     for _ in range(attempts):
         try:
             return await nats.connect(
-                url,
+                servers,
                 name=name,
                 connect_timeout=2,
                 allow_reconnect=True,
@@ -83,7 +88,7 @@ def _chain(
     return both
 
 
-def votes_stream_config(duplicate_window_s: float) -> StreamConfig:
+def votes_stream_config(duplicate_window_s: float, replicas: int = 1) -> StreamConfig:
     return StreamConfig(
         name=VOTES_STREAM,
         subjects=[VOTES_SUBJECTS],
@@ -91,17 +96,19 @@ def votes_stream_config(duplicate_window_s: float) -> StreamConfig:
         retention=RetentionPolicy.LIMITS,
         discard=DiscardPolicy.OLD,
         duplicate_window=duplicate_window_s,
+        num_replicas=replicas,
     )
 
 
 async def ensure_votes_stream(js: JetStreamContext, duplicate_window_s: float) -> None:
-    config = votes_stream_config(duplicate_window_s)
     try:
-        await js.stream_info(VOTES_STREAM)
+        info = await js.stream_info(VOTES_STREAM)
     except NotFoundError:
-        await js.add_stream(config)
+        await js.add_stream(votes_stream_config(duplicate_window_s))
         return
-    await js.update_stream(config)
+    # The replica count is the operator's (three on a cluster, infra/nats-cluster/): an update without it would
+    # scale the stream down to one copy.
+    await js.update_stream(votes_stream_config(duplicate_window_s, info.config.num_replicas or 1))
 
 
 def tally_consumer_config(max_ack_pending: int) -> ConsumerConfig:
