@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint typecheck pytest bench format clean
+.PHONY: install run test lint typecheck pytest chromium bench format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,13 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install
+# The widget's browser tests drive Debian's Chromium; install it when missing (root, as on CI). Without it
+# those tests are skipped with a reason.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq chromium >/dev/null; } || echo "chromium could not be installed: browser tests skip"
+
+pytest: install chromium
 	$(BIN)/pytest
 
 test: lint typecheck pytest
