@@ -191,14 +191,22 @@ async def start_verify(request: Request[Any, Any, Any]) -> Response[bytes]:
     return json_response(context.start_job("verify", body.comparison_id, work).view(), 202)
 
 
-@get("/{kind:str}")
-async def job_progress(request: Request[Any, Any, Any], kind: str) -> Response[bytes]:
-    if kind not in ("rebuild", "verify"):
-        raise ApiError(404, "not_found", f"no admin resource {kind[:40]!r}")
+def _job(request: Request[Any, Any, Any], kind: str) -> Response[bytes]:
     job = _context(request).jobs.get(kind)
     if job is None:
         raise ApiError(404, "no_job", f"no {kind} started by this process; POST /admin/{kind} starts one")
     return json_response(job.view())
+
+
+# Two handlers, not one on "/{kind}": Litestar matches the static POST paths first and would answer GET with 405.
+@get("/rebuild")
+async def rebuild_progress(request: Request[Any, Any, Any]) -> Response[bytes]:
+    return _job(request, "rebuild")
+
+
+@get("/verify")
+async def verify_result(request: Request[Any, Any, Any]) -> Response[bytes]:
+    return _job(request, "verify")
 
 
 @post("/void", status_code=202, request_max_body_size=4096)
@@ -233,7 +241,8 @@ def admin_router() -> Router:
             admin_status,
             start_rebuild,
             start_verify,
-            job_progress,
+            rebuild_progress,
+            verify_result,
             admin_void,
             admin_dead_letters,
             admin_retry_dead_letters,
