@@ -17,7 +17,7 @@ import nats
 import redis.asyncio
 from nats.js.errors import NotFoundError
 
-from contracts.events import Event, decode_event
+from contracts.events import Event, VoteCast, VoteEvent, VoteRetracted, decode_event
 from contracts.subjects import CATALOG_BUCKET, VOTES_STREAM
 from infra.stack.bootstrap import DEMO_CATALOG, bootstrap
 from infra.stack.processes import ServiceName, ServiceProcess, start_service
@@ -101,8 +101,9 @@ def running_pipeline(servers: ServerAddresses, log_dir: Path, **extra_env: str) 
         pipeline.stop()
 
 
-def new_voter(client: httpx.Client, votes_url: str) -> str:
-    response = client.post(votes_url + "/v1/voters")
+def new_voter(client: httpx.Client, votes_url: str, address: str | None = None) -> str:
+    """A fresh voter token; ``address`` is sent as X-Forwarded-For (believed from a trusted proxy only)."""
+    response = client.post(votes_url + "/v1/voters", headers={"X-Forwarded-For": address} if address else {})
     assert response.status_code == 201, response.text
     token: str = response.json()["voter_token"]
     return token
@@ -212,3 +213,12 @@ def send_vote(
     return client.post(
         f"{votes_url}/v1/comparisons/{comparison}/votes", json={"tool_id": tool, "verdict": verdict}, headers=headers
     )
+
+
+def stream_seq(servers: ServerAddresses) -> int:
+    return asyncio.run(stream_last_seq(servers))
+
+
+def vote_events(servers: ServerAddresses, first_seq: int) -> list[VoteEvent]:
+    """The vote events stored from ``first_seq`` on."""
+    return [e for e in asyncio.run(read_events(servers, first_seq)) if isinstance(e, VoteCast | VoteRetracted)]

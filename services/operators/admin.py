@@ -23,7 +23,7 @@ from nats.aio.client import Client as NATS
 from services.operators.dead_letters import list_dead_letters, retry_dead_letters
 from services.operators.moderation import InvalidVoid, void_voter
 from services.operators.status import read_status
-from services.shared.http import ApiError, json_response
+from services.shared.http import ApiError, decode_body, json_response
 from services.shared.jetstream import connect
 from services.tally.rebuild import Difference, Progress, RebuildRunning, rebuild, verify
 from services.tally.settings import TallySettings
@@ -132,12 +132,7 @@ async def _decode(request: Request[Any, Any, Any], decoder: msgspec.json.Decoder
     body = await request.body()
     if not body.strip() and empty is not None:
         return empty
-    try:
-        return decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise ApiError(422, "invalid_body", str(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
+    return decode_body(body, decoder)
 
 
 def _differences(position: int, differences: list[Difference]) -> dict[str, Any]:

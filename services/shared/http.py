@@ -6,7 +6,7 @@ Every error, ours or Litestar's (unknown route, wrong method, body too large), i
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from litestar import Request, Response
@@ -54,6 +54,19 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
         if retry_after is not None:
             self.headers.setdefault("Retry-After", str(retry_after))
+
+
+T = TypeVar("T")
+
+
+def decode_body(body: bytes, decoder: msgspec.json.Decoder[T], invalid: str = "invalid_body") -> T:
+    """Strictly decode a JSON body: 400 when it is not JSON, 422 (error code ``invalid``) when its shape is wrong."""
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise ApiError(422, invalid, str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
 
 
 def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response[bytes]:

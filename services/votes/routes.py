@@ -10,7 +10,7 @@ from litestar.datastructures import Cookie
 from contracts.events import Origin, Verdict, VoteCast, VoteRetracted
 from contracts.http import MAX_VOTE_BODY_BYTES, VoteRequest, VoterIssued
 from services.shared.event_ids import new_event_id
-from services.shared.http import ApiError, json_response
+from services.shared.http import ApiError, decode_body, json_response
 from services.votes.ballot_box import Submission, admit_new_voter, request_hash, submit
 from services.votes.context import VotesContext
 from services.votes.identity import TokenRefused, utc_day
@@ -109,12 +109,7 @@ async def _json_body(request: Request[Any, Any, Any]) -> bytes:
 
 
 def _decode_vote(body: bytes) -> VoteRequest:
-    try:
-        return _vote_decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        raise ApiError(422, "invalid_vote", str(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
+    return decode_body(body, _vote_decoder, invalid="invalid_vote")
 
 
 def _idempotency_key(request: Request[Any, Any, Any]) -> str | None:

@@ -13,10 +13,18 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
-from contracts.events import VoteCast, VoteEvent, VoteRetracted
+from contracts.events import VoteCast
 from infra.stack.processes import ServiceProcess
 from infra.stack.servers import ServerAddresses
-from tests.support import flush_redis, read_events, reset_servers, send_vote, start_votes_service, stream_last_seq
+from tests.support import (
+    flush_redis,
+    new_voter,
+    reset_servers,
+    send_vote,
+    start_votes_service,
+    stream_seq,
+    vote_events,
+)
 
 LLAMA = "llama-4-scout-vs-windsurf-swe-1"
 SMOL = "smolvlm2-2b-vs-windsurf-swe-1"
@@ -76,18 +84,7 @@ def client() -> Iterator[httpx.Client]:
 
 
 def new_token(client: httpx.Client, url: str, address: str | None = None) -> str:
-    response = client.post(url + "/v1/voters", headers={"X-Forwarded-For": address or fresh_address()})
-    assert response.status_code == 201, response.text
-    token: str = response.json()["voter_token"]
-    return token
-
-
-def stream_seq(servers: ServerAddresses) -> int:
-    return asyncio.run(stream_last_seq(servers))
-
-
-def vote_events(servers: ServerAddresses, first_seq: int) -> list[VoteEvent]:
-    return [e for e in asyncio.run(read_events(servers, first_seq)) if isinstance(e, VoteCast | VoteRetracted)]
+    return new_voter(client, url, address or fresh_address())
 
 
 def rate_limit(response: httpx.Response) -> tuple[str, int, int]:

@@ -9,20 +9,21 @@ import httpx
 import msgspec
 import pytest
 
-from contracts.events import VoteCast, VoteEvent, VoteRetracted, encode_event
+from contracts.events import VoteCast, encode_event
 from infra.stack.processes import ServiceProcess
 from infra.stack.servers import ServerAddresses
 from services.votes.identity import VoterTokens
 from tests.support import (
     flush_redis,
     random_key,
-    read_events,
     reset_servers,
     send_vote,
     service_env,
     start_votes_service,
-    stream_last_seq,
+    stream_seq,
+    vote_events,
 )
+from tests.support import new_voter as new_token
 
 LLAMA = "llama-4-scout-vs-windsurf-swe-1"
 TOOL = "windsurf-swe-1"
@@ -56,21 +57,6 @@ def votes(servers: ServerAddresses, tmp_path_factory: pytest.TempPathFactory) ->
 def client() -> Iterator[httpx.Client]:
     with httpx.Client(timeout=10.0) as http:
         yield http
-
-
-def new_token(client: httpx.Client, url: str) -> str:
-    response = client.post(url + "/v1/voters")
-    assert response.status_code == 201, response.text
-    token: str = response.json()["voter_token"]
-    return token
-
-
-def stream_seq(servers: ServerAddresses) -> int:
-    return asyncio.run(stream_last_seq(servers))
-
-
-def vote_events(servers: ServerAddresses, first_seq: int) -> list[VoteEvent]:
-    return [e for e in asyncio.run(read_events(servers, first_seq)) if isinstance(e, VoteCast | VoteRetracted)]
 
 
 def cors_headers(response: httpx.Response) -> dict[str, str]:
