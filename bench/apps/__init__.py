@@ -1,0 +1,1 @@
+"""The baseline apps the benchmarks measure shipskip against, run under granian exactly like the services."""

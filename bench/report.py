@@ -1,0 +1,270 @@
+"""From figures to the targets table (Markdown) and ``latest.json``; and the README's Performance section."""
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+
+from bench.registry import Figure
+
+Figures = dict[str, Figure]
+
+
+@dataclass(frozen=True)
+class Check:
+    path: str
+    figure: str
+    target: str
+    evaluate: Callable[[Figures], tuple[str, str, bool | None]]
+    """(shipskip's value, what it is compared with, met?) — met is None when a figure is missing."""
+
+
+def _med(figures: Figures, name: str) -> float | None:
+    figure = figures.get(name)
+    return figure.median if figure is not None and figure.values else None
+
+
+def _worst(figures: Figures, name: str) -> float | None:
+    figure = figures.get(name)
+    return figure.high if figure is not None and figure.values else None
+
+
+def _num(value: float | None, unit: str = "") -> str:
+    if value is None or math.isnan(value):
+        return "—"
+    if unit in ("ms", "s"):
+        text = f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+    elif unit == "MiB":
+        text = f"{value:.0f}"
+    elif unit == "cores" or unit == "×":
+        text = f"{value:.2f}"
+    elif abs(value) >= 100:
+        text = f"{value:,.0f}"
+    else:
+        text = f"{value:.1f}"
+    return f"{text} {unit}".strip()
+
+
+def _ratio(figures: Figures, name: str, base: str, at_least: float, what: str) -> tuple[str, str, bool | None]:
+    value, baseline = _med(figures, name), _med(figures, base)
+    if value is None or baseline is None or baseline == 0:
+        return _num(value), f"{what}: —", None
+    ratio = value / baseline
+    return f"{ratio:.2f}× ({_num(value)})", f"{what} {_num(baseline)}", ratio >= at_least
+
+
+def _at_most(figures: Figures, name: str, limit: float, unit: str, worst: bool = False) -> tuple[str, str, bool | None]:
+    value = _worst(figures, name) if worst else _med(figures, name)
+    if value is None:
+        return "—", "", None
+    return _num(value, unit), "", value <= limit
+
+
+def _latency(figures: Figures, prefix: str, limit: float) -> tuple[str, str, bool | None]:
+    p50, p99 = _med(figures, f"{prefix}.p50_ms"), _med(figures, f"{prefix}.p99_ms")
+    if p99 is None:
+        return "—", "", None
+    return f"p50 {_num(p50, 'ms')}, p99 {_num(p99, 'ms')}", "", p99 <= limit
+
+
+def _votes_memory(figures: Figures) -> tuple[str, str, bool | None]:
+    peak, votes = _med(figures, "memory.votes.peak_mb"), _med(figures, "memory.votes_sent")
+    if peak is None:
+        return "—", "", None
+    return _num(peak, "MiB"), f"over a run of {_num(votes)} votes", peak <= 150.0
+
+
+def _rebuild_rate(figures: Figures) -> tuple[str | None, float | None]:
+    for name in ("rebuild.events_per_s", "projector.catchup_events_per_s"):
+        value = _med(figures, name)
+        if value is not None:
+            return name, value
+    return None, None
+
+
+def _rebuild_ratio(figures: Figures) -> tuple[str, str, bool | None]:
+    name, value = _rebuild_rate(figures)
+    baseline = _med(figures, "baseline.nats.read.best_per_s")
+    if name is None or value is None or baseline is None:
+        return "—", "raw read-back: —", None
+    source = "rebuild" if name.startswith("rebuild") else "projector catch-up"
+    return (
+        f"{value / baseline:.2f}× ({_num(value)} ev/s, {source})",
+        f"raw read-back {_num(baseline)}",
+        (value / baseline >= 0.8),
+    )
+
+
+def _rebuild_time(figures: Figures) -> tuple[str, str, bool | None]:
+    _, value = _rebuild_rate(figures)
+    if value is None:
+        return "—", "", None
+    seconds = 1_000_000 / value
+    return f"{seconds:.1f} s for 1,000,000 events", "", seconds < 30
+
+
+def _flat(figures: Figures) -> tuple[str, str, bool | None]:
+    parts, met = [], True
+    found = False
+    for name in ("votes", "read", "projector"):
+        warm, end = _med(figures, f"memory.{name}.after_warmup_mb"), _med(figures, f"memory.{name}.end_mb")
+        if warm is None or end is None:
+            continue
+        found = True
+        growth = end - warm
+        parts.append(f"{name} {growth:+.0f} MiB")
+        met = met and growth <= max(10.0, 0.1 * warm)
+    return (", ".join(parts) or "—"), "end − after warm-up (20 %)", (met if found else None)
+
+
+def _freshness(figures: Figures, kind: str) -> tuple[str, str, bool | None]:
+    p50, p99 = _med(figures, f"freshness.{kind}_p50_ms"), _med(figures, f"freshness.{kind}_p99_ms")
+    sent50, sent99 = (
+        _med(figures, f"freshness.{kind}_from_send_p50_ms"),
+        _med(figures, f"freshness.{kind}_from_send_p99_ms"),
+    )
+    rate = _med(figures, "freshness.load_votes_per_s")
+    if p99 is None:
+        return "— (not measured)", "", None
+    return (
+        f"p50 {_num(p50, 'ms')}, p99 {_num(p99, 'ms')} "
+        f"(from sending: p50 {_num(sent50, 'ms')}, p99 {_num(sent99, 'ms')})",
+        f"at {_num(rate)} votes/s",
+        p99 <= 250,
+    )
+
+
+CHECKS = [
+    Check("ingest", "accepted votes/s vs bare POST", "≥ 0.5×",
+          lambda f: _ratio(f, "ingest.votes_per_s", "baseline.bare.post.rps", 0.5, "bare")),
+    Check("ingest", "accepted votes/s vs plain Postgres", "≥ 5×",
+          lambda f: _ratio(f, "ingest.votes_per_s", "baseline.plain.post.rps", 5.0, "plain")),
+    Check("ingest", "latency at 32 connections", "p99 ≤ 25 ms", lambda f: _latency(f, "ingest", 25.0)),
+    Check("projector", "lag under steady ingest (worst run)", "< 1 s",
+          lambda f: _at_most(f, "projector.max_lag_s", 0.999, "s", worst=True)),
+    Check("projector", "lag during the memory run", "< 1 s",
+          lambda f: _at_most(f, "memory.projector_max_lag_s", 0.999, "s", worst=True)),
+    Check("rebuild", "events/s vs raw nats-py read-back", "≥ 0.8×", _rebuild_ratio),
+    Check("rebuild", "time for 1,000,000 events", "< 30 s", _rebuild_time),
+    Check("read", "GET community req/s vs bare GET", "≥ 0.8×",
+          lambda f: _ratio(f, "read.rps", "baseline.bare.get.rps", 0.8, "bare")),
+    Check("read", "GET community req/s vs plain build", "≥ 3×",
+          lambda f: _ratio(f, "read.rps", "baseline.plain.get.rps", 3.0, "plain")),
+    Check("read", "latency at 32 connections", "p99 ≤ 5 ms", lambda f: _latency(f, "read", 5.0)),
+    Check("freshness", "202 → visible in GET", "p99 ≤ 250 ms", lambda f: _freshness(f, "get")),
+    Check("freshness", "202 → received on SSE", "p99 ≤ 250 ms", lambda f: _freshness(f, "sse")),
+    Check("memory", "votes service peak RSS (all its processes)", "≤ 150 MiB", _votes_memory),
+    Check("memory", "flat after warm-up", "growth ≤ max(10 MiB, 10 %)", _flat),
+]  # fmt: skip
+
+
+class CheckResult(msgspec.Struct):
+    path: str
+    figure: str
+    value: str
+    compared_with: str
+    target: str
+    met: bool | None
+
+
+class FigureSummary(msgspec.Struct):
+    unit: str
+    median: float
+    min: float
+    max: float
+    runs: int
+    values: list[float]
+
+
+class Report(msgspec.Struct):
+    command: str
+    mode: str
+    machine: dict[str, str]
+    config: dict[str, str]
+    duration_s: float
+    checks: list[CheckResult]
+    figures: dict[str, FigureSummary]
+    notes: list[str]
+    failures: list[str]
+
+
+def evaluate(figures: Figures) -> list[CheckResult]:
+    results = []
+    for check in CHECKS:
+        value, compared, met = check.evaluate(figures)
+        results.append(CheckResult(check.path, check.figure, value, compared, check.target, met))
+    return results
+
+
+def summarise(figures: Figures) -> dict[str, FigureSummary]:
+    return {
+        name: FigureSummary(f.unit, f.median, f.low, f.high, len(f.values), [round(v, 4) for v in f.values])
+        for name, f in sorted(figures.items())
+        if f.values
+    }
+
+
+def _mark(met: bool | None) -> str:
+    return {True: "✅ met", False: "❌ not met", None: "— n/a"}[met]
+
+
+def markdown(report: Report) -> str:
+    m = report.machine
+    lines = [
+        f"Measured by `{report.command}` ({report.mode}) on {m.get('started', '?')}, "
+        f"in {report.duration_s / 60:.1f} min.",
+        f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, {m.get('memory', '?')}, {m.get('os', '?')}; "
+        f"load average {m.get('load_average_at_start', '?')} at the start, {m.get('load_average_at_end', '?')} at "
+        "the end (the machine is shared: figures are noisy, ratios within one run are what counts). "
+        f"Python {m.get('python', '?')}, litestar {m.get('litestar', '?')}, granian {m.get('granian', '?')} "
+        f"(1 worker), nats-py {m.get('nats-py', '?')}, {m.get('nats-server', '?')}, load from {m.get('wrk', '?')}.",
+        "",
+        "| path | figure | shipskip | compared with | target | |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in report.checks:
+        lines.append(f"| {c.path} | {c.figure} | {c.value} | {c.compared_with} | {c.target} | {_mark(c.met)} |")
+    lines += [
+        "",
+        "<details><summary>Every figure: median [min – max] over the runs</summary>",
+        "",
+        "| figure | median | min – max | runs |",
+        "|---|---|---|---|",
+    ]
+    for name, s in report.figures.items():
+        lines.append(f"| `{name}` | {_num(s.median, s.unit)} | {_num(s.min)} – {_num(s.max)} | {s.runs} |")
+    lines += ["", "</details>"]
+    if report.notes or report.failures:
+        lines += ["", "Notes:"]
+        lines += [f"- {note}" for note in report.notes if not note.startswith("  ") and "profile" not in note]
+        lines += [f"- **failed:** {failure}" for failure in report.failures]
+    return "\n".join(lines) + "\n"
+
+
+def write(report: Report, results_dir: Path) -> tuple[Path, Path]:
+    results_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = results_dir / "latest.json", results_dir / "latest.md"
+    for path, content in (
+        (json_path, msgspec.json.format(msgspec.json.encode(report))),
+        (md_path, markdown(report).encode()),
+    ):
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_bytes(content)
+        tmp.replace(path)
+    return json_path, md_path
+
+
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def update_readme(readme: Path, table: str) -> bool:
+    """Replace what lies between the bench markers in ``readme``; False when it has no such markers."""
+    text = readme.read_text()
+    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.DOTALL)
+    if not pattern.search(text):
+        return False
+    readme.write_text(pattern.sub(lambda _: f"{BEGIN}\n{table}{END}", text, count=1))
+    return True

@@ -1,0 +1,111 @@
+"""``python -m bench``: start the stack, run the registered benchmarks, write and print the results.
+
+    python -m bench                  # everything (about 15 minutes); BENCH_QUICK=1 for a few seconds each
+    python -m bench --readme README.md   # also put the table into README.md's Performance section
+    BENCH_ONLY=ingest,read python -m bench
+
+Exits 1 when a benchmark failed to run; a target that is not met is a finding, not a failure.
+"""
+
+import argparse
+import asyncio
+import dataclasses
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import bench.benchmarks  # noqa: F401  (registers the benchmarks)
+from bench.config import BenchConfig
+from bench.load import generator_name
+from bench.monitor import PipelineMonitor
+from bench.procs import machine
+from bench.registry import Context, schedule, selected
+from bench.report import Report, evaluate, markdown, summarise, update_readme, write
+from bench.stack import BenchStack
+from infra.stack.servers import ServerAddresses
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+async def _run_all(ctx: Context, failures: list[str]) -> None:
+    await ctx.monitor.open()
+    try:
+        order = schedule(selected(ctx.config), ctx.config)
+        broken: set[str] = set()
+        for number, (item, run) in enumerate(order, 1):
+            if item.name in broken:
+                continue
+            log(f"({number}/{len(order)}) {item.name} run {run + 1}: {item.doc}")
+            started = time.perf_counter()
+            try:
+                await item.run(ctx)
+            except Exception as exc:
+                broken.add(item.name)
+                failures.append(f"{item.name}: {type(exc).__name__}: {str(exc)[:500]}")
+                log(f"{item.name} failed:\n{traceback.format_exc()}\n{ctx.stack.log_tails()}")
+            else:
+                log(f"    done in {time.perf_counter() - started:.1f}s")
+    finally:
+        await ctx.monitor.close()
+
+
+def run_harness(
+    config: BenchConfig,
+    servers: ServerAddresses | None = None,
+    command: str = "python -m bench",
+    readme: Path | None = None,
+) -> Report:
+    """Start everything, run the benchmarks, stop everything; write latest.json and latest.md."""
+    started = time.perf_counter()
+    facts = machine()
+    stack = BenchStack.create(servers)
+    failures: list[str] = []
+    ctx: Context | None = None
+    try:
+        log(f"starting the stack in {stack.work_dir} ({'given' if servers else 'embedded'} servers)")
+        stack.start()
+        ctx = Context(config, stack, PipelineMonitor(stack.addresses.nats_url, stack.addresses.database_url))
+        asyncio.run(_run_all(ctx, failures))
+    finally:
+        stack.stop(keep_logs_in=config.results_dir / "logs")
+    load = os.getloadavg()
+    facts["load_average_at_end"] = f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+    settings = {f.name: str(getattr(config, f.name)) for f in dataclasses.fields(config) if f.name != "results_dir"}
+    settings["generator"] = generator_name(config.generator)
+    report = Report(
+        command=command,
+        mode="quick" if config.quick else "full",
+        machine=facts,
+        config=settings,
+        duration_s=time.perf_counter() - started,
+        checks=evaluate(ctx.figures if ctx else {}),
+        figures=summarise(ctx.figures if ctx else {}),
+        notes=ctx.notes if ctx else [],
+        failures=failures,
+    )
+    json_path, md_path = write(report, config.results_dir)
+    log(f"wrote {json_path} and {md_path}")
+    if readme is not None and not config.quick:
+        if update_readme(readme, markdown(report)):
+            log(f"updated the Performance section of {readme}")
+        else:
+            log(f"{readme} has no bench markers; left as it is")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--readme", type=Path, help="put the table into this README's Performance section")
+    parser.add_argument("--command", default="make bench", help="how this run was started, for the report")
+    args = parser.parse_args(argv)
+    config = BenchConfig.from_env()
+    report = run_harness(config, command=args.command, readme=args.readme)
+    print(markdown(report))
+    for note in report.notes:
+        if note.startswith("  ") or note.startswith("profile"):
+            print(note)
+    return 1 if report.failures else 0

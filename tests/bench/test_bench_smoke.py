@@ -1,0 +1,90 @@
+"""A seconds-long run of the benchmark harness, so that ``make bench`` keeps working.
+
+It runs every registered benchmark once with tiny sizes against the suite's servers and checks that each left
+its figures and that the report files were written. Nothing here is timed: no figure is compared with anything.
+"""
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from bench.config import QUICK
+from bench.load import LoadSpec, VoteScenario, wrk_command
+from bench.registry import BENCHMARKS
+from bench.report import BEGIN, END, Report, update_readme
+from bench.runner import run_harness
+from infra.stack.servers import ServerAddresses
+
+# One figure each benchmark must leave behind (the rebuild's only once the installed shipskip has the command).
+EXPECTED = {
+    "baseline.bare.post": "baseline.bare.post.rps",
+    "baseline.plain.post": "baseline.plain.post.rps",
+    "ingest": "ingest.votes_per_s",
+    "baseline.bare.get": "baseline.bare.get.rps",
+    "baseline.plain.get": "baseline.plain.get.rps",
+    "read": "read.rps",
+    "freshness": "freshness.get_p99_ms",
+    "memory": "memory.votes.peak_mb",
+    "baseline.nats.publish": "baseline.nats.publish.publish_async_per_s",
+    "baseline.nats.read": "baseline.nats.read.best_per_s",
+    "projector.catchup": "projector.catchup_events_per_s",
+    "rebuild": "rebuild.events_per_s",
+}
+
+
+def test_every_benchmark_is_expected_to_leave_a_figure() -> None:
+    assert {b.name for b in BENCHMARKS} == set(EXPECTED)
+
+
+def test_a_tiny_run_of_the_harness_measures_every_path(servers: ServerAddresses, tmp_path: Path) -> None:
+    config = dataclasses.replace(
+        QUICK,
+        duration_s=1.0,
+        warmup_s=0.0,
+        connections=8,
+        tokens=300,
+        events=2_000,
+        publish_messages=1_000,
+        soak_votes=1_500,
+        soak_max_s=5.0,
+        freshness_s=1.5,
+        freshness_rate=200.0,
+        results_dir=tmp_path,
+    )
+    report = run_harness(config, servers=servers, command="pytest tests/bench")
+    assert report.failures == []
+    missing = {name: figure for name, figure in EXPECTED.items() if figure not in report.figures}
+    if "rebuild" in missing and any("no `rebuild` command" in note for note in report.notes):
+        del missing["rebuild"]
+    assert missing == {}
+    assert report.figures["ingest.failed"].max == 0
+    written = msgspec.json.decode((tmp_path / "latest.json").read_bytes(), type=Report)
+    assert [c.figure for c in written.checks] == [c.figure for c in report.checks]
+    table = (tmp_path / "latest.md").read_text()
+    assert "| ingest | accepted votes/s vs bare POST |" in table
+
+
+def test_the_readme_section_is_replaced_between_its_markers(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n## Performance\n\n{BEGIN}\nold\n{END}\n\n## Next\n")
+    assert update_readme(readme, "new table\n")
+    assert readme.read_text() == f"# x\n\n## Performance\n\n{BEGIN}\nnew table\n{END}\n\n## Next\n"
+    readme.write_text("# no markers\n")
+    assert not update_readme(readme, "new table\n")
+
+
+def test_wrk_is_given_the_vote_ring() -> None:
+    if shutil.which("wrk") is None:
+        pytest.skip(
+            "wrk is not installed: the smoke run drove the HTTP load with the Python generator instead "
+            "(`make bench` installs wrk from Debian's packages)"
+        )
+    vote = VoteScenario("/tmp/tokens.txt", "a-vs-b", ("a", "b"), cursor=40)
+    command = wrk_command(LoadSpec(port=8080, connections=32, duration_s=2.5, vote=vote, max_requests=101), threads=2)
+    assert command[command.index("-c") + 1] == "32"
+    assert command[command.index("-d") + 1] == "3s"
+    assert command[-9:] == ["--", "vote", "51", "/tmp/tokens.txt", "a-vs-b", "a", "b", "40", "2"]
+    assert command[-10] == "http://127.0.0.1:8080/v1/comparisons/a-vs-b/votes"
