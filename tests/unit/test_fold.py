@@ -159,3 +159,12 @@ def test_a_void_removes_every_ballot_of_the_voter_now_and_later() -> None:
     assert clean == {("a-vs-b", "tool-a"): [0, 1]}
     for cut in range(1, len(events)):
         assert fold_all([events[:cut], events[cut - 1 :], events[2:]])[1] == clean
+
+
+def test_the_quota_day_is_the_utc_day_of_the_event() -> None:
+    from datetime import timedelta, timezone
+
+    from services.tally.fold import utc_day
+
+    assert utc_day(datetime(2026, 11, 23, 23, 30, tzinfo=timezone(timedelta(hours=-2)))) == "2026-11-24"
+    assert utc_day(datetime(2026, 11, 23, 0, 0, tzinfo=UTC)) == "2026-11-23"
