@@ -68,7 +68,7 @@ def _card(comparison: Comparison, tool: Tool, read_api: str) -> str:
         f"<div class=figure><div class=value>{escape(tool.entry)}</div><div class=label>Entry</div></div>"
         f"<div class=figure><div class=value>{tool.panel.ship}/{tool.panel.ship + tool.panel.skip}</div>"
         "<div class=label>Reviewers</div></div>"
-        '<div class="figure community"><div class=label>Community</div>'
+        '<div class="figure community">'  # the widget says "Community: …" itself
         f'<div data-shipskip data-comparison="{escape(comparison.id)}" data-tool="{escape(tool.id)}"'
         f' data-votes-api="" data-read-api="{escape(read_api)}"></div></div>'
         "</div>"
