@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return _dispatch(args)
-    except ConfigError as exc:
+    except (ConfigError, ConnectionError) as exc:
         print(f"shipskip: {exc}", file=sys.stderr)
         return 2
 
@@ -89,7 +89,7 @@ async def _catalog(args: argparse.Namespace) -> int:
         except (CatalogError, OSError) as exc:
             print(f"{args.file}: {exc}", file=sys.stderr)
             return 1
-    nc = await connect(servers.nats_url, "shipskip-cli", attempts=3)
+    nc = await connect(servers.nats_url, "shipskip-cli", timeout_s=5)
     try:
         js = nc.jetstream()
         if args.catalog_command == "load":

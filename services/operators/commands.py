@@ -40,7 +40,7 @@ class ProgressBar:
 
 async def run_operator_command(args: argparse.Namespace) -> int:
     settings = TallySettings.from_env()
-    nc = await connect(settings.servers.nats_url, "shipskip-operator", attempts=3)
+    nc = await connect(settings.servers.nats_url, "shipskip-operator", timeout_s=5)
     # Rebuilds hold one connection for the swap while folding on another, and record progress on a third.
     pool = await asyncpg.create_pool(settings.servers.database_url, min_size=1, max_size=4)
     try:

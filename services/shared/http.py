@@ -4,6 +4,7 @@ Every error, ours or Litestar's (unknown route, wrong method, body too large), i
 ``ErrorBody`` JSON shape; an unexpected exception is logged and answered as a JSON 500, never an HTML page.
 """
 
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any, TypeVar
@@ -67,6 +68,35 @@ def decode_body(body: bytes, decoder: msgspec.json.Decoder[T], invalid: str = "i
         raise ApiError(422, invalid, str(exc)) from None
     except msgspec.DecodeError as exc:
         raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
+    except UnicodeDecodeError:  # invalid UTF-8 inside a JSON string
+        raise ApiError(400, "malformed_json", "the body is not valid UTF-8") from None
+
+
+def _refuse_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen[key] = value
+    return seen
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def duplicate_key(body: bytes, keys: tuple[bytes, ...]) -> str | None:
+    """A key that appears twice in one JSON object of ``body`` (already known to be valid JSON), or None.
+
+    A cheap look first: only bodies that name one of ``keys`` twice, or hold an escape, are parsed again.
+    """
+    if b"\\u" not in body and all(body.count(b'"' + key + b'"') < 2 for key in keys):
+        return None
+    try:
+        json.loads(body, object_pairs_hook=_refuse_repeats)
+    except _DuplicateKey as exc:
+        return str(exc.args[0])
+    return None
 
 
 def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response[bytes]:

@@ -6,6 +6,7 @@ managed explicitly with ``add_consumer`` and bound with ``pull_subscribe_bind``.
 """
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -34,43 +35,49 @@ async def connect(
     url: str,
     name: str,
     *,
-    attempts: int = 30,
+    timeout_s: float = 30.0,
     reconnected_cb: Callable[[], Awaitable[None]] | None = None,
 ) -> NATS:
-    """Connect, retrying the first connection for a while (servers may still be starting), then reconnect forever.
+    """Connect within ``timeout_s`` (servers may still be starting), then reconnect forever.
 
     ``url`` may list several servers, comma-separated (the nodes of a cluster): any one of them will do, and the
     client moves to another when its server goes away.
     """
     servers = [part.strip() for part in url.split(",") if part.strip()]
-    last: Exception | None = None
-    for _ in range(attempts):
-        try:
-            return await nats.connect(
+    client = NATS()
+
+    async def log_disconnected() -> None:
+        # nats-py reports a deliberate close as a disconnection too; only a lost server is news.
+        if not (client.is_closed or client.is_draining):
+            log.warning("nats: disconnected")
+
+    try:
+        # With reconnects on, nats-py retries even the first connection forever: the deadline is ours.
+        await asyncio.wait_for(
+            client.connect(
                 servers,
                 name=name,
                 connect_timeout=2,
                 allow_reconnect=True,
                 max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
+                reconnect_time_wait=1,
                 # While disconnected, publishes must fail fast rather than pile up in memory.
                 pending_size=8 * 1024 * 1024,
                 error_cb=_log_error,
-                disconnected_cb=_log_disconnected,
+                disconnected_cb=log_disconnected,
                 reconnected_cb=_chain(_log_reconnected, reconnected_cb),
-            )
-        except (OSError, nats.errors.NoServersError, TimeoutError) as exc:
-            last = exc
-            await asyncio.sleep(0.5)
-    raise ConnectionError(f"cannot reach NATS at {url}: {last}")
+            ),
+            timeout_s,
+        )
+    except (OSError, nats.errors.Error, TimeoutError) as exc:
+        with contextlib.suppress(Exception):
+            await client.close()
+        raise ConnectionError(f"cannot reach NATS at {url} within {timeout_s:.0f} s") from exc
+    return client
 
 
 async def _log_error(exc: Exception) -> None:
     log.warning("nats: %s", exc)
-
-
-async def _log_disconnected() -> None:
-    log.warning("nats: disconnected")
 
 
 async def _log_reconnected() -> None:

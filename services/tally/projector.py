@@ -146,9 +146,13 @@ class Projector:
                 asyncpg.InterfaceError,
                 # Shutting down, starting up, restarting: "the database system is shutting down" and the like.
                 asyncpg.exceptions.OperatorInterventionError,
+                # A pooled connection still taking in the error that ended it ("another operation is in progress").
+                asyncpg.exceptions.InternalClientError,
                 OSError,
             ) as exc:
                 log.warning("postgres unavailable (%s); retrying the batch in %.1fs", exc, delay)
+                # Every pooled connection may be dead or half-closed: retry on new ones.
+                await self._pool.expire_connections()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 

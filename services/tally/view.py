@@ -178,8 +178,9 @@ class CommunityView:
             self._wake.clear()
             try:
                 await self.reload()
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-                # Keep answering from memory; try again shortly.
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError) as exc:
+                # Keep answering from memory; try again shortly, on fresh connections (the old may be half-closed).
                 log.warning("view reload failed (%s); keeping the last figures", exc)
+                await self._pool.expire_connections()
                 await asyncio.sleep(1.0)
                 self._wake.set()

@@ -1,5 +1,6 @@
 """The votes API's routes: issue voter tokens, cast and retract votes."""
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,7 +11,7 @@ from litestar.datastructures import Cookie
 from contracts.events import Origin, Verdict, VoteCast, VoteRetracted
 from contracts.http import MAX_VOTE_BODY_BYTES, VoteRequest, VoterIssued
 from services.shared.event_ids import new_event_id
-from services.shared.http import ApiError, decode_body, json_response
+from services.shared.http import ApiError, decode_body, duplicate_key, json_response
 from services.votes.ballot_box import Submission, admit_new_voter, request_hash, submit
 from services.votes.context import VotesContext
 from services.votes.identity import TokenRefused, utc_day
@@ -19,6 +20,9 @@ VOTER_COOKIE = "shipskip_voter"
 VOTER_HEADER = "x-voter-token"
 IDEMPOTENCY_HEADER = "idempotency-key"
 MAX_IDEMPOTENCY_KEY = 255
+
+BODY_TIMEOUT_S = 5.0
+VOTE_KEYS = tuple(name.encode() for name in VoteRequest.__struct_fields__)
 
 # Built once: strict decoding (no "3" -> 3 coercion, unknown fields refused) of the raw body.
 _vote_decoder = msgspec.json.Decoder(VoteRequest)
@@ -63,7 +67,7 @@ async def cast_vote(request: Request[Any, Any, Any], comparison_id: str) -> Resp
     body = await _json_body(request)
     vote = _decode_vote(body)
     if vote.tool_id not in tools:
-        raise ApiError(404, "unknown_tool", f"tool {vote.tool_id!r} is not in comparison {comparison_id!r}")
+        raise _unknown_tool(vote.tool_id, comparison_id)
     return await _submit(context, request, voter, comparison_id, vote.tool_id, vote.verdict, body)
 
 
@@ -77,7 +81,7 @@ async def retract_vote(request: Request[Any, Any, Any], comparison_id: str, tool
     voter = _voter(context, request)
     tools = _comparison_tools(context, comparison_id)
     if tool_id not in tools:
-        raise ApiError(404, "unknown_tool", f"tool {tool_id!r} is not in comparison {comparison_id!r}")
+        raise _unknown_tool(tool_id, comparison_id)
     return await _submit(context, request, voter, comparison_id, tool_id, None, b"")
 
 
@@ -101,15 +105,30 @@ def _comparison_tools(context: VotesContext, comparison_id: str) -> tuple[str, s
     return left.id, right.id
 
 
+def _unknown_tool(tool_id: str, comparison_id: str) -> ApiError:
+    # Ids are cut: a refusal must not echo kilobytes of hostile input back.
+    return ApiError(404, "unknown_tool", f"tool {tool_id[:80]!r} is not in comparison {comparison_id[:80]!r}")
+
+
 async def _json_body(request: Request[Any, Any, Any]) -> bytes:
     media_type, _ = request.content_type
     if media_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the vote as application/json")
-    return await request.body()  # Litestar answers 413 past request_max_body_size
+    try:
+        # Litestar answers 413 past request_max_body_size; the deadline stops a body that stalls (slow-loris):
+        # granian has no body timeout of its own.
+        return await asyncio.wait_for(request.body(), BODY_TIMEOUT_S)
+    except TimeoutError:
+        raise ApiError(408, "body_timeout", f"the body did not arrive within {BODY_TIMEOUT_S:.0f} s") from None
 
 
 def _decode_vote(body: bytes) -> VoteRequest:
-    return decode_body(body, _vote_decoder, invalid="invalid_vote")
+    vote = decode_body(body, _vote_decoder, invalid="invalid_vote")
+    duplicate = duplicate_key(body, VOTE_KEYS)
+    if duplicate is not None:
+        # msgspec keeps the last of repeated keys; a proxy that reads the first would see another vote.
+        raise ApiError(422, "invalid_vote", f"the key {duplicate[:40]!r} appears twice")
+    return vote
 
 
 def _idempotency_key(request: Request[Any, Any, Any]) -> str | None:
