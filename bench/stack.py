@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -25,7 +24,14 @@ from nats.js.errors import NotFoundError
 from contracts.catalog import Catalog, decode_catalog
 from contracts.subjects import CATALOG_BUCKET, VOTES_STREAM
 from infra.stack.bootstrap import DEMO_CATALOG, bootstrap
-from infra.stack.processes import ServiceName, ServiceProcess, service_command, start_service, wait_ready
+from infra.stack.processes import (
+    ServiceName,
+    ServiceProcess,
+    service_command,
+    start_service,
+    stop_process,
+    wait_ready,
+)
 from infra.stack.servers import EmbeddedServers, ServerAddresses, ServerName, free_port
 from services.votes.identity import VoterTokens
 
@@ -65,13 +71,7 @@ class AppProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def stop(self, timeout: float = 15.0) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout)
 
 
 def app_command(factory: str, port: int) -> list[str]:

@@ -37,6 +37,18 @@ def service_command(name: ServiceName, port: int | None = None, workers: int = 1
     ]  # fmt: skip
 
 
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 15.0) -> int:
+    """SIGTERM (finish in-flight work), then SIGKILL after ``timeout``; the exit status."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
 @dataclass
 class ServiceProcess:
     name: ServiceName
@@ -54,15 +66,7 @@ class ServiceProcess:
         return self.process.poll() is None
 
     def stop(self, timeout: float = 15.0) -> int:
-        """SIGTERM (finish in-flight work), then SIGKILL after ``timeout``."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return stop_process(self.process, timeout)
 
     def kill(self) -> None:
         """SIGKILL at once: a crash."""
