@@ -75,7 +75,8 @@ class Admission:
 
 
 def limit_key(limit: Limit, subject: str) -> str:
-    return f"shipskip:rl:{limit.name}:{subject}"
+    # The rate is part of the key: state kept under another rate would otherwise refuse requests after a change.
+    return f"shipskip:rl:{limit.name}:{limit.interval_us}:{limit.burst}:{subject}"
 
 
 def record_key(message_id: str) -> str:

@@ -84,3 +84,13 @@ def test_a_refusal_names_the_limit_and_when_to_retry() -> None:
     assert '"voter"' in error.body.detail
     assert error.headers["Retry-After"] == "2"
     assert error.headers["RateLimit"] == '"voter";r=0;t=20'
+
+
+def test_a_changed_rate_starts_from_fresh_state() -> None:
+    from services.votes.admission import limit_key
+    from services.votes.limits import parse_limit
+
+    before = parse_limit("voter", "SHIPSKIP_LIMIT_VOTES_PER_VOTER", "30/1m,10")
+    after = parse_limit("voter", "SHIPSKIP_LIMIT_VOTES_PER_VOTER", "100000/1s,100000")
+    assert limit_key(before, "v1") != limit_key(after, "v1")
+    assert limit_key(before, "v1") == limit_key(parse_limit("voter", "X", "30/1m,10"), "v1")
