@@ -94,6 +94,10 @@ class Gate:
         self._record_ttl_s = record_ttl_s
         self._ballot_ttl_s = ballot_ttl_s
         self._local = LocalLimiter()
+        # Ballots this process accepted while Redis was unreachable: what Redis remembers for them may be stale
+        # (a partition keeps it), so they are forgotten before Redis is used again.
+        self._offline_ballots: set[str] = set()
+        link.on_recovery(self._forget_offline_ballots)
 
     async def admit(self, claim: Claim) -> Admission:
         if not claim.limits and claim.record_key is None and claim.ballot_key is None:
@@ -129,6 +133,8 @@ class Gate:
     def _admit_locally(self, claim: Claim) -> Admission:
         states = self._local.check(claim.limits)
         refused = any(state.refused for state in states)
+        if claim.ballot_key is not None and not refused:
+            self._offline_ballots.add(claim.ballot_key)
         return Admission(Outcome.LIMITED if refused else Outcome.PROCEED, states, shared=False)
 
     def _parse(self, claim: Claim, reply: list[Any]) -> Admission:
@@ -140,6 +146,12 @@ class Gate:
         ]
         replay = IdempotencyRecord.decode(reply[1].decode()) if outcome is Outcome.REPLAY else None
         return Admission(outcome, states, replay)
+
+    async def _forget_offline_ballots(self, client: Redis) -> None:
+        keys = list(self._offline_ballots)
+        for start in range(0, len(keys), 500):
+            await client.delete(*keys[start : start + 500])
+        self._offline_ballots.difference_update(keys)
 
     async def forget_ballot(self, key: str) -> None:
         """After a failed publish: the remembered ballot may now be wrong, and no ballot is always safe."""

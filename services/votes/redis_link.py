@@ -40,6 +40,11 @@ class RedisLink:
         self.client: Redis = Redis.from_pool(pool)  # owns the pool: closing the client closes it
         self._up = True
         self._watcher: asyncio.Task[None] | None = None
+        self._recovery_hooks: list[Callable[[Redis], Awaitable[None]]] = []
+
+    def on_recovery(self, hook: Callable[[Redis], Awaitable[None]]) -> None:
+        """Run ``hook`` when Redis answers again, before anything is shared through it."""
+        self._recovery_hooks.append(hook)
 
     @property
     def up(self) -> bool:
@@ -76,6 +81,8 @@ class RedisLink:
             await asyncio.sleep(WATCH_INTERVAL_S)
             try:
                 await self.client.ping()
+                for hook in self._recovery_hooks:
+                    await hook(self.client)
             except (RedisError, OSError):
                 continue
             self._up = True

@@ -181,12 +181,6 @@ def test_redis_stopped_under_load_votes_go_on_and_limits_are_shared_again_after(
         assert_exact(pipeline, servers, ingest, same_event_ids=False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="services/votes (ballot_box.py, admission.lua): the verdict remembered in Redis is not corrected for votes "
-    "taken while Redis was unreachable, so once it answers again a vote back to the remembered verdict is answered "
-    "200 'unchanged' and never stored; votes/* is being rewritten by the rate-limit work, so not fixed here",
-)
 def test_redis_unreachable_but_keeping_its_data_under_load_loses_no_vote(
     servers: ServerAddresses, stack: EmbeddedServers, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
