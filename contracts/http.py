@@ -1,6 +1,6 @@
 """Request and response bodies of the votes and tally HTTP APIs."""
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta
@@ -89,6 +89,14 @@ class ComparisonList(msgspec.Struct, frozen=True):
 
 
 IdempotencyKey = Annotated[str, Meta(min_length=1, max_length=255)]
+
+
+class VotesHealth(msgspec.Struct, frozen=True):
+    """GET /healthz of the votes API (documentation of its answer)."""
+
+    status: str
+    limits: Literal["shared", "per-process"]
+    """Whether this copy shares its rate limits through Redis, or counts them alone (Redis unreachable)."""
 
 
 class ReadHealth(msgspec.Struct, frozen=True):

@@ -13,16 +13,29 @@ from typing import Any
 
 import asyncpg
 from litestar import Litestar, Request, Response, get
+from litestar.enums import ParamType
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import OpenAPIType, Operation, Parameter, Schema
 from litestar.response import Stream
 from litestar.types import ASGIApp, ControllerRouterHandler
 from nats.aio.client import Client as NATS
 
-from contracts.http import ComparisonEntry, ComparisonList, PanelFigures, ReadHealth, ToolEntry
+from contracts.http import (
+    CommunityBatch,
+    ComparisonCommunity,
+    ComparisonEntry,
+    ComparisonList,
+    PanelFigures,
+    ReadHealth,
+    ToolEntry,
+)
+from contracts.ids import SLUG_PATTERN
 from services.operators.admin import admin_lifespan, admin_router
 from services.shared.catalog_view import CatalogView
 from services.shared.http import EXCEPTION_HANDLERS, ApiError, json_response
 from services.shared.jetstream import connect
+from services.shared.openapi import answers
 from services.tally.figures import share_pct
 from services.tally.http_cache import PUBLIC_ORIGINS, request_header
 from services.tally.live_settings import LiveSettings
@@ -37,6 +50,29 @@ STREAM_HEADERS = {
     "X-Accel-Buffering": "no",
     "Access-Control-Allow-Origin": PUBLIC_ORIGINS.decode(),
 }
+
+
+# The batch reads its repeated query parameter itself, so Litestar documents none: the OpenAPI document is told here.
+_BATCH_IDS = Parameter(
+    name="comparison_id",
+    param_in=ParamType.QUERY,
+    required=True,
+    style="form",
+    explode=True,
+    description=f"A comparison id, repeated for each comparison (at most {MAX_BATCH})",
+    schema=Schema(
+        type=OpenAPIType.ARRAY,
+        items=Schema(type=OpenAPIType.STRING, pattern=SLUG_PATTERN, max_length=64),
+        min_items=1,
+        max_items=MAX_BATCH,
+    ),
+)
+
+
+@dataclass
+class _BatchOperation(Operation):
+    def __post_init__(self) -> None:
+        self.parameters = [_BATCH_IDS]
 
 
 @dataclass
@@ -60,7 +96,11 @@ def _rendered(context: ReadContext, comparison_id: str) -> Rendered:
     return rendered
 
 
-@get("/healthz", summary="The process is alive; its view's position and open streams")
+@get(
+    "/healthz",
+    summary="The process is alive; its view's position and open streams",
+    responses=answers({200: (ReadHealth, "Alive")}),
+)
 async def healthz(request: Request[Any, Any, Any]) -> Response[bytes]:
     context = _context(request)
     return json_response(
@@ -73,7 +113,11 @@ async def healthz(request: Request[Any, Any, Any]) -> Response[bytes]:
     )
 
 
-@get("/v1/comparisons", summary="The open comparisons and their tools")
+@get(
+    "/v1/comparisons",
+    summary="The open comparisons and their tools",
+    responses=answers({200: (ComparisonList, "The open comparisons")}),
+)
 async def list_comparisons(request: Request[Any, Any, Any]) -> Response[bytes]:
     catalog = _context(request).catalog
     entries = []
@@ -101,6 +145,14 @@ async def list_comparisons(request: Request[Any, Any, Any]) -> Response[bytes]:
 @get(
     "/v1/comparisons/{comparison_id:str}/community",
     summary="Live community figures of one comparison (ETag, If-None-Match -> 304, CDN-cacheable for a second)",
+    responses=answers(
+        {
+            200: (ComparisonCommunity, "The figures, with their ETag"),
+            304: (None, "Not modified: the If-None-Match ETag is current"),
+        },
+        400,
+        404,
+    ),
 )
 async def community(request: Request[Any, Any, Any], comparison_id: str) -> ASGIApp:
     rendered = _rendered(_context(request), comparison_id)
@@ -110,6 +162,15 @@ async def community(request: Request[Any, Any, Any], comparison_id: str) -> ASGI
 @get(
     "/v1/comparisons/{comparison_id:str}/community/stream",
     summary="Server-Sent Events: the current figures, then every change (id: the position)",
+    responses={
+        200: ResponseSpec(
+            data_container=str,
+            media_type="text/event-stream",
+            description="The event stream: each data: line is a ComparisonCommunity JSON object",
+            generate_examples=False,
+        ),
+        **answers({}, 400, 404, 503),
+    },
 )
 async def community_stream(request: Request[Any, Any, Any], comparison_id: str) -> Stream:
     context = _context(request)
@@ -130,6 +191,8 @@ async def community_stream(request: Request[Any, Any, Any], comparison_id: str) 
 @get(
     "/v1/community",
     summary="Live community figures of several comparisons (?comparison_id=A&comparison_id=B)",
+    operation_class=_BatchOperation,
+    responses=answers({200: (CommunityBatch, "The figures of each comparison named, once each")}, 400, 404),
 )
 async def community_batch(request: Request[Any, Any, Any]) -> Response[bytes]:
     ids = request.query_params.getall("comparison_id", [])

@@ -1,17 +1,20 @@
 """The votes API's routes: issue voter tokens, cast and retract votes."""
 
 import asyncio
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 from litestar import Request, Response, delete, get, post
 from litestar.datastructures import Cookie
+from litestar.openapi.spec import Operation
 
 from contracts.events import Origin, Verdict, VoteCast, VoteRetracted
-from contracts.http import MAX_VOTE_BODY_BYTES, VoteRequest, VoterIssued
+from contracts.http import MAX_VOTE_BODY_BYTES, VoteAccepted, VoteRequest, VoterIssued, VotesHealth
 from services.shared.event_ids import new_event_id
 from services.shared.http import ApiError, decode_body, duplicate_key, json_response
+from services.shared.openapi import answers, json_body
 from services.votes.ballot_box import Submission, admit_new_voter, request_hash, submit
 from services.votes.context import VotesContext
 from services.votes.identity import TokenRefused, utc_day
@@ -28,12 +31,31 @@ VOTE_KEYS = tuple(name.encode() for name in VoteRequest.__struct_fields__)
 _vote_decoder = msgspec.json.Decoder(VoteRequest)
 
 
+# The bodies are read raw (see _json_body), so Litestar documents none: the OpenAPI document is told here.
+_VOTE_BODY = json_body(VoteRequest, "The verdict on one tool of the comparison; no other fields")
+_VOTED = {
+    202: (VoteAccepted, "Accepted: stored in the vote stream"),
+    200: (VoteAccepted, "Unchanged: the voter's current verdict already, or a repeated Idempotency-Key"),
+}
+
+
+@dataclass
+class _VoteOperation(Operation):
+    def __post_init__(self) -> None:
+        self.request_body = _VOTE_BODY
+
+
 def _context(request: Request[Any, Any, Any]) -> VotesContext:
     context: VotesContext = request.app.state.votes
     return context
 
 
-@post("/v1/voters", status_code=201, summary="Issue a voter token (also set as a cookie)")
+@post(
+    "/v1/voters",
+    status_code=201,
+    summary="Issue a voter token (also set as a cookie)",
+    responses=answers({201: (VoterIssued, "The new voter token")}, 403, 429),
+)
 async def issue_voter(request: Request[Any, Any, Any]) -> Response[bytes]:
     context = _context(request)
     headers = await admit_new_voter(context, _client_address(context, request))
@@ -59,6 +81,8 @@ async def issue_voter(request: Request[Any, Any, Any]) -> Response[bytes]:
     status_code=202,
     request_max_body_size=MAX_VOTE_BODY_BYTES,
     summary="Cast or change a vote",
+    operation_class=_VoteOperation,
+    responses=answers(_VOTED, 400, 401, 403, 404, 408, 413, 415, 422, 429, 503),
 )
 async def cast_vote(request: Request[Any, Any, Any], comparison_id: str) -> Response[bytes]:
     context = _context(request)
@@ -75,6 +99,7 @@ async def cast_vote(request: Request[Any, Any, Any], comparison_id: str) -> Resp
     "/v1/comparisons/{comparison_id:str}/votes/{tool_id:str}",
     status_code=202,
     summary="Retract a vote",
+    responses=answers(_VOTED, 400, 401, 403, 404, 422, 429, 503),
 )
 async def retract_vote(request: Request[Any, Any, Any], comparison_id: str, tool_id: str) -> Response[bytes]:
     context = _context(request)
@@ -177,7 +202,11 @@ async def _submit(
     return await submit(context, submission)
 
 
-@get("/healthz", summary="The process is alive")
+@get(
+    "/healthz",
+    summary="The process is alive",
+    responses=answers({200: (VotesHealth, "Alive; whether its rate limits are shared through Redis")}),
+)
 async def healthz(request: Request[Any, Any, Any]) -> Response[bytes]:
     # "limits": whether this copy shares its limits through Redis, or counts them alone (Redis unreachable).
     shared = _context(request).redis.up

@@ -1,0 +1,81 @@
+"""What the OpenAPI documents (``/schema/openapi.json``) say the handlers answer. Documentation only.
+
+The handlers return pre-encoded msgspec JSON (``Response[bytes]``) and read request bodies raw, so Litestar cannot
+infer the shapes from their signatures: each route names them with ``responses=`` (and, for a body or a query
+Litestar does not parse, an ``operation_class``). None of this is used to answer a request.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, RequestBody, Schema
+
+from contracts.http import ErrorBody
+
+ERRORS = {
+    400: "Malformed request (not JSON, a bad header or parameter)",
+    401: "No voter token, or one that is refused",
+    403: "A cross-origin POST or DELETE from an origin that is not allowed",
+    404: "Unknown comparison or tool",
+    408: "The body did not arrive in time",
+    413: "The body is too large",
+    415: "The body is not application/json",
+    422: "The body has the wrong shape, or an Idempotency-Key is reused for another request",
+    429: "Rate limited (Retry-After)",
+    503: "Temporarily unavailable (Retry-After)",
+}
+"""Every ErrorBody status a route may answer, with a description."""
+
+
+def answers(success: Mapping[int, tuple[type[msgspec.Struct] | None, str]], *errors: int) -> dict[int, ResponseSpec]:
+    """The ``responses=`` of a route: its successes (a body struct, or None for no body) and ErrorBody refusals."""
+    specs = {
+        status: ResponseSpec(data_container=body, description=description, generate_examples=False)
+        for status, (body, description) in success.items()
+    }
+    for status in errors:
+        specs[status] = ResponseSpec(data_container=ErrorBody, description=ERRORS[status], generate_examples=False)
+    return specs
+
+
+_KEYWORDS = {
+    "title": "title",
+    "description": "description",
+    "enum": "enum",
+    "required": "required",
+    "pattern": "pattern",
+    "maxLength": "max_length",
+    "minLength": "min_length",
+}
+
+
+def _schema(node: dict[str, Any]) -> Schema:
+    fields: dict[str, Any] = {}
+    for key, value in node.items():
+        if key == "type":
+            fields["type"] = OpenAPIType(value)
+        elif key == "properties":
+            fields["properties"] = {name: _schema(sub) for name, sub in value.items()}
+        elif key == "additionalProperties" and isinstance(value, bool):
+            fields["additional_properties"] = value
+        elif key in _KEYWORDS:
+            fields[_KEYWORDS[key]] = value
+        else:
+            raise ValueError(f"JSON Schema keyword {key!r} is not translated")
+    return Schema(**fields)
+
+
+def struct_schema(struct: type[msgspec.Struct]) -> Schema:
+    """The OpenAPI schema of a flat struct, from msgspec's own JSON Schema (the decoder's rules, exactly)."""
+    _, components = msgspec.json.schema_components([struct])
+    return _schema(components[struct.__name__])
+
+
+def json_body(struct: type[msgspec.Struct], description: str) -> RequestBody:
+    return RequestBody(
+        content={"application/json": OpenAPIMediaType(schema=struct_schema(struct))},
+        description=description,
+        required=True,
+    )
