@@ -96,6 +96,24 @@ def selected(config: BenchConfig) -> list[Benchmark]:
     return [b for b in BENCHMARKS if any(b.name.startswith(prefix) for prefix in config.only)]
 
 
+BASELINES_OF = {
+    "ingest": ("baseline.bare.post", "baseline.plain.post"),
+    "read": ("baseline.bare.get", "baseline.plain.get"),
+    "rebuild": ("baseline.nats.read",),
+}
+"""The baselines each benchmark's targets are ratios against: a run of the benchmark alone would have none."""
+
+
+def with_baselines(names: list[str]) -> tuple[str, ...]:
+    """The name prefixes asked for, plus the baselines of each benchmark among them."""
+    chosen = [name.strip() for name in names if name.strip()]
+    for name in list(chosen):
+        for prefix, baselines in BASELINES_OF.items():
+            if prefix.startswith(name) or name.startswith(prefix):
+                chosen += [b for b in baselines if b not in chosen]
+    return tuple(chosen)
+
+
 def schedule(benchmarks: list[Benchmark], config: BenchConfig) -> list[tuple[Benchmark, int]]:
     """(benchmark, run number) in the order to run them: groups interleaved round by round."""
     order: list[tuple[Benchmark, int]] = []

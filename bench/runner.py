@@ -3,6 +3,7 @@
     python -m bench                  # everything (about 15 minutes); BENCH_QUICK=1 for a few seconds each
     python -m bench --readme README.md   # also put the table into README.md's Performance section
     BENCH_ONLY=ingest,read python -m bench
+    python -m bench --only ingest        # ingest and the baselines it is compared with (bare and plain POST)
 
 Exits 1 when a benchmark failed to run; a target that is not met is a finding, not a failure.
 """
@@ -21,7 +22,7 @@ from bench.config import BenchConfig
 from bench.load import generator_name
 from bench.monitor import PipelineMonitor
 from bench.procs import machine
-from bench.registry import Context, schedule, selected
+from bench.registry import Context, schedule, selected, with_baselines
 from bench.report import Report, evaluate, markdown, summarise, update_readme, write
 from bench.stack import BenchStack
 from infra.stack.servers import ServerAddresses
@@ -101,8 +102,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--readme", type=Path, help="put the table into this README's Performance section")
     parser.add_argument("--command", default="make bench", help="how this run was started, for the report")
+    parser.add_argument(
+        "--only",
+        help="comma-separated benchmark name prefixes (like BENCH_ONLY); the baselines a chosen benchmark is "
+        "compared with run too",
+    )
     args = parser.parse_args(argv)
     config = BenchConfig.from_env()
+    if args.only:
+        config = dataclasses.replace(config, only=with_baselines(args.only.split(",")))
     report = run_harness(config, command=args.command, readme=args.readme)
     print(markdown(report))
     for note in report.notes:
