@@ -23,6 +23,7 @@ from bench.load import LoadResult, LoadSpec, VoteScenario, run_load
 from bench.monitor import Watch
 from bench.profile import profile_process
 from bench.registry import Context, benchmark
+from bench.soak import run_soak
 from contracts.subjects import TALLY_CONSUMER, VOTES_STREAM, VOTES_SUBJECTS
 from services.shared.jetstream import ensure_votes_stream
 from services.tally.store import PROJECTION_TABLES
@@ -256,6 +257,12 @@ async def memory(ctx: Context) -> None:
         largest = max((s[name].largest_rss_mb for _, s in watch.trees if name in s), default=0.0)
         ctx.record(f"memory.{name}.largest_process_peak_mb", largest, "MiB")
     record_cpu(ctx, "memory", watch, result)
+
+
+@benchmark("soak", runs=1)
+async def soak(ctx: Context) -> None:
+    """10 minutes of paced voting and reading with 500 open SSE clients: memory over time, errors, exact tallies."""
+    await run_soak(ctx)
 
 
 # -- NATS baseline, and the replay of a large stream ---------------------------------------------------------

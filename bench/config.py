@@ -31,6 +31,18 @@ class BenchConfig:
     soak_max_s: float = 300.0
     freshness_s: float = 20.0
     freshness_rate: float = 2000.0
+    soak_s: float = 600.0
+    """Length of the soak (``soak``): steady mixed voting and reading with many open SSE clients."""
+    soak_vote_rate: float = 300.0
+    """Votes per second of the soak (casts, changes, retractions, repeats), paced, not flat out."""
+    soak_read_rate: float = 200.0
+    """GETs of community figures per second during the soak."""
+    soak_sse_clients: int = 500
+    """Live-figure streams held open for the whole soak (in a process of their own)."""
+    soak_voter_tokens: int = 5_000
+    """Voters of the soak: few enough that most of them come back to change or retract."""
+    soak_comparisons: int = 6
+    """Comparisons added to the catalogue for the soak; nothing else votes on them."""
     drain_timeout_s: float = 120.0
     """How long to wait for the projector to catch up after a load run before going on."""
     generator: str = "auto"
@@ -83,5 +95,8 @@ QUICK = BenchConfig(
     soak_votes=20_000,
     soak_max_s=10.0,
     freshness_s=4.0,
+    soak_s=10.0,
+    soak_sse_clients=50,
+    soak_voter_tokens=500,
     drain_timeout_s=30.0,
 )

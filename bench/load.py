@@ -44,6 +44,8 @@ class LoadSpec(msgspec.Struct, frozen=True):
     duration_s: float
     path: str = "/"
     """The GET path; unused for votes."""
+    paths: tuple[str, ...] = ()
+    """GET paths taken in turn instead of ``path`` (python generator only)."""
     vote: VoteScenario | None = None
     max_requests: int = 0
     """Stop after about this many replies (0: only the duration bounds the run)."""
@@ -58,12 +60,15 @@ class LoadResult(msgspec.Struct):
     duration_s: float
     statuses: dict[str, int]
     socket_errors: int
+    """Requests without an answer: broken connections and timeouts."""
     mean_ms: float
     p50_ms: float
     p90_ms: float
     p99_ms: float
     max_ms: float
     cpu_s: float = 0.0
+    timeouts: int = 0
+    """Of ``socket_errors``, those that timed out (python generator only)."""
 
     def count(self, *statuses: int) -> int:
         return sum(self.statuses.get(str(status), 0) for status in statuses)
@@ -145,8 +150,8 @@ def wrk_command(spec: LoadSpec, threads: int = 1) -> list[str]:
 
 
 async def run_wrk(spec: LoadSpec, threads: int = 1) -> LoadResult:
-    if spec.rate:
-        raise LoadError("wrk cannot pace requests; use the python generator for a fixed rate")
+    if spec.rate or spec.paths:
+        raise LoadError("wrk cannot pace requests nor vary the path; use the python generator")
     command = wrk_command(spec, threads)
     started = time.monotonic()
     code, out, err, cpu = await _run_child(command, spec.duration_s + spec.timeout_s + 30)
@@ -185,7 +190,7 @@ async def run_python(spec: LoadSpec) -> LoadResult:
 
 async def run_load(spec: LoadSpec, generator: str = "auto", wrk_threads: int = 1) -> LoadResult:
     """Run ``spec`` with wrk (``auto`` picks it when installed and the load is not paced) or python."""
-    if generator == "wrk" or (generator == "auto" and wrk_path() is not None and not spec.rate):
+    if generator == "wrk" or (generator == "auto" and wrk_path() is not None and not spec.rate and not spec.paths):
         return await run_wrk(spec, wrk_threads)
     return await run_python(spec)
 

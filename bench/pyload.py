@@ -24,7 +24,7 @@ class _Requests:
 
     def __init__(self, spec: LoadSpec) -> None:
         self._spec = spec
-        self._get = build_request("GET", spec.path, spec.port)
+        self._gets = [build_request("GET", path, spec.port) for path in spec.paths or (spec.path,)]
         self._tokens: list[str] = []
         if spec.vote is not None:
             self._tokens = [t for t in Path(spec.vote.tokens_file).read_text().splitlines() if t]
@@ -32,7 +32,7 @@ class _Requests:
     def __call__(self, index: int) -> bytes:
         vote = self._spec.vote
         if vote is None:
-            return self._get
+            return self._gets[index % len(self._gets)]
         i = vote.cursor + index
         n = len(self._tokens)
         ring_pass = i // n
@@ -43,7 +43,7 @@ class _Requests:
         return build_request("POST", vote.path, self._spec.port, headers, body)
 
 
-def _percentile(ordered: Sequence[float], q: float) -> float:
+def percentile(ordered: Sequence[float], q: float) -> float:
     if not ordered:
         return 0.0
     return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
@@ -54,6 +54,7 @@ async def run(spec: LoadSpec) -> LoadResult:
     latencies = array("d")
     statuses: Counter[str] = Counter()
     errors = 0
+    timeouts = 0
     issued = 0
     limit = spec.max_requests or 2**62
     connections = [await HttpConnection.open(spec.port) for _ in range(spec.connections)]
@@ -62,7 +63,7 @@ async def run(spec: LoadSpec) -> LoadResult:
     period = spec.connections / spec.rate if spec.rate else 0.0
 
     async def worker(slot: int, connection: HttpConnection) -> None:
-        nonlocal issued, errors
+        nonlocal issued, errors, timeouts
         due = started + (slot / spec.rate if spec.rate else 0.0)
         while issued < limit:
             if period:
@@ -77,8 +78,9 @@ async def run(spec: LoadSpec) -> LoadResult:
             issued += 1
             try:
                 status, _ = await asyncio.wait_for(connection.request(make(index)), spec.timeout_s)
-            except (HttpError, TimeoutError, OSError):
+            except (HttpError, TimeoutError, OSError) as exc:
                 errors += 1
+                timeouts += isinstance(exc, TimeoutError)
                 connection.close()
                 connection = connections[slot] = await HttpConnection.open(spec.port)
                 continue
@@ -98,10 +100,11 @@ async def run(spec: LoadSpec) -> LoadResult:
         statuses=dict(statuses),
         socket_errors=errors,
         mean_ms=mean * 1000,
-        p50_ms=_percentile(ordered, 50) * 1000,
-        p90_ms=_percentile(ordered, 90) * 1000,
-        p99_ms=_percentile(ordered, 99) * 1000,
+        p50_ms=percentile(ordered, 50) * 1000,
+        p90_ms=percentile(ordered, 90) * 1000,
+        p99_ms=percentile(ordered, 99) * 1000,
         max_ms=(ordered[-1] if ordered else 0.0) * 1000,
+        timeouts=timeouts,
     )
 
 

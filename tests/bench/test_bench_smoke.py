@@ -28,6 +28,7 @@ EXPECTED = {
     "read": "read.rps",
     "freshness": "freshness.get_p99_ms",
     "memory": "memory.votes.peak_mb",
+    "soak": "soak.exact",
     "baseline.nats.publish": "baseline.nats.publish.publish_async_per_s",
     "baseline.nats.read": "baseline.nats.read.best_per_s",
     "projector.catchup": "projector.catchup_events_per_s",
@@ -52,6 +53,12 @@ def test_a_tiny_run_of_the_harness_measures_every_path(servers: ServerAddresses,
         soak_max_s=5.0,
         freshness_s=1.5,
         freshness_rate=200.0,
+        soak_s=3.0,
+        soak_vote_rate=100.0,
+        soak_read_rate=50.0,
+        soak_sse_clients=20,
+        soak_voter_tokens=200,
+        soak_comparisons=3,
         results_dir=tmp_path,
     )
     report = run_harness(config, servers=servers, command="pytest tests/bench")
@@ -61,6 +68,10 @@ def test_a_tiny_run_of_the_harness_measures_every_path(servers: ServerAddresses,
         del missing["rebuild"]
     assert missing == {}
     assert report.figures["ingest.failed"].max == 0
+    # The soak's tallies (fold of the stream, Postgres, read API) equal the generator's record of its votes.
+    assert report.figures["soak.exact"].max == 1
+    assert report.figures["soak.votes_accepted"].max > 0
+    assert report.figures["soak.sse_clients_connected"].max == 20
     written = msgspec.json.decode((tmp_path / "latest.json").read_bytes(), type=Report)
     assert [c.figure for c in written.checks] == [c.figure for c in report.checks]
     table = (tmp_path / "latest.md").read_text()
