@@ -9,6 +9,7 @@ from pathlib import Path
 import msgspec
 
 from bench.registry import Figure
+from bench.soak_report import SoakReport
 
 Figures = dict[str, Figure]
 
@@ -189,6 +190,8 @@ class Report(msgspec.Struct):
     figures: dict[str, FigureSummary]
     notes: list[str]
     failures: list[str]
+    soak: SoakReport | None = None
+    """The soak's own report, when it ran (also in soak.json)."""
 
 
 def evaluate(figures: Figures) -> list[CheckResult]:
@@ -260,11 +263,11 @@ def write(report: Report, results_dir: Path) -> tuple[Path, Path]:
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
-def update_readme(readme: Path, table: str) -> bool:
-    """Replace what lies between the bench markers in ``readme``; False when it has no such markers."""
+def update_readme(readme: Path, table: str, begin: str = BEGIN, end: str = END) -> bool:
+    """Replace what lies between the markers in ``readme``; False when it has no such markers."""
     text = readme.read_text()
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.DOTALL)
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.DOTALL)
     if not pattern.search(text):
         return False
-    readme.write_text(pattern.sub(lambda _: f"{BEGIN}\n{table}{END}", text, count=1))
+    readme.write_text(pattern.sub(lambda _: f"{begin}\n{table}{end}", text, count=1))
     return True

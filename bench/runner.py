@@ -4,6 +4,7 @@
     python -m bench --readme README.md   # also put the table into README.md's Performance section
     BENCH_ONLY=ingest,read python -m bench
     python -m bench --only ingest        # ingest and the baselines it is compared with (bare and plain POST)
+    python -m bench --only soak --soak-seconds 120   # the soak alone (10 minutes by default): soak.json, soak.md
 
 Exits 1 when a benchmark failed to run; a target that is not met is a finding, not a failure.
 """
@@ -24,6 +25,9 @@ from bench.monitor import PipelineMonitor
 from bench.procs import machine
 from bench.registry import Context, schedule, selected, with_baselines
 from bench.report import Report, evaluate, markdown, summarise, update_readme, write
+from bench.soak_report import SOAK_BEGIN, SOAK_END, SoakReport
+from bench.soak_report import markdown as soak_markdown
+from bench.soak_report import write as write_soak
 from bench.stack import BenchStack
 from infra.stack.servers import ServerAddresses
 
@@ -60,7 +64,8 @@ def run_harness(
     command: str = "python -m bench",
     readme: Path | None = None,
 ) -> Report:
-    """Start everything, run the benchmarks, stop everything; write latest.json and latest.md."""
+    """Start everything, run the benchmarks, stop everything; write latest.json and latest.md (unless the soak
+    ran alone), and soak.json and soak.md when the soak ran."""
     started = time.perf_counter()
     facts = machine()
     stack = BenchStack.create(servers)
@@ -77,6 +82,10 @@ def run_harness(
     facts["load_average_at_end"] = f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
     settings = {f.name: str(getattr(config, f.name)) for f in dataclasses.fields(config) if f.name != "results_dir"}
     settings["generator"] = generator_name(config.generator)
+    soak = ctx.shared.get("soak") if ctx else None
+    if isinstance(soak, SoakReport):
+        soak.command = command
+        soak.machine["load_average_at_end"] = facts["load_average_at_end"]
     report = Report(
         command=command,
         mode="quick" if config.quick else "full",
@@ -87,32 +96,55 @@ def run_harness(
         figures=summarise(ctx.figures if ctx else {}),
         notes=ctx.notes if ctx else [],
         failures=failures,
+        soak=soak if isinstance(soak, SoakReport) else None,
     )
-    json_path, md_path = write(report, config.results_dir)
-    log(f"wrote {json_path} and {md_path}")
-    if readme is not None and not config.quick:
-        if update_readme(readme, markdown(report)):
-            log(f"updated the Performance section of {readme}")
-        else:
-            log(f"{readme} has no bench markers; left as it is")
+    if not soak_alone(config):
+        json_path, md_path = write(report, config.results_dir)
+        log(f"wrote {json_path} and {md_path}")
+        if readme is not None and not config.quick:
+            if update_readme(readme, markdown(report)):
+                log(f"updated the Performance section of {readme}")
+            else:
+                log(f"{readme} has no bench markers; left as it is")
+    if report.soak is not None:
+        json_path, md_path = write_soak(report.soak, config.results_dir)
+        log(f"wrote {json_path} and {md_path}")
+        if readme is not None and not config.quick:
+            if update_readme(readme, soak_markdown(report.soak), SOAK_BEGIN, SOAK_END):
+                log(f"updated the soak results in the Reliability section of {readme}")
+            else:
+                log(f"{readme} has no soak markers; left as it is")
     return report
+
+
+def soak_alone(config: BenchConfig) -> bool:
+    """Only the soak was chosen: the other benchmarks' results (latest.*, Performance) are left as they are."""
+    return {b.name for b in selected(config)} == {"soak"}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--readme", type=Path, help="put the table into this README's Performance section")
+    parser.add_argument("--readme", type=Path, help="put the results into this README (Performance; soak: Reliability)")
     parser.add_argument("--command", default="make bench", help="how this run was started, for the report")
     parser.add_argument(
         "--only",
         help="comma-separated benchmark name prefixes (like BENCH_ONLY); the baselines a chosen benchmark is "
         "compared with run too",
     )
+    parser.add_argument("--soak-seconds", type=float, help="length of the soak's load (BENCH_SOAK_S; 600)")
     args = parser.parse_args(argv)
     config = BenchConfig.from_env()
     if args.only:
         config = dataclasses.replace(config, only=with_baselines(args.only.split(",")))
+    if args.soak_seconds is not None:
+        config = dataclasses.replace(config, soak_s=args.soak_seconds)
     report = run_harness(config, command=args.command, readme=args.readme)
-    print(markdown(report))
+    if not soak_alone(config):
+        print(markdown(report))
+    if report.soak is not None:
+        print(soak_markdown(report.soak))
+    for failure in report.failures if soak_alone(config) else ():
+        print(f"failed: {failure}")
     for note in report.notes:
         if note.startswith("  ") or note.startswith("profile"):
             print(note)

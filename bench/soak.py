@@ -28,7 +28,7 @@ from bench.registry import Context
 from bench.soak_check import check_exact, served_tallies
 from bench.soak_report import SoakReport, errors_by_kind, memory_rows
 from bench.soak_sse import SseSoakResult, SseSoakSpec
-from bench.soak_votes import SoakComparison, VoteSoakResult, VoteSoakSpec
+from bench.soak_votes import SoakComparison, VoteSoakResult, VoteSoakSpec, bucket_count
 from bench.stack import TOKEN_KEY, TOKEN_TTL_S
 from contracts.catalog import Catalog, Comparison
 from services.shared.jetstream import read_catalog, write_catalog
@@ -174,11 +174,12 @@ async def run_soak(ctx: Context) -> SoakReport:
     await ctx.monitor.wait_caught_up(config.drain_timeout_s)
 
     bucket_s = bucket_width(config.soak_s)
+    buckets = bucket_count(config.soak_s, bucket_s)
     logs = stack.log_dir
     children: dict[str, Child] = {}
     stop_watch: Callable[[], asyncio.Task[None]] | None = None
     try:
-        sse_spec = SseSoakSpec(read_port, config.soak_sse_clients, ids, bucket_s)
+        sse_spec = SseSoakSpec(read_port, config.soak_sse_clients, ids, bucket_s, buckets)
         children["sse"] = sse = await Child.start("bench.soak_sse", sse_spec, logs / "soak-sse.log", talk=True)
         ready = msgspec.json.decode(await sse.line(sse_spec.connect_timeout_s + 30), type=dict[str, int])
         if ready.get("ready", 0) < config.soak_sse_clients:
@@ -265,7 +266,7 @@ async def run_soak(ctx: Context) -> SoakReport:
         },
         duration_s=load[1] - load[0],
         bucket_s=bucket_s,
-        memory=memory_rows(watch, SERVICES, bucket_s),
+        memory=memory_rows(watch, SERVICES, bucket_s, buckets),
         cpu={name: round(watch.cpu_share(name), 3) for name in names if watch.cpu_share(name)},
         projector_max_lag_s=max(watch.lags(), default=0.0),
         drain_s=drained if drained is not None else config.drain_timeout_s,
@@ -300,3 +301,8 @@ def record(ctx: Context, report: SoakReport) -> None:
     for name, share in report.cpu.items():
         ctx.record(f"soak.cpu.{name.replace('load: ', 'generator.').lower()}", share, "cores")
     ctx.shared["soak"] = report
+    verdict = "exact" if report.exactness.exact else "NOT exact"
+    ctx.note(
+        f"soak: {report.duration_s / 60:.1f} min, {votes.accepted:,} votes accepted, "
+        f"{sum(report.errors.values())} errors, tallies {verdict}; details in bench/results/soak.md"
+    )

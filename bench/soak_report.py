@@ -1,7 +1,6 @@
 """What the soak leaves behind: ``SoakReport``, its Markdown (tables of memory and load over time, errors by kind,
 the exactness check), ``bench/results/soak.json`` and ``soak.md``, and the README's soak section."""
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -75,10 +74,10 @@ def _slope(points: Sequence[tuple[float, float]]) -> float:
     return sum((t - mean_t) * (v - mean_v) for t, v in points) / spread * 60.0
 
 
-def memory_rows(watch: Watch, names: Sequence[str], bucket_s: float) -> list[MemoryRow]:
+def memory_rows(watch: Watch, names: Sequence[str], bucket_s: float, buckets: int) -> list[MemoryRow]:
+    """Each tree at the end of each bucket (the last: at the end of the watch), its range, and its growth."""
     rows = []
     span = watch.stopped - watch.started
-    buckets = max(1, math.ceil(span / bucket_s - 1e-6))
     for name in names:
         series = [(t - watch.started, s[name].rss_mb) for t, s in watch.trees if name in s]
         if not series:
@@ -94,7 +93,7 @@ def memory_rows(watch: Watch, names: Sequence[str], bucket_s: float) -> list[Mem
             MemoryRow(
                 name=name,
                 start=series[0][1],
-                at=[at(min(span, (k + 1) * bucket_s)) for k in range(buckets)],
+                at=[at((k + 1) * bucket_s if k < buckets - 1 else span) for k in range(buckets)],
                 low=min(values),
                 high=max(values),
                 after_warmup=warm,

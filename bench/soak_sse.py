@@ -30,6 +30,8 @@ class SseSoakSpec(msgspec.Struct, frozen=True):
     clients: int
     comparison_ids: list[str]
     bucket_s: float
+    buckets: int
+    """Events after the last bucket (the load's tail) count in it."""
     connect_timeout_s: float = 120.0
     final_timeout_s: float = 60.0
     reconnect_s: float = 1.0
@@ -110,7 +112,7 @@ class Clients:
         self.last_data[client] = data
         if self.measuring:
             self.longest_silence = max(self.longest_silence, now - self.last_at[client])
-            bucket = int((now - self.started) / self.spec.bucket_s)
+            bucket = min(self.spec.buckets - 1, int((now - self.started) / self.spec.bucket_s))
             if self.seen_bucket[client] != bucket:
                 self.seen_bucket[client] = bucket
                 while len(self.clients_with_events) <= bucket:

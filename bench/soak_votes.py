@@ -41,7 +41,7 @@ class VoteSoakSpec(msgspec.Struct, frozen=True):
     comparisons: list[SoakComparison]
     accepted_file: str
     bucket_s: float
-    """Width of the time buckets the per-minute counts are kept in."""
+    """Width of the time buckets the per-minute counts are kept in (answers after the last go into it)."""
     timeout_s: float = 5.0
     seed: int = 8
 
@@ -80,6 +80,10 @@ class VoteSoakResult(msgspec.Struct):
     buckets: list[Bucket]
     expected: dict[str, dict[str, tuple[int, int]]]
     """comparison -> tool -> (ship, skip): the tallies the ballots this generator left must give."""
+
+
+def bucket_count(duration_s: float, bucket_s: float) -> int:
+    return max(1, round(duration_s / bucket_s))
 
 
 BallotKey = tuple[int, int, int]
@@ -163,7 +167,7 @@ async def run(spec: VoteSoakSpec) -> VoteSoakResult:
     accepted: list[str] = []
     seen_ids: set[str] = set()
     counts = Counter[str]()
-    buckets = [Bucket() for _ in range(int(spec.duration_s / spec.bucket_s) + 2)]
+    buckets = [Bucket() for _ in range(bucket_count(spec.duration_s, spec.bucket_s))]
     connections = [await HttpConnection.open(spec.port) for _ in range(spec.connections)]
     started = time.perf_counter()
     deadline = started + spec.duration_s
@@ -272,7 +276,7 @@ async def run(spec: VoteSoakSpec) -> VoteSoakResult:
         max_ms=(ordered[-1] if ordered else 0.0) * 1000,
         late_p99_ms=percentile(late, 99) * 1000,
         late_max_ms=(late[-1] if late else 0.0) * 1000,
-        buckets=buckets[: int(duration / spec.bucket_s) + 1],
+        buckets=buckets,
         expected=voters.expected(),
     )
 

@@ -16,6 +16,7 @@ from bench.load import LoadSpec, VoteScenario, wrk_command
 from bench.registry import BENCHMARKS
 from bench.report import BEGIN, END, Report, update_readme
 from bench.runner import run_harness
+from bench.soak_report import SOAK_BEGIN, SOAK_END, SoakReport
 from infra.stack.servers import ServerAddresses
 
 # One figure each benchmark must leave behind (the rebuild's only once the installed shipskip has the command).
@@ -72,10 +73,43 @@ def test_a_tiny_run_of_the_harness_measures_every_path(servers: ServerAddresses,
     assert report.figures["soak.exact"].max == 1
     assert report.figures["soak.votes_accepted"].max > 0
     assert report.figures["soak.sse_clients_connected"].max == 20
+    assert msgspec.json.decode((tmp_path / "soak.json").read_bytes(), type=SoakReport).exactness.exact
     written = msgspec.json.decode((tmp_path / "latest.json").read_bytes(), type=Report)
     assert [c.figure for c in written.checks] == [c.figure for c in report.checks]
     table = (tmp_path / "latest.md").read_text()
     assert "| ingest | accepted votes/s vs bare POST |" in table
+
+
+def test_the_soak_alone_leaves_the_other_results_and_fills_its_own(servers: ServerAddresses, tmp_path: Path) -> None:
+    """``make soak``: soak.json, soak.md and the README's soak section; latest.* and Performance untouched."""
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{BEGIN}\nperformance table\n{END}\n\n{SOAK_BEGIN}\nold soak\n{SOAK_END}\n")
+    config = dataclasses.replace(
+        QUICK,
+        quick=False,
+        only=("soak",),
+        soak_s=2.0,
+        soak_vote_rate=100.0,
+        soak_read_rate=50.0,
+        soak_sse_clients=10,
+        soak_voter_tokens=100,
+        soak_comparisons=2,
+        results_dir=tmp_path / "results",
+    )
+    report = run_harness(config, servers=servers, command="make soak", readme=readme)
+    assert report.failures == []
+    assert not (tmp_path / "results" / "latest.json").exists()
+    soak = msgspec.json.decode((tmp_path / "results" / "soak.json").read_bytes(), type=SoakReport)
+    assert soak.command == "make soak"
+    assert soak.exactness.exact
+    assert soak.exactness.accepted > 0
+    # The servers are the suite's here (given, not started by the bench), so only the services are watched.
+    assert [row.name for row in soak.memory] == ["votes", "read", "projector"]
+    text = readme.read_text()
+    assert "performance table" in text
+    assert "old soak" not in text
+    assert "**Tallies after the drain: ✅ exact.**" in text
+    assert (tmp_path / "results" / "soak.md").read_text() in text
 
 
 def test_the_readme_section_is_replaced_between_its_markers(tmp_path: Path) -> None:
