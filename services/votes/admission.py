@@ -122,7 +122,11 @@ class Gate:
             self._ballot_ttl_s,
         ]
 
+        pipe = self._link.pipe
+
         async def run(client: Redis) -> Any:
+            if pipe is not None:
+                return await pipe.run_script(self._script.sha, _SCRIPT, keys, args)
             return await self._script(keys=keys, args=args, client=client)
 
         reply = await self._link.run(run)

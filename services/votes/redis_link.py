@@ -17,6 +17,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from services.votes.redis_pipe import PipeAddress, RedisPipe
+
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
@@ -38,6 +40,9 @@ class RedisLink:
             retry=Retry(NoBackoff(), 1),
         )
         self.client: Redis = Redis.from_pool(pool)  # owns the pool: closing the client closes it
+        address = PipeAddress.of_pool(pool)
+        # The hot path's commands (admissions) go through this, coalesced; None where it cannot go (TLS).
+        self.pipe: RedisPipe | None = RedisPipe(address, timeout_s=timeout_s) if address is not None else None
         self._up = True
         self._watcher: asyncio.Task[None] | None = None
         self._recovery_hooks: list[Callable[[Redis], Awaitable[None]]] = []
@@ -94,4 +99,6 @@ class RedisLink:
             self._watcher.cancel()
             with suppress(asyncio.CancelledError):
                 await self._watcher
+        if self.pipe is not None:
+            self.pipe.close()
         await self.client.aclose()
