@@ -6,7 +6,8 @@
     python -m bench --only ingest        # ingest and the baselines it is compared with (bare and plain POST)
     python -m bench --only soak --soak-seconds 120   # the soak alone (10 minutes by default): soak.json, soak.md
 
-Exits 1 when a benchmark failed to run; a target that is not met is a finding, not a failure.
+Exits 1 when a benchmark failed to run, or when the soak's tallies are not exactly the accepted votes; a speed
+target that is not met is a finding, not a failure.
 """
 
 import argparse
@@ -148,4 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     for note in report.notes:
         if note.startswith("  ") or note.startswith("profile"):
             print(note)
+    if report.soak is not None and not report.soak.passed:
+        print("soak: the tallies or the live figures did not match the accepted votes (see above)")
+        return 1
     return 1 if report.failures else 0

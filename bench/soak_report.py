@@ -54,7 +54,15 @@ class SoakReport(msgspec.Struct):
     exactness: Exactness
     errors: dict[str, int]
     """Every error of the soak by where and what (``errors_by_kind``); empty for a clean run."""
+    sse_on_final: int
+    """SSE clients whose last figures were the fold's final tallies."""
     notes: list[str] = []
+
+    @property
+    def passed(self) -> bool:
+        """Nothing lost or counted twice, and every live page shows the final figures: a correctness promise, so
+        ``python -m bench`` exits 1 without it (unlike a speed target that is not met)."""
+        return self.exactness.exact and self.sse_on_final == self.sse.clients
 
 
 def flat(after_warmup: float, end: float) -> bool:
@@ -206,7 +214,7 @@ def markdown(report: SoakReport) -> str:
         f"- SSE: {sse.connected_at_start} of {sse.clients} clients connected before the load, {sse.events:,} events "
         f"received ({sse.events_per_client_min:,} – {sse.events_per_client_max:,} per client), longest silence on "
         f"any stream during the load {sse.longest_silence_s:.1f} s, {sse.reconnects} reconnects; "
-        f"{sse.clients - sse.behind_at_end} of {sse.clients} ended on the final figures.",
+        f"{report.sse_on_final} of {sse.clients} ended on the final figures.",
         f"- Projector: largest lag {report.projector_max_lag_s:.2f} s during the load, drained "
         f"{report.drain_s:.2f} s after it.",
         f"- CPU (cores, average over the load): {cpu}.",

@@ -102,6 +102,7 @@ def test_the_soak_alone_leaves_the_other_results_and_fills_its_own(servers: Serv
     soak = msgspec.json.decode((tmp_path / "results" / "soak.json").read_bytes(), type=SoakReport)
     assert soak.command == "make soak"
     assert soak.exactness.exact
+    assert soak.passed  # every SSE client ended on the final figures too
     assert soak.exactness.accepted > 0
     # The servers are the suite's here (given, not started by the bench), so only the services are watched.
     assert [row.name for row in soak.memory] == ["votes", "read", "projector"]
