@@ -163,7 +163,7 @@ def markdown(report: SoakReport) -> str:
     lines = [
         f"Measured by `{report.command}` ({report.mode}) on {m.get('started', '?')}: {report.duration_s / 60:.1f} min "
         f"of load, {s['vote_rate']:.0f} votes/s and {s['read_rate']:.0f} reads/s paced, {s['sse_clients']:.0f} SSE "
-        f"clients, {s['voters']:.0f} voters on {s['comparisons']:.0f} comparisons.",
+        f"clients, {s['voters']:,.0f} voters on {s['comparisons']:.0f} comparisons.",
         f"Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, {m.get('memory', '?')}, {m.get('os', '?')}; "
         f"load average {m.get('load_average_at_start', '?')} at the start, {m.get('load_average_at_end', '?')} at "
         "the end — the machine is shared with other engineers running tests, so CPU and latency figures are noisy.",
