@@ -97,6 +97,8 @@ class VotesHealth(msgspec.Struct, frozen=True):
     status: str
     limits: Literal["shared", "per-process"]
     """Whether this copy shares its rate limits through Redis, or counts them alone (Redis unreachable)."""
+    pid: int
+    """The process that answered: with several workers (granian --workers), which one."""
 
 
 class ReadHealth(msgspec.Struct, frozen=True):
@@ -109,3 +111,5 @@ class ReadHealth(msgspec.Struct, frozen=True):
     """Times the view was read from Postgres (change notices alone never read it)."""
     streams: int
     """Open /community/stream connections."""
+    pid: int
+    """The process that answered: with several workers (granian --workers), which one."""

@@ -13,15 +13,34 @@ from contracts.catalog import CatalogError, decode_catalog, encode_catalog
 from services.shared.config import ConfigError, Env, ServerSettings
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shipskip", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="run the whole local stack in the foreground until Ctrl-C")
-    run.add_argument("--data", type=Path, default=Path(".shipskip"), help="data folder (default .shipskip)")
+    for name, help_text in (
+        ("up", "run the whole local stack in the foreground until Ctrl-C, each HTTP service with --workers copies"),
+        ("run", "run the whole local stack in the foreground until Ctrl-C (as `up`; what `make run` calls)"),
+    ):
+        stack = commands.add_parser(name, help=help_text)
+        stack.add_argument("--data", type=Path, default=Path(".shipskip"), help="data folder (default .shipskip)")
+        stack.add_argument(
+            "--workers", type=_positive, default=1, help="granian workers per HTTP service, behind the same port"
+        )
+
+    serve = commands.add_parser(
+        "serve", help="check the settings, then serve the votes or the read API with granian (what containers run)"
+    )
+    serve.add_argument("service", choices=["votes", "read"])
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a container)")
+    serve.add_argument(
+        "--port", type=int, help="default: the settings' port (SHIPSKIP_VOTES_PORT, SHIPSKIP_TALLY_PORT)"
+    )
+    serve.add_argument("--workers", type=_positive, default=1, help="granian worker processes (default 1)")
 
     commands.add_parser("projector", help="run the tally projector (fold VOTES into Postgres)")
-    commands.add_parser("migrate", help="apply the database migrations")
+    commands.add_parser(
+        "migrate", help="apply the database migrations; create the stream and catalogue bucket (or add replicas)"
+    )
 
     catalog = commands.add_parser("catalog", help="show or load the catalogue").add_subparsers(
         dest="catalog_command", required=True
@@ -46,8 +65,21 @@ def main(argv: list[str] | None = None) -> int:
     void = commands.add_parser("void-voter", help="remove a voter's ballots from every tally (moderation)")
     void.add_argument("voter_id", help="the voter id as events and reports show it (32 hex characters)")
     void.add_argument("--reason", required=True, help="why, kept in the event")
+    return parser
 
-    args = parser.parse_args(argv)
+
+def _positive(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return number
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return _dispatch(args)
@@ -57,10 +89,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    if args.command == "run":
+    if args.command in ("up", "run"):
         from infra.stack.local import run_local_stack
 
-        return run_local_stack(args.data)
+        return run_local_stack(args.data, workers=args.workers)
+    if args.command == "serve":
+        from services.serve import serve
+
+        serve(args.service, host=args.host, port=args.port, workers=args.workers)
     if args.command == "projector":
         from services.tally.projector import run_projector
 
@@ -68,9 +104,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "migrate":
         from infra.migrate import migrate
+        from services.shared.jetstream import ensure_jetstream_objects
 
-        applied = asyncio.run(migrate(ServerSettings.from_env(Env()).database_url))
+        servers = ServerSettings.from_env(Env())
+        applied = asyncio.run(migrate(servers.database_url))
         print("applied: " + (", ".join(applied) or "nothing (up to date)"))
+        window_s = Env().number("SHIPSKIP_DUPLICATE_WINDOW_S", 120.0, minimum=1.0)
+        print(asyncio.run(ensure_jetstream_objects(servers.nats_url, servers.stream_replicas, window_s)))
         return 0
     if args.command == "catalog":
         return asyncio.run(_catalog(args))
@@ -93,7 +133,7 @@ async def _catalog(args: argparse.Namespace) -> int:
     try:
         js = nc.jetstream()
         if args.catalog_command == "load":
-            revision = await write_catalog(js, catalog)
+            revision = await write_catalog(js, catalog, servers.stream_replicas)
             print(f"catalogue revision {revision}: {len(catalog.comparisons)} comparisons, {len(catalog.tools)} tools")
             return 0
         current, revision = await read_catalog(js)

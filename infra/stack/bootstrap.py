@@ -24,18 +24,22 @@ async def bootstrap(
     *,
     duplicate_window_s: float = 120.0,
     catalog_file: Path | None = DEMO_CATALOG,
+    replicas: int = 1,
 ) -> None:
-    """Idempotent: safe on every start. Loads ``catalog_file`` only when no catalogue was ever loaded."""
+    """Idempotent: safe on every start. Loads ``catalog_file`` only when no catalogue was ever loaded.
+
+    ``replicas``: copies of the stream and the catalogue bucket (SHIPSKIP_STREAM_REPLICAS) on a NATS cluster.
+    """
     await migrate(database_url)
     nc = await connect(nats_url, "shipskip-bootstrap")
     try:
         js = nc.jetstream()
-        await ensure_votes_stream(js, duplicate_window_s)
+        await ensure_votes_stream(js, duplicate_window_s, replicas)
         await ensure_tally_consumer(js, max_ack_pending=20_000)
         current, _ = await read_catalog(js)
         if current is None and catalog_file is not None:
             catalog = decode_catalog(catalog_file.read_bytes())
-            await write_catalog(js, catalog)
+            await write_catalog(js, catalog, replicas)
             log.info("loaded the catalogue %s (%d comparisons)", catalog_file.name, len(catalog.comparisons))
     finally:
         await nc.close()

@@ -4,6 +4,7 @@ Used by ``shipskip run`` and by the test suite, so both run the services exactly
 processes talking HTTP and NATS.
 """
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -18,35 +19,64 @@ import httpx
 
 ServiceName = Literal["votes", "read", "projector"]
 
-_FACTORIES = {"votes": "services.votes.app:create_app", "read": "services.tally.api:create_app"}
+FACTORIES: dict[ServiceName, str] = {
+    "votes": "services.votes.app:create_app",
+    "read": "services.tally.api:create_app",
+}
+"""The granian application factory of each HTTP service."""
 
 
-def service_command(name: ServiceName, port: int | None = None, workers: int = 1) -> list[str]:
+def service_command(name: ServiceName, port: int | None = None, workers: int = 1, host: str = "127.0.0.1") -> list[str]:
+    """The process a service runs as: granian for the HTTP services (what ``shipskip serve`` executes)."""
     if name == "projector":
         return [sys.executable, "-m", "services.cli", "projector"]
     assert port is not None
     return [
         sys.executable, "-m", "granian",
         "--interface", "asgi",
-        "--host", "127.0.0.1",
+        "--host", host,
         "--port", str(port),
         "--workers", str(workers),
         "--no-ws",
         "--log-level", "warning",
-        "--factory", _FACTORIES[name],
+        "--factory", FACTORIES[name],
     ]  # fmt: skip
 
 
+def launch_command(name: ServiceName, port: int | None = None, workers: int = 1) -> list[str]:
+    """How the stack and the tests start a service: ``shipskip serve`` checks the settings, then becomes granian."""
+    if name == "projector":
+        return service_command(name)
+    assert port is not None
+    return [sys.executable, "-m", "services.cli", "serve", name, "--port", str(port), "--workers", str(workers)]
+
+
 def stop_process(process: subprocess.Popen[bytes], timeout: float = 15.0) -> int:
-    """SIGTERM (finish in-flight work), then SIGKILL after ``timeout``; the exit status."""
+    """SIGTERM (finish in-flight work), then SIGKILL after ``timeout``; the exit status.
+
+    The SIGKILL goes to the whole process group when the process leads one (started in its own session): granian's
+    workers would otherwise outlive their killed main process, still holding the port.
+    """
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout)
         except subprocess.TimeoutExpired:
-            process.kill()
+            _kill_group_or_process(process)
             process.wait()
     return process.returncode
+
+
+def _kill_group_or_process(process: subprocess.Popen[bytes]) -> None:
+    try:
+        leads_group = os.getpgid(process.pid) == process.pid
+    except ProcessLookupError:
+        return
+    if leads_group:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    else:
+        process.kill()
 
 
 @dataclass
@@ -57,6 +87,8 @@ class ServiceProcess:
     log_path: Path
     log_start: int = 0
     """Where this run's lines begin in the (appended) log."""
+    workers: int = 1
+    """granian worker processes behind the port (HTTP services)."""
 
     @property
     def url(self) -> str:
@@ -94,7 +126,9 @@ def start_service(
     cwd: Path | None = None,
     wait: bool = True,
     own_session: bool = True,
+    workers: int = 1,
 ) -> ServiceProcess:
+    """Start a service; with ``wait``, return once it serves (every one of its ``workers``)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     if name == "read":
         # granian counts an open push stream as a request in flight: the read API needs room for many
@@ -104,22 +138,27 @@ def start_service(
     log_start = log_path.stat().st_size if log_path.exists() else 0
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            service_command(name, port),
+            launch_command(name, port, workers),
             env={**os.environ, **env},
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=cwd,
             start_new_session=own_session,
         )
-    service = ServiceProcess(name, process, port, log_path, log_start)
+    service = ServiceProcess(name, process, port, log_path, log_start, workers)
     if wait:
         wait_ready(service)
     return service
 
 
 def wait_ready(service: ServiceProcess, timeout: float = 60.0) -> None:
-    """Until the HTTP service answers /healthz, or the projector has logged that it runs."""
+    """Until the HTTP service answers /healthz from each of its workers, or the projector has logged that it runs.
+
+    A worker answers once its own start-up (connections, the read API's view) is done; each new connection goes to
+    whichever worker takes it, so /healthz is asked on new connections until every worker's pid was seen.
+    """
     deadline = time.monotonic() + timeout
+    answered: set[int] = set()
     while time.monotonic() < deadline:
         if not service.alive():
             raise RuntimeError(f"{service.name} exited with {service.process.returncode}:\n{service.log_tail()}")
@@ -128,9 +167,16 @@ def wait_ready(service: ServiceProcess, timeout: float = 60.0) -> None:
                 return
         else:
             try:
-                if httpx.get(service.url + "/healthz", timeout=1.0).status_code == 200:
-                    return
+                response = httpx.get(service.url + "/healthz", timeout=1.0)
+                if response.status_code == 200:
+                    answered.add(int(response.json()["pid"]))
+                    if len(answered) >= service.workers:
+                        return
+                    continue  # the next worker may be up already: ask again at once
             except httpx.HTTPError:
                 pass
         time.sleep(0.1)
-    raise TimeoutError(f"{service.name} did not become ready in {timeout}s:\n{service.log_tail()}")
+    raise TimeoutError(
+        f"{service.name} did not become ready in {timeout}s ({len(answered)} of {service.workers} workers answered):"
+        f"\n{service.log_tail()}"
+    )

@@ -5,11 +5,17 @@ Each service has its own settings object (see ``services/<service>/settings.py``
 ``shipskip`` commands run in a checkout find the servers ``make run`` started.
 """
 
+import math
 import os
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import NoReturn, TypeVar
+from urllib.parse import urlsplit
 
 import msgspec
+
+_S = TypeVar("_S")
 
 
 class ConfigError(Exception):
@@ -85,6 +91,8 @@ class Env:
             number = float(value)
         except ValueError:
             raise ConfigError(f"{name}={value!r} is not a number") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{name}={value!r} is not a finite number")
         if number < minimum:
             raise ConfigError(f"{name}={number} is below {minimum}")
         return number
@@ -108,19 +116,66 @@ class Env:
 
 
 class ServerSettings(msgspec.Struct, frozen=True):
-    """Where the three servers are."""
+    """Where the three servers are, and how many copies a NATS cluster keeps of what shipskip stores in it."""
 
     nats_url: str
     database_url: str
     redis_url: str
+    stream_replicas: int = 1
+    """Replicas of the VOTES stream and the catalogue bucket: set when they are created, raised (never lowered)
+    when a process finds fewer. 3 on a three-node cluster (infra/deploy/, infra/nats-cluster/)."""
 
     @classmethod
     def from_env(cls, env: Env) -> "ServerSettings":
         return cls(
-            nats_url=env.text("SHIPSKIP_NATS_URL"),
-            database_url=env.text("SHIPSKIP_DATABASE_URL"),
-            redis_url=env.text("SHIPSKIP_REDIS_URL"),
+            nats_url=nats_urls(env, "SHIPSKIP_NATS_URL"),
+            database_url=server_url(env, "SHIPSKIP_DATABASE_URL", ("postgresql", "postgres")),
+            redis_url=server_url(env, "SHIPSKIP_REDIS_URL", ("redis", "rediss", "unix")),
+            # JetStream keeps at most 5 copies of a stream.
+            stream_replicas=env.integer("SHIPSKIP_STREAM_REPLICAS", 1, minimum=1, maximum=5),
         )
+
+
+def server_url(env: Env, name: str, schemes: tuple[str, ...]) -> str:
+    """A server address with one of ``schemes``; caught here rather than as a connection error later."""
+    url = env.text(name)
+    _check_url(name, url, schemes)
+    return url
+
+
+def nats_urls(env: Env, name: str) -> str:
+    """One NATS server's address, or every node of a cluster, comma-separated."""
+    value = env.text(name)
+    urls = [part.strip() for part in value.split(",") if part.strip()]
+    if not urls:
+        raise ConfigError(f"{name}={value!r} names no server (nats://HOST:PORT, comma-separated for a cluster)")
+    for url in urls:
+        _check_url(name, url, ("nats", "tls", "ws", "wss"))
+    return value
+
+
+def _check_url(name: str, url: str, schemes: tuple[str, ...]) -> None:
+    example = f"{schemes[0]}://HOST:PORT"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise ConfigError(f"{name}={url!r} is not a valid address (like {example})") from None
+    if parts.scheme not in schemes:
+        raise ConfigError(f"{name}={url!r} must start with {' or '.join(s + '://' for s in schemes)}")
+    if not parts.hostname and parts.scheme != "unix" and "host=" not in parts.query:
+        raise ConfigError(f"{name}={url!r} names no host (like {example})")
+
+
+def http_base_url(env: Env, name: str) -> str | None:
+    """An optional public base URL (http or https, a host, no query), without a trailing slash."""
+    value = env.raw(name)
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ConfigError(f"{name}={value!r} is not a base URL like https://read.example.com")
+    return value.rstrip("/")
 
 
 def secret_keys(env: Env, name: str) -> list[bytes]:
@@ -132,3 +187,19 @@ def secret_keys(env: Env, name: str) -> list[bytes]:
         if len(key) < 16:
             raise ConfigError(f"{name} holds a secret shorter than 16 characters")
     return [key.encode() for key in keys]
+
+
+def settings_or_exit(read: Callable[[], _S], program: str = "shipskip") -> _S:
+    """The settings ``read`` builds, or exit with status 2 and one line naming the variable (no traceback).
+
+    For the services' entry points: a process with a wrong setting must stop at start, saying which.
+    """
+    try:
+        return read()
+    except ConfigError as exc:
+        exit_with(f"{program}: {exc}")
+
+
+def exit_with(line: str, status: int = 2) -> NoReturn:
+    print(line, file=sys.stderr, flush=True)
+    raise SystemExit(status)

@@ -107,15 +107,21 @@ def votes_stream_config(duplicate_window_s: float, replicas: int = 1) -> StreamC
     )
 
 
-async def ensure_votes_stream(js: JetStreamContext, duplicate_window_s: float) -> None:
+async def ensure_votes_stream(js: JetStreamContext, duplicate_window_s: float, replicas: int = 1) -> None:
+    """Create the stream with ``replicas`` copies, or update it; an update keeps more copies than ``replicas``.
+
+    Never scaling down means processes started with different SHIPSKIP_STREAM_REPLICAS cannot undo each other, and
+    a stream an operator scaled up by hand keeps its copies.
+    """
     try:
         info = await js.stream_info(VOTES_STREAM)
     except NotFoundError:
-        await js.add_stream(votes_stream_config(duplicate_window_s))
+        await js.add_stream(votes_stream_config(duplicate_window_s, replicas))
         return
-    # The replica count is the operator's (three on a cluster, infra/nats-cluster/): an update without it would
-    # scale the stream down to one copy.
-    await js.update_stream(votes_stream_config(duplicate_window_s, info.config.num_replicas or 1))
+    current = info.config.num_replicas or 1
+    if replicas > current:
+        log.info("stream %s: %d replicas, raising to %d", VOTES_STREAM, current, replicas)
+    await js.update_stream(votes_stream_config(duplicate_window_s, max(current, replicas)))
 
 
 def tally_consumer_config(max_ack_pending: int) -> ConsumerConfig:
@@ -142,25 +148,51 @@ async def ensure_tally_consumer(js: JetStreamContext, max_ack_pending: int) -> N
     await js.add_consumer(VOTES_STREAM, config)
 
 
-async def catalog_bucket(js: JetStreamContext) -> KeyValue:
+async def catalog_bucket(js: JetStreamContext, replicas: int = 1) -> KeyValue:
+    """The catalogue bucket, created with ``replicas`` copies when missing, raised to them when it has fewer."""
     try:
-        return await js.key_value(CATALOG_BUCKET)
+        bucket = await js.key_value(CATALOG_BUCKET)
     except BucketNotFoundError:
-        return await js.create_key_value(bucket=CATALOG_BUCKET, history=16)
+        return await js.create_key_value(bucket=CATALOG_BUCKET, history=16, replicas=replicas)
+    backing = "KV_" + CATALOG_BUCKET
+    config = (await js.stream_info(backing)).config
+    if (config.num_replicas or 1) < replicas:
+        log.info("bucket %s: %d replicas, raising to %d", CATALOG_BUCKET, config.num_replicas or 1, replicas)
+        config.num_replicas = replicas
+        await js.update_stream(config)
+    return bucket
 
 
 async def read_catalog(js: JetStreamContext) -> tuple[Catalog | None, int]:
-    """The current catalogue and its revision; (None, 0) when none was ever loaded."""
-    bucket = await catalog_bucket(js)
+    """The current catalogue and its revision; (None, 0) when none was ever loaded (nor the bucket created:
+    readers leave that to writers, which know how many replicas it needs)."""
     try:
+        bucket = await js.key_value(CATALOG_BUCKET)
         entry = await bucket.get(CATALOG_KEY)
-    except KeyNotFoundError:
+    except (BucketNotFoundError, KeyNotFoundError):
         return None, 0
     if entry.value is None:
         return None, 0
     return decode_catalog(entry.value), entry.revision or 0
 
 
-async def write_catalog(js: JetStreamContext, catalog: Catalog) -> int:
-    bucket = await catalog_bucket(js)
+async def write_catalog(js: JetStreamContext, catalog: Catalog, replicas: int = 1) -> int:
+    bucket = await catalog_bucket(js, replicas)
     return await bucket.put(CATALOG_KEY, encode_catalog(catalog))
+
+
+async def ensure_jetstream_objects(nats_url: str, replicas: int, duplicate_window_s: float = 120.0) -> str:
+    """The VOTES stream and the catalogue bucket, with ``replicas`` copies (``shipskip migrate``); what they have."""
+    nc = await connect(nats_url, "shipskip-migrate", timeout_s=30)
+    try:
+        js = nc.jetstream()
+        await ensure_votes_stream(js, duplicate_window_s, replicas)
+        await catalog_bucket(js, replicas)
+        stream = await js.stream_info(VOTES_STREAM)
+        bucket = await js.stream_info("KV_" + CATALOG_BUCKET)
+    finally:
+        await nc.close()
+    return (
+        f"stream {VOTES_STREAM}: {stream.config.num_replicas or 1} replicas; "
+        f"catalogue bucket: {bucket.config.num_replicas or 1} replicas"
+    )

@@ -6,6 +6,7 @@ are pre-encoded with their ETag and sent as is, and the live stream fans each ch
 """
 
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from contracts.http import (
 from contracts.ids import SLUG_PATTERN
 from services.operators.admin import admin_lifespan, admin_router
 from services.shared.catalog_view import CatalogView
+from services.shared.config import settings_or_exit
 from services.shared.http import EXCEPTION_HANDLERS, ApiError, json_response
 from services.shared.jetstream import connect
 from services.shared.openapi import answers
@@ -109,6 +111,7 @@ async def healthz(request: Request[Any, Any, Any]) -> Response[bytes]:
             position=context.view.position,
             reloads=context.view.reloads,
             streams=context.broadcast.clients,
+            pid=os.getpid(),
         )
     )
 
@@ -249,8 +252,8 @@ def read_lifespan(
 
 
 def create_app(settings: TallySettings | None = None, live: LiveSettings | None = None) -> Litestar:
-    settings = settings or TallySettings.from_env()
-    live = live or LiveSettings.from_env()
+    settings = settings or settings_or_exit(TallySettings.from_env)
+    live = live or settings_or_exit(LiveSettings.from_env)
     handlers: list[ControllerRouterHandler] = [healthz, list_comparisons, community, community_stream, community_batch]
     lifespans = [read_lifespan(settings, live)]
     if settings.admin_token is not None:

@@ -48,7 +48,7 @@ class Projector:
         self._stopping.set()
 
     async def run(self) -> None:
-        await ensure_votes_stream(self._js, self._settings.duplicate_window_s)
+        await ensure_votes_stream(self._js, self._settings.duplicate_window_s, self._settings.servers.stream_replicas)
         await ensure_tally_consumer(self._js, self._settings.max_ack_pending)
         async with self._pool.acquire() as conn:
             self.position = await self._projection.position(conn)

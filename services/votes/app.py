@@ -9,6 +9,7 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 
 from services.shared.catalog_view import CatalogView
+from services.shared.config import settings_or_exit
 from services.shared.http import EXCEPTION_HANDLERS
 from services.shared.jetstream import connect, ensure_votes_stream
 from services.votes.admission import Gate
@@ -26,7 +27,7 @@ from services.votes.widget.pages import WIDGET_ROUTES
 
 
 def create_app(settings: VotesSettings | None = None) -> Litestar:
-    settings = settings or VotesSettings.from_env()
+    settings = settings or settings_or_exit(VotesSettings.from_env)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -37,7 +38,7 @@ def create_app(settings: VotesSettings | None = None) -> Litestar:
             settings.servers.redis_url, timeout_s=settings.redis_timeout_s, pool_size=settings.redis_pool_size
         )
         try:
-            await ensure_votes_stream(js, settings.duplicate_window_s)
+            await ensure_votes_stream(js, settings.duplicate_window_s, settings.servers.stream_replicas)
             await catalog.start()
             # Not required to start: without Redis, votes are still taken (see redis_link.py).
             await redis.probe()

@@ -1,6 +1,7 @@
 """The votes API's routes: issue voter tokens, cast and retract votes."""
 
 import asyncio
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -210,7 +211,7 @@ async def _submit(
 async def healthz(request: Request[Any, Any, Any]) -> Response[bytes]:
     # "limits": whether this copy shares its limits through Redis, or counts them alone (Redis unreachable).
     shared = _context(request).redis.up
-    return json_response({"status": "ok", "limits": "shared" if shared else "per-process"})
+    return json_response({"status": "ok", "limits": "shared" if shared else "per-process", "pid": os.getpid()})
 
 
 ROUTES = [healthz, issue_voter, cast_vote, retract_vote]

@@ -2,7 +2,7 @@
 
 import msgspec
 
-from services.shared.config import ConfigError, Env, ServerSettings, secret_keys
+from services.shared.config import ConfigError, Env, ServerSettings, http_base_url, secret_keys
 from services.votes.client_address import Network, parse_networks
 from services.votes.limits import Limit, parse_limit
 
@@ -84,6 +84,6 @@ class VotesSettings(msgspec.Struct, frozen=True):
             cors_origins=_origins(env, "SHIPSKIP_CORS_ORIGINS"),
             redis_timeout_s=env.number("SHIPSKIP_REDIS_TIMEOUT_S", 0.5, minimum=0.01),
             redis_pool_size=env.integer("SHIPSKIP_REDIS_POOL_SIZE", 64, minimum=1, maximum=10_000),
-            public_read_api=env.raw("SHIPSKIP_PUBLIC_READ_API"),
+            public_read_api=http_base_url(env, "SHIPSKIP_PUBLIC_READ_API"),
             read_port=env.integer("SHIPSKIP_TALLY_PORT", 8081, minimum=1, maximum=65535),
         )

@@ -1,0 +1,38 @@
+"""``shipskip serve votes|read``: check the service's settings, then become granian serving it.
+
+granian loads the application in each worker process, so a wrong setting found there would surface once per worker,
+as a traceback, between granian's own lines. Reading the settings here first stops the process with one line naming
+the variable (``services/cli.py`` prints it, exit status 2); only settings that pass reach granian, which replaces
+this process (same pid, so signals and exit statuses are granian's own).
+"""
+
+import os
+import sys
+from typing import NoReturn
+
+from infra.stack.processes import ServiceName, service_command
+from services.shared.config import Env
+
+
+def check_settings(name: ServiceName, environ: dict[str, str]) -> int:
+    """Every setting the service reads, validated as its workers will read them; the port it listens on."""
+    env = Env(environ)
+    if name == "votes":
+        from services.votes.settings import VotesSettings
+
+        return VotesSettings.from_env(env).port
+    from services.tally.live_settings import LiveSettings
+    from services.tally.settings import TallySettings
+
+    LiveSettings.from_env(env)
+    return TallySettings.from_env(env).port
+
+
+def serve(name: ServiceName, *, host: str, port: int | None, workers: int) -> NoReturn:
+    # The workers learn their count from GRANIAN_WORKERS (LiveSettings sizes the stream limit by it).
+    environ = {**os.environ, "GRANIAN_WORKERS": str(workers)}
+    settings_port = check_settings(name, environ)
+    command = service_command(name, port or settings_port, workers, host)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(command[0], command, environ)  # noqa: S606 - our own granian command, no shell
