@@ -113,3 +113,13 @@ class ReadHealth(msgspec.Struct, frozen=True):
     """Open /community/stream connections."""
     pid: int
     """The process that answered: with several workers (granian --workers), which one."""
+
+
+class Readiness(msgspec.Struct, frozen=True):
+    """GET /readyz of every process: 200 when each of its checks passed, else 503 with what is wrong."""
+
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, str]
+    """Per check (``nats``, ``redis``, ``postgres``, ``view``, ...): "ok", or what is wrong."""
+    problems: list[str]
+    """One sentence per failed check, naming it; empty when ready."""

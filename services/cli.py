@@ -5,12 +5,13 @@ Server addresses come from the environment or from the file ``shipskip run`` wri
 
 import argparse
 import asyncio
-import logging
 import sys
 from pathlib import Path
 
 from contracts.catalog import CatalogError, decode_catalog, encode_catalog
 from services.shared.config import ConfigError, Env, ServerSettings
+from services.shared.logs import configure_logging
+from services.shared.telemetry_settings import TelemetrySettings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,8 +81,9 @@ def _positive(text: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        # JSON lines in a container or a log file, text at a terminal (services/shared/logs.py).
+        configure_logging(TelemetrySettings.from_env(), args.command)
         return _dispatch(args)
     except (ConfigError, ConnectionError) as exc:
         print(f"shipskip: {exc}", file=sys.stderr)

@@ -37,6 +37,8 @@ def service_env(servers: ServerAddresses, **extra: str) -> dict[str, str]:
         "SHIPSKIP_RATE_LIMITS": "off",
         # The suite must never read a developer's .shipskip/stack.json.
         "SHIPSKIP_STACK_FILE": "/nonexistent/shipskip-stack.json",
+        # Any free port for a projector's /metrics: several run at once (and `make run` may hold 8082).
+        "SHIPSKIP_PROJECTOR_PORT": "0",
     }
     env.update(extra)
     return env
@@ -69,6 +71,8 @@ class Pipeline:
     env: dict[str, str]
     log_dir: Path
     processes: dict[ServiceName, ServiceProcess] = field(default_factory=dict)
+    projector_port: int = 0
+    """Where the projector serves /metrics, /healthz and /readyz."""
 
     @property
     def votes_url(self) -> str:
@@ -78,9 +82,17 @@ class Pipeline:
     def read_url(self) -> str:
         return self.processes["read"].url
 
+    @property
+    def projector_url(self) -> str:
+        return f"http://127.0.0.1:{self.projector_port}"
+
     def start(self, name: ServiceName) -> ServiceProcess:
-        port = None if name == "projector" else free_port()
-        self.processes[name] = start_service(name, self.env, self.log_dir, port)
+        if name == "projector":
+            self.projector_port = free_port()
+            env = {**self.env, "SHIPSKIP_PROJECTOR_PORT": str(self.projector_port)}
+            self.processes[name] = start_service(name, env, self.log_dir)
+        else:
+            self.processes[name] = start_service(name, self.env, self.log_dir, free_port())
         return self.processes[name]
 
     def stop(self) -> None:

@@ -15,6 +15,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
 from contracts.http import ErrorBody
+from services.shared.observed_asgi import note_refusal
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +49,14 @@ class ApiError(Exception):
         *,
         retry_after: int | None = None,
         headers: Mapping[str, str] | None = None,
+        limit: str | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
         self.body = ErrorBody(error=error, detail=detail, retry_after=retry_after)
         self.headers = dict(headers or {})
+        self.limit = limit
+        """For a 429: the policy name of the rate limit that refused (counted per limit in the metrics)."""
         if retry_after is not None:
             self.headers.setdefault("Retry-After", str(retry_after))
 
@@ -107,18 +111,21 @@ def error_response(error: ApiError) -> Response[bytes]:
     return json_response(error.body, error.status, error.headers)
 
 
-def _on_api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[bytes]:
+def _on_api_error(request: Request[Any, Any, Any], exc: ApiError) -> Response[bytes]:
+    note_refusal(request.scope, exc.body.error, exc.limit)
     return error_response(exc)
 
 
-def _on_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+def _on_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     status = exc.status_code
+    error = _STATUS_CODES.get(status, "error")
+    note_refusal(request.scope, error)
     detail = exc.detail
     if isinstance(exc, ValidationException) and status == 400:
         detail = f"{exc.detail}: {exc.extra}" if exc.extra else exc.detail
     headers = dict(exc.headers or {})
     return json_response(
-        ErrorBody(error=_STATUS_CODES.get(status, "error"), detail=detail or "request refused"),
+        ErrorBody(error=error, detail=detail or "request refused"),
         status,
         headers,
     )
@@ -126,6 +133,7 @@ def _on_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Respons
 
 def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    note_refusal(request.scope, "internal_error")
     return json_response(ErrorBody(error="internal_error", detail="internal error; it has been logged"), 500)
 
 

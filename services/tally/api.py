@@ -5,7 +5,6 @@ are pre-encoded with their ETag and sent as is, and the live stream fans each ch
 (services/tally/sse.py). Postgres is read only to load or reload the view.
 """
 
-import logging
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -14,6 +13,7 @@ from typing import Any
 
 import asyncpg
 from litestar import Litestar, Request, Response, get
+from litestar.datastructures import State
 from litestar.enums import ParamType
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
@@ -37,10 +37,18 @@ from services.shared.catalog_view import CatalogView
 from services.shared.config import settings_or_exit
 from services.shared.http import EXCEPTION_HANDLERS, ApiError, json_response
 from services.shared.jetstream import connect
+from services.shared.logs import configure_logging
+from services.shared.metric_buffer import MetricBuffer, flushing
+from services.shared.metrics import WorkersExposition, use_run_folder
+from services.shared.observed_asgi import HttpMetrics, ObservedApp
 from services.shared.openapi import answers
+from services.shared.ops_routes import OPS_ROUTES
+from services.shared.readiness import Check, nats_check, postgres_check
+from services.shared.telemetry_settings import TelemetrySettings
 from services.tally.figures import share_pct
 from services.tally.http_cache import PUBLIC_ORIGINS, request_header
 from services.tally.live_settings import LiveSettings
+from services.tally.read_metrics import ReadMetrics
 from services.tally.settings import TallySettings
 from services.tally.sse import FiguresBroadcast, close_on_stop_signal
 from services.tally.view import CommunityView, Rendered
@@ -214,7 +222,7 @@ def _nothing() -> None:
 
 
 def read_lifespan(
-    settings: TallySettings, live: LiveSettings
+    settings: TallySettings, live: LiveSettings, metrics: ReadMetrics
 ) -> Callable[[Litestar], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -237,8 +245,15 @@ def read_lifespan(
             await view.start(nc)
             undo_signals = close_on_stop_signal(broadcast.close)
             app.state.read = ReadContext(settings=settings, nc=nc, catalog=catalog, view=view, broadcast=broadcast)
+            app.state.readiness_checks = {
+                "nats": nats_check(nc, nc.jetstream()),
+                "postgres": postgres_check(pool),
+                "view": view_check(view),
+            }
+            metrics.start(view, broadcast)
             yield
         finally:
+            await metrics.stop()
             undo_signals()
             if broadcast is not None:
                 broadcast.close()
@@ -251,18 +266,36 @@ def read_lifespan(
     return lifespan
 
 
-def create_app(settings: TallySettings | None = None, live: LiveSettings | None = None) -> Litestar:
+def create_app(
+    settings: TallySettings | None = None, live: LiveSettings | None = None, telemetry: TelemetrySettings | None = None
+) -> ASGIApp:
     settings = settings or settings_or_exit(TallySettings.from_env)
     live = live or settings_or_exit(LiveSettings.from_env)
-    handlers: list[ControllerRouterHandler] = [healthz, list_comparisons, community, community_stream, community_batch]
-    lifespans = [read_lifespan(settings, live)]
+    telemetry = telemetry or TelemetrySettings.from_env()
+    configure_logging(telemetry, "read")
+    metrics_folder = use_run_folder("read", telemetry.metrics_dir)  # before any metric is created
+    buffer = MetricBuffer()
+    metrics = ReadMetrics()
+    handlers: list[ControllerRouterHandler] = [
+        healthz, list_comparisons, community, community_stream, community_batch, *OPS_ROUTES,
+    ]  # fmt: skip
+    lifespans = [flushing(buffer), read_lifespan(settings, live, metrics)]
     if settings.admin_token is not None:
         handlers.append(admin_router())
         lifespans.append(admin_lifespan(settings, settings.admin_token))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return Litestar(
+    app = Litestar(
         route_handlers=handlers,
         lifespan=lifespans,
         exception_handlers=EXCEPTION_HANDLERS,
+        logging_config=None,  # configure_logging above: JSON lines, request ids
         openapi_config=OpenAPIConfig(title="shipskip tally", version="1"),
+        state=State({"exposition": WorkersExposition(metrics_folder, buffer, metrics.sample)}),
     )
+    return ObservedApp(app, HttpMetrics(buffer), telemetry.access_log)
+
+
+def view_check(view: CommunityView) -> Check:
+    async def check() -> str | None:
+        return None if view.reloads > 0 else "not loaded yet"
+
+    return check

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 
 import asyncpg
 import nats.errors
@@ -20,8 +21,12 @@ from nats.js import JetStreamContext
 from contracts.notices import TallyChanged, encode_notice
 from contracts.subjects import TALLY_CONSUMER, VOTES_STREAM, tally_notice_subject
 from infra.migrate import migrate
+from services.shared.config import ConfigError
 from services.shared.jetstream import connect, ensure_tally_consumer, ensure_votes_stream
+from services.shared.telemetry_settings import TelemetrySettings
 from services.tally.changes import record_changes
+from services.tally.projector_metrics import ProjectorMetrics
+from services.tally.projector_monitor import projector_monitor
 from services.tally.settings import TallySettings
 from services.tally.store import BatchResult, Projection, StreamRecord
 
@@ -29,8 +34,16 @@ log = logging.getLogger(__name__)
 
 
 class Projector:
-    def __init__(self, settings: TallySettings, nc: NATS, js: JetStreamContext, pool: asyncpg.Pool) -> None:
+    def __init__(
+        self,
+        settings: TallySettings,
+        nc: NATS,
+        js: JetStreamContext,
+        pool: asyncpg.Pool,
+        metrics: ProjectorMetrics | None = None,
+    ) -> None:
         self._settings = settings
+        self._metrics = metrics
         self._nc = nc
         self._js = js
         self._pool = pool
@@ -123,8 +136,11 @@ class Projector:
 
     async def _fold(self, messages: list[Msg]) -> None:
         records = [StreamRecord(m.metadata.sequence.stream, m.subject, m.data) for m in messages]
+        started = time.perf_counter()
         result = await self._commit(records)
         self.position = result.position
+        if self._metrics is not None:
+            self._metrics.folded(TALLY_CONSUMER, len(messages), result.dead_letters, time.perf_counter() - started)
         try:
             await messages[-1].ack()
         except (nats.errors.Error, OSError) as exc:
@@ -173,18 +189,34 @@ class Projector:
                 return
 
 
-async def run_projector(settings: TallySettings | None = None) -> None:
+async def run_projector(settings: TallySettings | None = None, telemetry: TelemetrySettings | None = None) -> None:
     settings = settings or TallySettings.from_env()
+    telemetry = telemetry or TelemetrySettings.from_env()
     await migrate(settings.servers.database_url)
     nc = await connect(settings.servers.nats_url, "shipskip-projector")
     pool = await asyncpg.create_pool(settings.servers.database_url, min_size=1, max_size=2)
-    projector = Projector(settings, nc, nc.jetstream(), pool)
+    metrics = ProjectorMetrics()
+    projector = Projector(settings, nc, nc.jetstream(), pool, metrics)
+    monitor = projector_monitor(
+        metrics,
+        lambda: {TALLY_CONSUMER: projector.position},
+        nc,
+        pool,
+        telemetry.projector_host,
+        telemetry.projector_port,
+    )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, projector.stop)
     try:
+        try:
+            await monitor.start()
+        except OSError as exc:
+            raise ConfigError(f"SHIPSKIP_PROJECTOR_PORT={telemetry.projector_port}: cannot listen ({exc})") from None
+        log.info("projector metrics and health on port %d (/metrics, /healthz, /readyz)", monitor.port)
         await projector.run()
     finally:
+        await monitor.stop()
         # flush + close, not drain: draining the pull subscription waits out its 30 s drain timeout.
         with contextlib.suppress(nats.errors.Error, TimeoutError, OSError):
             await nc.flush(timeout=2)  # the last ack

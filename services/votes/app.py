@@ -1,17 +1,25 @@
 """The votes API application factory (``granian --factory services.votes.app:create_app``)."""
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from litestar import Litestar
+from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
+from litestar.types import ASGIApp
 
 from services.shared.catalog_view import CatalogView
 from services.shared.config import settings_or_exit
 from services.shared.http import EXCEPTION_HANDLERS
 from services.shared.jetstream import connect, ensure_votes_stream
+from services.shared.logs import configure_logging
+from services.shared.metric_buffer import MetricBuffer, flushing
+from services.shared.metrics import WorkersExposition, use_run_folder
+from services.shared.observed_asgi import HttpMetrics, ObservedApp
+from services.shared.ops_routes import OPS_ROUTES
+from services.shared.readiness import Check, nats_check
+from services.shared.telemetry_settings import TelemetrySettings
 from services.votes.admission import Gate
 from services.votes.ballot_box import BALLOT_MEMORY_S
 from services.votes.client_address import ClientAddresses
@@ -19,6 +27,7 @@ from services.votes.context import VotesContext
 from services.votes.cors import CorsMiddleware
 from services.votes.day_keys import SharedDayKeys
 from services.votes.identity import Hasher, VoterTokens
+from services.votes.metrics import VotesMetrics
 from services.votes.publisher import VotePublisher
 from services.votes.redis_link import RedisLink
 from services.votes.routes import ROUTES
@@ -26,8 +35,14 @@ from services.votes.settings import VotesSettings
 from services.votes.widget.pages import WIDGET_ROUTES
 
 
-def create_app(settings: VotesSettings | None = None) -> Litestar:
+def create_app(settings: VotesSettings | None = None, telemetry: TelemetrySettings | None = None) -> ASGIApp:
     settings = settings or settings_or_exit(VotesSettings.from_env)
+
+    telemetry = telemetry or TelemetrySettings.from_env()
+    configure_logging(telemetry, "votes")
+    metrics_folder = use_run_folder("votes", telemetry.metrics_dir)  # before any metric is created
+    buffer = MetricBuffer()
+    votes_metrics = VotesMetrics(buffer)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -47,7 +62,7 @@ def create_app(settings: VotesSettings | None = None) -> Litestar:
                 settings=settings,
                 nc=nc,
                 catalog=catalog,
-                publisher=VotePublisher(nc, js, settings.publish_timeout_s),
+                publisher=VotePublisher(nc, js, settings.publish_timeout_s, votes_metrics.published),
                 tokens=VoterTokens(settings.token_keys, settings.token_ttl_s),
                 hasher=Hasher(settings.hash_key, day_keys),
                 redis=redis,
@@ -56,6 +71,7 @@ def create_app(settings: VotesSettings | None = None) -> Litestar:
                 day_keys=day_keys,
                 addresses=ClientAddresses(settings.trusted_proxies),
             )
+            app.state.readiness_checks = {"nats": nats_check(nc, js), "redis": redis_check(redis)}
             yield
         finally:
             await catalog.stop()
@@ -63,11 +79,23 @@ def create_app(settings: VotesSettings | None = None) -> Litestar:
             await nc.drain()
             await redis.close()
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return Litestar(
-        route_handlers=[*ROUTES, *WIDGET_ROUTES],
-        lifespan=[lifespan],
+    app = Litestar(
+        route_handlers=[*ROUTES, *OPS_ROUTES, *WIDGET_ROUTES],
+        lifespan=[flushing(buffer), lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
+        logging_config=None,  # configure_logging above: JSON lines, request ids
         middleware=[DefineMiddleware(CorsMiddleware, origins=settings.cors_origins)],
         openapi_config=OpenAPIConfig(title="shipskip votes", version="1"),
+        state=State({"exposition": WorkersExposition(metrics_folder, buffer)}),
     )
+    return ObservedApp(app, HttpMetrics(buffer), telemetry.access_log, votes_metrics.answered)
+
+
+def redis_check(redis: RedisLink) -> Check:
+    """Redis answers a ping. While it does not, votes are still taken, with limits counted per process."""
+
+    async def check() -> str | None:
+        await redis.probe()  # at once while known to be down: its watcher pings until it is back
+        return None if redis.up else "unreachable: rate limits are counted per process, idempotency records not kept"
+
+    return check

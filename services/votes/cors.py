@@ -16,6 +16,7 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, HTTPResponseBodyEvent, HTTPResponseStartEvent, Message, Receive, Scope, Send
 
 from contracts.http import ErrorBody
+from services.shared.observed_asgi import note_refusal
 
 ALLOW_METHODS = "GET, POST, DELETE"
 ALLOW_HEADERS = "Content-Type, X-Voter-Token, Idempotency-Key"
@@ -63,9 +64,12 @@ class CorsMiddleware:
         allowed = origin in self._origins
         method = scope["method"]
         if method == "OPTIONS" and _header(scope, b"access-control-request-method") is not None:
+            if not allowed:
+                note_refusal(scope, "origin_not_allowed")
             await self._preflight(send, origin, allowed)
             return
         if not allowed and method in _UNSAFE_METHODS:
+            note_refusal(scope, "origin_not_allowed")
             await self._refuse(send, origin)
             return
         await self._app(scope, receive, self._with_cors_headers(send, origin if allowed else None))

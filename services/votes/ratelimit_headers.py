@@ -34,4 +34,5 @@ def rate_limited(states: Sequence[LimitState]) -> ApiError:
         f'the "{state.limit.name}" limit ({state.limit.describe()}) is used up; retry in {retry_after} s',
         retry_after=retry_after,
         headers=rate_limit_headers(states),
+        limit=state.limit.name,
     )

@@ -1,0 +1,76 @@
+"""/readyz while a server is stopped: 503 naming it, from every process that needs it; 200 again once it is back.
+
+Stops the session's own servers, one at a time, each restarted in a ``finally`` (as tests/faults/test_outages.py).
+"""
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from infra.stack.servers import EmbeddedServers, ServerAddresses, ServerName
+from tests.support import Pipeline, running_pipeline, wait_until
+
+NEEDS: dict[ServerName, set[str]] = {
+    "nats": {"votes", "read", "projector"},
+    "postgres": {"read", "projector"},
+    "redis": {"votes"},
+}
+"""Which processes check which server."""
+
+
+@pytest.fixture(scope="module")
+def pipeline(
+    servers: ServerAddresses, embedded: EmbeddedServers | None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Pipeline]:
+    if embedded is None:
+        pytest.skip("stopping a server needs the embedded servers")
+    with running_pipeline(servers, tmp_path_factory.mktemp("readiness")) as running:
+        yield running
+
+
+def urls(pipeline: Pipeline) -> dict[str, str]:
+    return {"votes": pipeline.votes_url, "read": pipeline.read_url, "projector": pipeline.projector_url}
+
+
+def readiness(url: str) -> tuple[int, dict[str, object]]:
+    answer = httpx.get(url + "/readyz", timeout=10)
+    body: dict[str, object] = answer.json()
+    return answer.status_code, body
+
+
+def all_ready(pipeline: Pipeline) -> bool:
+    return all(readiness(url)[0] == 200 for url in urls(pipeline).values())
+
+
+@pytest.mark.parametrize("server", ["redis", "nats", "postgres"])
+def test_readyz_names_a_stopped_server_and_recovers(
+    pipeline: Pipeline, embedded: EmbeddedServers, server: ServerName
+) -> None:
+    wait_until(lambda: all_ready(pipeline), timeout=60)
+    try:
+        embedded.stop_server(server)
+        for name, url in urls(pipeline).items():
+            if name in NEEDS[server]:
+
+                def names_it(url: str = url) -> bool:
+                    status, body = readiness(url)
+                    return status == 503 and body["checks"][server] != "ok"  # type: ignore[index]
+
+                wait_until(names_it, timeout=30)
+                status, body = readiness(url)
+                assert body["status"] == "not_ready"
+                problems = body["problems"]
+                assert isinstance(problems, list)
+                assert any(problem.startswith(f"{server}: ") for problem in problems), body
+            else:
+                status, body = readiness(url)
+                assert status == 200, (name, body)
+            # Alive all the same: /healthz says the process runs, whatever its servers do.
+            assert httpx.get(url + "/healthz", timeout=10).status_code == 200
+    finally:
+        embedded.start_server(server)
+    wait_until(lambda: all_ready(pipeline), timeout=60)
+    for url in urls(pipeline).values():
+        status, body = readiness(url)
+        assert body["problems"] == []

@@ -1,0 +1,94 @@
+"""/metrics with several granian workers: whichever worker answers a scrape, it counts every worker's requests.
+
+The workers write to one folder per run of the service (services/shared/metrics.py); the test finds which worker
+answered each request from its access log line (``SHIPSKIP_ACCESS_LOG=all`` logs every request with its pid).
+"""
+
+import asyncio
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from infra.stack.processes import service_command, stop_process
+from infra.stack.servers import ServerAddresses, free_port
+from tests.integration.metrics_text import scrape
+from tests.support import reset_servers, service_env, wait_until
+
+WORKERS = 2
+
+
+@pytest.fixture(scope="module")
+def two_workers(servers: ServerAddresses, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, Path]]:
+    asyncio.run(reset_servers(servers))
+    metrics_dir = tmp_path_factory.mktemp("metrics")
+    log_path = tmp_path_factory.mktemp("workers-log") / "votes.log"
+    env = service_env(servers, SHIPSKIP_METRICS_DIR=str(metrics_dir), SHIPSKIP_ACCESS_LOG="all")
+    port = free_port()
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            service_command("votes", port, workers=WORKERS),
+            env={**os.environ, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _answers(url), timeout=60)
+        yield url, metrics_dir, log_path
+    finally:
+        stop_process(process)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url + "/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _pids_of(log_path: Path, route: str) -> list[int]:
+    pids = []
+    for line in log_path.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            fields = json.loads(line)
+            if fields.get("route") == route and fields.get("logger") == "shipskip.access":
+                pids.append(int(fields["pid"]))
+    return pids
+
+
+def test_every_scrape_counts_the_requests_of_every_worker(two_workers: tuple[str, Path, Path]) -> None:
+    url, metrics_dir, log_path = two_workers
+    sent = 0
+    # New connections until both workers have answered some (granian hands connections to either).
+    while len(set(_pids_of(log_path, "/healthz"))) < WORKERS:
+        for _ in range(10):
+            with httpx.Client(timeout=10) as client:  # a new connection each time
+                assert client.get(url + "/healthz").status_code == 200
+            sent += 1
+        assert sent < 2000, "one worker took every connection"
+    wait_until(lambda: len(_pids_of(log_path, "/healthz")) == sent, timeout=10)
+    pids = _pids_of(log_path, "/healthz")
+    assert len(set(pids)) == WORKERS
+
+    def counted() -> float:
+        return scrape(url).value("shipskip_http_requests_total", route="/healthz", status="200")
+
+    # The other workers flush their counts every second; then every scrape, by any worker, sees them all.
+    wait_until(lambda: counted() == sent, timeout=15)
+    scraped_by = set()
+    for _ in range(20):
+        assert counted() == sent
+        scraped_by.update(_pids_of(log_path, "/metrics"))
+    assert len(scraped_by) == WORKERS, "every worker answered some of the scrapes"
+
+    # One folder for this run, holding the files of both workers.
+    (run_folder,) = metrics_dir.iterdir()
+    assert run_folder.name.startswith("votes-")
+    writers = {int(name.rsplit("_", 1)[1].removesuffix(".db")) for name in os.listdir(run_folder) if "counter" in name}
+    assert set(pids) <= writers
