@@ -22,6 +22,7 @@ from services.shared.readiness import Check, nats_check
 from services.shared.telemetry_settings import TelemetrySettings
 from services.votes.admission import Gate
 from services.votes.ballot_box import BALLOT_MEMORY_S
+from services.votes.cast_fast_path import CastFastPath
 from services.votes.client_address import ClientAddresses
 from services.votes.context import VotesContext
 from services.votes.cors import CorsMiddleware
@@ -84,7 +85,8 @@ def create_app(settings: VotesSettings | None = None, telemetry: TelemetrySettin
         lifespan=[flushing(buffer), lifespan],
         exception_handlers=EXCEPTION_HANDLERS,
         logging_config=None,  # configure_logging above: JSON lines, request ids
-        middleware=[DefineMiddleware(CorsMiddleware, origins=settings.cors_origins)],
+        # The vote POST's fast path is the innermost: CORS (and whatever else is listed) wraps it as any route.
+        middleware=[DefineMiddleware(CorsMiddleware, origins=settings.cors_origins), CastFastPath],
         openapi_config=OpenAPIConfig(title="shipskip votes", version="1"),
         state=State({"exposition": WorkersExposition(metrics_folder, buffer)}),
     )

@@ -8,16 +8,15 @@ import hashlib
 from dataclasses import dataclass
 
 import msgspec
-from litestar import Response
 
 from contracts.events import VoteCast, VoteEvent
-from contracts.http import VoteAccepted
-from services.shared.http import ApiError, json_response
+from services.shared.http import ApiError
 from services.votes.admission import Claim, IdempotencyRecord, Outcome, ballot_key, record_key
 from services.votes.context import VotesContext
 from services.votes.limits import Limit
 from services.votes.publisher import StreamUnavailable
 from services.votes.ratelimit_headers import rate_limit_headers, rate_limited
+from services.votes.replies import Reply, accepted, unchanged
 
 BALLOT_MEMORY_S = 7 * 86400
 """How long a voter's last verdict is remembered; after that a repeat is published again (and changes nothing)."""
@@ -59,7 +58,7 @@ def _subjects(context: VotesContext, submission: Submission) -> list[tuple[Limit
     return subjects
 
 
-async def submit(context: VotesContext, submission: Submission) -> Response[bytes]:
+async def submit(context: VotesContext, submission: Submission) -> Reply:
     event = submission.event
     key = submission.idempotency_key
     msg_id = message_id(event.voter_id, key) if key is not None else event.event_id
@@ -85,11 +84,11 @@ async def submit(context: VotesContext, submission: Submission) -> Response[byte
                 headers=headers,
             )
         case Outcome.UNCHANGED:
-            return json_response(VoteAccepted(status="unchanged"), 200, headers)
+            return unchanged(headers)
         case Outcome.REPLAY:
             assert admission.replay is not None
             if admission.replay.status == 200:
-                return json_response(VoteAccepted(status="unchanged"), 200, headers)
+                return unchanged(headers)
             # Publish the first request's event again: JetStream stores it once (it may still be in flight, or
             # its publish may have failed), and the retry is only answered 202 once it is surely stored.
             replay = admission.replay
@@ -101,7 +100,7 @@ async def submit(context: VotesContext, submission: Submission) -> Response[byte
             # The ballot remembered for this voter may now be wrong; none remembered is always safe.
             await context.gate.forget_ballot(ballot)
         raise ApiError(503, "stream_unavailable", str(exc), retry_after=1, headers=headers) from None
-    return json_response(VoteAccepted(status="accepted", event_id=event.event_id), 202, headers)
+    return accepted(event.event_id, headers)
 
 
 async def admit_new_voter(context: VotesContext, address: str | None) -> dict[str, str]:

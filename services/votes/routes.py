@@ -19,6 +19,7 @@ from services.shared.openapi import answers, json_body
 from services.votes.ballot_box import Submission, admit_new_voter, request_hash, submit
 from services.votes.context import VotesContext
 from services.votes.identity import TokenRefused, utc_day
+from services.votes.replies import Reply
 
 VOTER_COOKIE = "shipskip_voter"
 VOTER_HEADER = "x-voter-token"
@@ -26,6 +27,8 @@ IDEMPOTENCY_HEADER = "idempotency-key"
 MAX_IDEMPOTENCY_KEY = 255
 
 BODY_TIMEOUT_S = 5.0
+CAST_FAST_PATH = "shipskip_cast_fast_path"
+"""The ``opt`` flag of the route that services/votes/cast_fast_path.py answers."""
 VOTE_KEYS = tuple(name.encode() for name in VoteRequest.__struct_fields__)
 
 # Built once: strict decoding (no "3" -> 3 coercion, unknown fields refused) of the raw body.
@@ -84,8 +87,16 @@ async def issue_voter(request: Request[Any, Any, Any]) -> Response[bytes]:
     summary="Cast or change a vote",
     operation_class=_VoteOperation,
     responses=answers(_VOTED, 400, 401, 403, 404, 408, 413, 415, 422, 429, 503),
+    # Answered by services/votes/cast_fast_path.py before Litestar calls this; the handler stays for the routing, the
+    # OpenAPI document and the limits above, and answers alike wherever the fast path is not installed.
+    opt={CAST_FAST_PATH: True},
 )
 async def cast_vote(request: Request[Any, Any, Any], comparison_id: str) -> Response[bytes]:
+    return (await cast(request, comparison_id)).response()
+
+
+async def cast(request: Request[Any, Any, Any], comparison_id: str) -> Reply:
+    """Cast or change a vote: the answer, or an ApiError."""
     context = _context(request)
     voter = _voter(context, request)
     tools = _comparison_tools(context, comparison_id)
@@ -108,7 +119,7 @@ async def retract_vote(request: Request[Any, Any, Any], comparison_id: str, tool
     tools = _comparison_tools(context, comparison_id)
     if tool_id not in tools:
         raise _unknown_tool(tool_id, comparison_id)
-    return await _submit(context, request, voter, comparison_id, tool_id, None, b"")
+    return (await _submit(context, request, voter, comparison_id, tool_id, None, b"")).response()
 
 
 def _voter(context: VotesContext, request: Request[Any, Any, Any]) -> bytes:
@@ -143,7 +154,8 @@ async def _json_body(request: Request[Any, Any, Any]) -> bytes:
     try:
         # Litestar answers 413 past request_max_body_size; the deadline stops a body that stalls (slow-loris):
         # granian has no body timeout of its own.
-        return await asyncio.wait_for(request.body(), BODY_TIMEOUT_S)
+        async with asyncio.timeout(BODY_TIMEOUT_S):  # a timer, not a task of its own as wait_for would make
+            return await request.body()
     except TimeoutError:
         raise ApiError(408, "body_timeout", f"the body did not arrive within {BODY_TIMEOUT_S:.0f} s") from None
 
@@ -177,7 +189,7 @@ async def _submit(
     tool_id: str,
     verdict: Verdict | None,
     body: bytes,
-) -> Response[bytes]:
+) -> Reply:
     key = _idempotency_key(request)
     address = _client_address(context, request)
     now = datetime.now(UTC)
