@@ -271,7 +271,7 @@ def create_app(
 ) -> ASGIApp:
     settings = settings or settings_or_exit(TallySettings.from_env)
     live = live or settings_or_exit(LiveSettings.from_env)
-    telemetry = telemetry or TelemetrySettings.from_env()
+    telemetry = telemetry or settings_or_exit(TelemetrySettings.from_env)
     configure_logging(telemetry, "read")
     metrics_folder = use_run_folder("read", telemetry.metrics_dir)  # before any metric is created
     buffer = MetricBuffer()

@@ -39,7 +39,7 @@ from services.votes.widget.pages import WIDGET_ROUTES
 def create_app(settings: VotesSettings | None = None, telemetry: TelemetrySettings | None = None) -> ASGIApp:
     settings = settings or settings_or_exit(VotesSettings.from_env)
 
-    telemetry = telemetry or TelemetrySettings.from_env()
+    telemetry = telemetry or settings_or_exit(TelemetrySettings.from_env)
     configure_logging(telemetry, "votes")
     metrics_folder = use_run_folder("votes", telemetry.metrics_dir)  # before any metric is created
     buffer = MetricBuffer()
