@@ -189,6 +189,14 @@ def secret_keys(env: Env, name: str) -> list[bytes]:
     return [key.encode() for key in keys]
 
 
+def secret_key(env: Env, name: str) -> bytes:
+    """One secret of at least 16 characters (a comma would make it look like a list of them: refused)."""
+    keys = secret_keys(env, name)
+    if len(keys) > 1:
+        raise ConfigError(f"{name} holds {len(keys)} comma-separated secrets; it takes one")
+    return keys[0]
+
+
 def settings_or_exit(read: Callable[[], _S], program: str = "shipskip") -> _S:
     """The settings ``read`` builds, or exit with status 2 and one line naming the variable (no traceback).
 

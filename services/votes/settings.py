@@ -2,7 +2,7 @@
 
 import msgspec
 
-from services.shared.config import ConfigError, Env, ServerSettings, http_base_url, secret_keys
+from services.shared.config import ConfigError, Env, ServerSettings, http_base_url, secret_key, secret_keys
 from services.votes.client_address import Network, parse_networks
 from services.votes.limits import Limit, parse_limit
 
@@ -74,7 +74,7 @@ class VotesSettings(msgspec.Struct, frozen=True):
             servers=ServerSettings.from_env(env),
             port=env.integer("SHIPSKIP_VOTES_PORT", 8080, minimum=1, maximum=65535),
             token_keys=secret_keys(env, "SHIPSKIP_TOKEN_KEYS"),
-            hash_key=secret_keys(env, "SHIPSKIP_HASH_KEY")[0],
+            hash_key=secret_key(env, "SHIPSKIP_HASH_KEY"),
             token_ttl_s=env.integer("SHIPSKIP_TOKEN_TTL_DAYS", 365, minimum=1) * 86400,
             publish_timeout_s=env.number("SHIPSKIP_PUBLISH_TIMEOUT_S", 2.0, minimum=0.05),
             duplicate_window_s=env.number("SHIPSKIP_DUPLICATE_WINDOW_S", 120.0, minimum=1.0),

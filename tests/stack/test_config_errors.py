@@ -35,6 +35,7 @@ PARTITIONS = pytest.mark.skipif(
 CASES: list[Any] = [
     ("votes", "SHIPSKIP_TOKEN_KEYS", "short", "shorter than 16"),
     ("votes", "SHIPSKIP_HASH_KEY", None, "not set"),
+    ("votes", "SHIPSKIP_HASH_KEY", "first-hash-key-0123456789,second-hash-key-0123456789", "it takes one"),
     ("votes", "SHIPSKIP_PUBLISH_TIMEOUT_S", "soon", "not a number"),
     ("votes", "SHIPSKIP_DUPLICATE_WINDOW_S", "nan", "not a finite number"),
     ("votes", "SHIPSKIP_LIMIT_VOTES_PER_VOTER", "lots", "SHIPSKIP_LIMIT_VOTES_PER_VOTER"),
