@@ -172,7 +172,8 @@ def wait_ready(service: ServiceProcess, timeout: float = 60.0) -> None:
                     answered.add(int(response.json()["pid"]))
                     if len(answered) >= service.workers:
                         return
-                    continue  # the next worker may be up already: ask again at once
+                    time.sleep(0.02)  # the next worker may be up already: ask again soon, on a new connection
+                    continue
             except httpx.HTTPError:
                 pass
         time.sleep(0.1)
