@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("service", choices=["votes", "read"])
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a container)")
     serve.add_argument(
-        "--port", type=int, help="default: the settings' port (SHIPSKIP_VOTES_PORT, SHIPSKIP_TALLY_PORT)"
+        "--port", type=_port, help="default: the settings' port (SHIPSKIP_VOTES_PORT, SHIPSKIP_TALLY_PORT)"
     )
     serve.add_argument("--workers", type=_positive, default=1, help="granian worker processes (default 1)")
 
@@ -79,6 +79,13 @@ def _positive(text: str) -> int:
     return number
 
 
+def _port(text: str) -> int:
+    number = _positive(text)
+    if number > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (1 to 65535)")
+    return number
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -109,9 +116,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         from services.shared.jetstream import ensure_jetstream_objects
 
         servers = ServerSettings.from_env(Env())
+        window_s = Env().number("SHIPSKIP_DUPLICATE_WINDOW_S", 120.0, minimum=1.0)  # the stream's; checked first
         applied = asyncio.run(migrate(servers.database_url))
         print("applied: " + (", ".join(applied) or "nothing (up to date)"))
-        window_s = Env().number("SHIPSKIP_DUPLICATE_WINDOW_S", 120.0, minimum=1.0)
         print(asyncio.run(ensure_jetstream_objects(servers.nats_url, servers.stream_replicas, window_s)))
         return 0
     if args.command == "catalog":
