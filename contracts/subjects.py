@@ -10,6 +10,10 @@ VOTES_SUBJECTS = VOTES_SUBJECT_PREFIX + "*"
 MODERATION_SUBJECT = VOTES_SUBJECT_PREFIX + "_moderation"
 """Moderation events (voids) apply to every comparison; "_" keeps the name apart from every comparison slug."""
 
+VOTES_ALL = VOTES_SUBJECT_PREFIX + ">"
+"""Every event as stored: under its published subject, or routed to a partition as ``votes.v1.r<N>.<i>.<last>``
+by the stream's subject transform when the projection is partitioned (services/tally/routing.py)."""
+
 TALLY_CONSUMER = "tally"
 """The projector's durable pull consumer on VOTES."""
 
@@ -28,8 +32,15 @@ def votes_subject(comparison_id: str) -> str:
     return VOTES_SUBJECT_PREFIX + comparison_id
 
 
+def published_subject(stored: str) -> str:
+    """The subject an event was published on, from the one it is stored under (routed or not)."""
+    if stored.count(".") == 2:
+        return stored
+    return VOTES_SUBJECT_PREFIX + stored.rsplit(".", 1)[-1]
+
+
 def comparison_of_subject(subject: str) -> str:
-    return subject.removeprefix(VOTES_SUBJECT_PREFIX)
+    return published_subject(subject).removeprefix(VOTES_SUBJECT_PREFIX)
 
 
 def tally_notice_subject(comparison_id: str) -> str:

@@ -54,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
         "rebuild", help="replay the stream into fresh tables, catch up, and swap them in atomically"
     )
     rebuild.add_argument("--comparison", metavar="ID", help="rebuild only this comparison's rows")
+    rebuild.add_argument(
+        "--partitions",
+        type=_positive,
+        metavar="N",
+        help="leave the projection in N partitions (the SHIPSKIP_PARTITIONS of the projectors to run next)",
+    )
     verify = commands.add_parser("verify", help="recompute the tallies from the stream and list differences")
     verify.add_argument("--comparison", metavar="ID", help="verify only this comparison")
     status = commands.add_parser("status", help="stream head, projector lag, dead letters, counts, rebuilds")

@@ -56,6 +56,11 @@ async def _dispatch(args: argparse.Namespace, settings: TallySettings, nc: objec
     assert isinstance(nc, NATS)
     limit = settings.ballots_per_client_day
     if args.command == "rebuild":
+        if args.partitions is not None and args.comparison is not None:
+            print(
+                "shipskip rebuild: --partitions re-partitions every comparison; leave out --comparison", file=sys.stderr
+            )
+            return 2
         try:
             report = await rebuild(
                 nc,
@@ -64,12 +69,18 @@ async def _dispatch(args: argparse.Namespace, settings: TallySettings, nc: objec
                 ballots_per_client_day=limit,
                 comparison_id=args.comparison,
                 on_progress=ProgressBar(),
+                partitions=args.partitions,
             )
         except RebuildRunning as exc:
             print(f"shipskip rebuild: {exc}", file=sys.stderr)
             return 1
         rate = report.events / report.seconds if report.seconds else 0.0
         print(f"\nrebuilt {report.events} events in {report.seconds:.1f} s ({rate:.0f}/s); position {report.position}")
+        if args.partitions is not None:
+            print(
+                f"the projection is now in {args.partitions} partition(s): run its projectors with"
+                f" SHIPSKIP_PARTITIONS={args.partitions} (those of another number stop at their next batch)"
+            )
         return 0
     if args.command == "verify":
         position, differences = await verify(

@@ -12,6 +12,7 @@ import msgspec
 from nats.aio.client import Client as NATS
 
 from contracts.subjects import TALLY_RELOAD_SUBJECT
+from services.tally.layout import partition_positions
 from services.tally.store import Projection, StreamRecord
 
 
@@ -45,8 +46,8 @@ async def retry_dead_letters(pool: asyncpg.Pool, projection: Projection, nc: NAT
     applied: list[int] = []
     still_dead: list[int] = []
     async with pool.acquire() as conn, conn.transaction():
-        # The live position row first: the projector waits while letters are folded in.
-        await conn.fetchval("select seq from projection_position where projection = 'tally' for update")
+        # The live position rows first: every partition's projector waits while letters are folded in.
+        await partition_positions(conn, lock=True)
         rows = await conn.fetch("select seq, subject, data from dead_letters order by seq for update")
         records = [StreamRecord(r["seq"], r["subject"], bytes(r["data"])) for r in rows]
         for record in records:

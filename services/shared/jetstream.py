@@ -121,29 +121,42 @@ async def ensure_votes_stream(js: JetStreamContext, duplicate_window_s: float, r
     current = info.config.num_replicas or 1
     if replicas > current:
         log.info("stream %s: %d replicas, raising to %d", VOTES_STREAM, current, replicas)
-    await js.update_stream(votes_stream_config(duplicate_window_s, max(current, replicas)))
+    config = votes_stream_config(duplicate_window_s, max(current, replicas))
+    # The partition routing is the rebuild's to set (services/tally/routing.py); an update without it would drop it.
+    config.subject_transform = info.config.subject_transform
+    await js.update_stream(config)
 
 
-def tally_consumer_config(max_ack_pending: int) -> ConsumerConfig:
+def tally_consumer_config(
+    max_ack_pending: int, name: str = TALLY_CONSUMER, filters: list[str] | None = None
+) -> ConsumerConfig:
+    """A projector partition's durable consumer (``name``: the partition's, services/tally/partitions.py), reading
+    ``filters`` (default all of VOTES as published; services/tally/routing.py picks a partition's)."""
+    filters = filters or [VOTES_SUBJECTS]
     return ConsumerConfig(
-        durable_name=TALLY_CONSUMER,
+        durable_name=name,
         deliver_policy=DeliverPolicy.ALL,
         # Acking the last message of a batch acks the whole batch: one ack per commit.
         ack_policy=AckPolicy.ALL,
         ack_wait=30,
         max_deliver=-1,
         max_ack_pending=max_ack_pending,
-        filter_subject=VOTES_SUBJECTS,
+        filter_subject=filters[0] if len(filters) == 1 else None,
+        filter_subjects=filters if len(filters) > 1 else None,
     )
 
 
-async def ensure_tally_consumer(js: JetStreamContext, max_ack_pending: int) -> None:
-    config = tally_consumer_config(max_ack_pending)
+async def ensure_tally_consumer(
+    js: JetStreamContext, max_ack_pending: int, name: str = TALLY_CONSUMER, filters: list[str] | None = None
+) -> None:
+    config = tally_consumer_config(max_ack_pending, name, filters)
     try:
-        await js.consumer_info(VOTES_STREAM, TALLY_CONSUMER)
+        info = await js.consumer_info(VOTES_STREAM, name)
     except NotFoundError:
         await js.add_consumer(VOTES_STREAM, config)
         return
+    if filters is None:  # the projector's choice stands (services/tally/routing.py): a start-up must not undo it
+        config.filter_subject, config.filter_subjects = info.config.filter_subject, info.config.filter_subjects
     # Creating a durable with the same name updates its mutable fields on nats-server >= 2.10.
     await js.add_consumer(VOTES_STREAM, config)
 

@@ -4,6 +4,9 @@ Delivery is at least once. A batch is acked (one ack: the consumer acks ALL up t
 its transaction committed; a crash before the ack means redelivery, and ``apply_batch`` skips what the recorded
 position already covers. After each commit it announces each changed comparison's new counts on
 ``tally.v1.<comparison>``.
+
+A ``Projector`` folds one partition (services/tally/partitions.py) with the durable consumer and position row of
+that partition; a process runs one per partition it is given (SHIPSKIP_PROJECTOR_PARTITIONS, default all).
 """
 
 import asyncio
@@ -19,14 +22,17 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from contracts.notices import TallyChanged, encode_notice
-from contracts.subjects import TALLY_CONSUMER, VOTES_STREAM, tally_notice_subject
+from contracts.subjects import VOTES_STREAM, tally_notice_subject
 from infra.migrate import migrate
 from services.shared.config import ConfigError
 from services.shared.jetstream import connect, ensure_tally_consumer, ensure_votes_stream
 from services.shared.telemetry_settings import TelemetrySettings
 from services.tally.changes import record_changes
+from services.tally.layout import claim_layout
+from services.tally.partitions import UNPARTITIONED, Partition, PartitionGone
 from services.tally.projector_metrics import ProjectorMetrics
 from services.tally.projector_monitor import projector_monitor
+from services.tally.routing import consumer_filters, recorded_routing, stream_routing
 from services.tally.settings import TallySettings
 from services.tally.store import BatchResult, Projection, StreamRecord
 
@@ -40,6 +46,7 @@ class Projector:
         nc: NATS,
         js: JetStreamContext,
         pool: asyncpg.Pool,
+        partition: Partition = UNPARTITIONED,
         metrics: ProjectorMetrics | None = None,
     ) -> None:
         self._settings = settings
@@ -47,7 +54,8 @@ class Projector:
         self._nc = nc
         self._js = js
         self._pool = pool
-        self._projection = Projection(settings.ballots_per_client_day)
+        self.partition = partition
+        self._projection = Projection(settings.ballots_per_client_day, partition=partition)
         self._stopping = asyncio.Event()
         self.position = 0
         """The stream sequence folded up to (read from Postgres at start, then each batch's)."""
@@ -55,6 +63,9 @@ class Projector:
         """The consumer sequence of the last delivery taken since the consumer was last reset."""
         self._notices: list[TallyChanged] = []
         """The change notices of the batch in hand, read in its transaction; ``_announce`` publishes them."""
+        self._filters: list[str] = []
+        """The subjects the consumer reads (services/tally/routing.py)."""
+        self._checked = 0.0
 
     def stop(self) -> None:
         """Finish the batch in hand, then return from run()."""
@@ -62,13 +73,12 @@ class Projector:
 
     async def run(self) -> None:
         await ensure_votes_stream(self._js, self._settings.duplicate_window_s, self._settings.servers.stream_replicas)
-        await ensure_tally_consumer(self._js, self._settings.max_ack_pending)
         async with self._pool.acquire() as conn:
             self.position = await self._projection.position(conn)
         subscription = await self._subscribe()
         if subscription is None:
             return
-        log.info("projector running")
+        log.info("projector running (partition %s, from stream sequence %d)", self.partition.name, self.position + 1)
         stopped = asyncio.create_task(self._stopping.wait())
         while not self._stopping.is_set():
             # A stop must not wait on a fetch (nor on a fetch that hangs): only a batch in hand is finished.
@@ -81,6 +91,12 @@ class Projector:
             try:
                 messages = fetch.result()
             except TimeoutError:  # nats-py raises its own or asyncio's when nothing arrived in time
+                if await self._idle_check():
+                    with contextlib.suppress(nats.errors.Error, OSError):
+                        await subscription.unsubscribe()
+                    subscription = await self._subscribe()
+                    if subscription is None:
+                        break
                 continue
             except (nats.errors.Error, OSError) as exc:
                 log.warning("fetch failed (%r); retrying", exc)
@@ -116,14 +132,58 @@ class Projector:
                 # Pull requests of a previous subscription expire within the fetch timeout; let them, so that none
                 # takes a message delivered after the reset.
                 await asyncio.sleep(0.6)
-                await self._js.reset_consumer(VOTES_STREAM, TALLY_CONSUMER, seq=self.position + 1)
-                subscription = await self._js.pull_subscribe_bind(durable=TALLY_CONSUMER, stream=VOTES_STREAM)
+                self._filters = await self._consumer_filters()
+                await ensure_tally_consumer(
+                    self._js, self._settings.max_ack_pending, self.partition.name, self._filters
+                )
+                await self._js.reset_consumer(VOTES_STREAM, self.partition.name, seq=self.position + 1)
+                subscription = await self._js.pull_subscribe_bind(durable=self.partition.name, stream=VOTES_STREAM)
             except (nats.errors.Error, OSError) as exc:
                 log.warning("cannot reset the tally consumer (%r); retrying", exc)
                 continue
             self._delivered = 0
             return subscription
         return None
+
+    async def _consumer_filters(self) -> list[str]:
+        """What the consumer may read from the next event on: its partition's routed subjects when the stream's
+        routing allows, else every event (services/tally/routing.py)."""
+        routing = await stream_routing(self._js)
+        try:
+            async with self._pool.acquire() as conn:
+                recorded = await recorded_routing(conn)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            log.warning("routing not read from Postgres (%s); reading every event", exc)
+            recorded = (0, 0)
+        filters = consumer_filters(self.partition, routing, recorded, self.position)
+        if self.partition.count > 1 and len(filters) == 1:
+            log.warning(
+                "partition %s reads every event: the stream does not route by %d partitions"
+                " (`shipskip rebuild --partitions %d` sets that up)",
+                self.partition.name,
+                self.partition.count,
+                self.partition.count,
+            )
+        return filters
+
+    async def _idle_check(self) -> bool:
+        """Every few seconds while idle: stop if a rebuild re-partitioned the projection (this partition's row is
+        gone); True when the consumer should read other subjects (the stream's routing changed)."""
+        if time.monotonic() - self._checked < 5.0:
+            return False
+        self._checked = time.monotonic()
+        try:
+            async with self._pool.acquire() as conn:
+                exists = await conn.fetchval(
+                    "select count(*) from projection_position where projection = $1", self.partition.name
+                )
+            filters = await self._consumer_filters()
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, nats.errors.Error, OSError) as exc:
+            log.debug("idle check skipped: %r", exc)
+            return False
+        if not exists:
+            raise PartitionGone(self.partition)
+        return filters != self._filters
 
     def _delivered_in_order(self, messages: list[Msg]) -> bool:
         """Whether these deliveries follow the last one taken, with none missing (consumer sequences)."""
@@ -140,7 +200,7 @@ class Projector:
         result = await self._commit(records)
         self.position = result.position
         if self._metrics is not None:
-            self._metrics.folded(TALLY_CONSUMER, len(messages), result.dead_letters, time.perf_counter() - started)
+            self._metrics.folded(self.partition.name, len(messages), result.dead_letters, time.perf_counter() - started)
         try:
             await messages[-1].ack()
         except (nats.errors.Error, OSError) as exc:
@@ -155,7 +215,7 @@ class Projector:
             try:
                 async with self._pool.acquire() as conn, conn.transaction():
                     result = await self._projection.apply_batch(conn, records)
-                    self._notices = await record_changes(conn, result)
+                    self._notices = await record_changes(conn, result, self.partition.name)
                     return result
             except (
                 asyncpg.PostgresConnectionError,
@@ -194,27 +254,32 @@ async def run_projector(settings: TallySettings | None = None, telemetry: Teleme
     telemetry = telemetry or TelemetrySettings.from_env()
     await migrate(settings.servers.database_url)
     nc = await connect(settings.servers.nats_url, "shipskip-projector")
-    pool = await asyncpg.create_pool(settings.servers.database_url, min_size=1, max_size=2)
+    # A connection per partition's batch in hand, and one to spare.
+    pool = await asyncpg.create_pool(
+        settings.servers.database_url, min_size=1, max_size=len(settings.projector_partitions) + 1
+    )
     metrics = ProjectorMetrics()
-    projector = Projector(settings, nc, nc.jetstream(), pool, metrics)
+    projectors = [
+        Projector(settings, nc, nc.jetstream(), pool, Partition(index, settings.partitions), metrics)
+        for index in settings.projector_partitions
+    ]
     monitor = projector_monitor(
         metrics,
-        lambda: {TALLY_CONSUMER: projector.position},
+        lambda: {projector.partition.name: projector.position for projector in projectors},
         nc,
         pool,
         telemetry.projector_host,
         telemetry.projector_port,
     )
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, projector.stop)
     try:
         try:
             await monitor.start()
         except OSError as exc:
             raise ConfigError(f"SHIPSKIP_PROJECTOR_PORT={telemetry.projector_port}: cannot listen ({exc})") from None
         log.info("projector metrics and health on port %d (/metrics, /healthz, /readyz)", monitor.port)
-        await projector.run()
+        async with pool.acquire() as conn, conn.transaction():
+            await claim_layout(conn, settings.partitions)  # LayoutMismatch: a wrong SHIPSKIP_PARTITIONS stops here
+        await _run_partitions(projectors)
     finally:
         await monitor.stop()
         # flush + close, not drain: draining the pull subscription waits out its 30 s drain timeout.
@@ -222,4 +287,26 @@ async def run_projector(settings: TallySettings | None = None, telemetry: Teleme
             await nc.flush(timeout=2)  # the last ack
         await nc.close()
         await pool.close()
-        log.info("projector stopped at position %d", projector.position)
+        for projector in projectors:
+            log.info("projector stopped: partition %s at position %d", projector.partition.name, projector.position)
+
+
+async def _run_partitions(projectors: list[Projector]) -> None:
+    """Run every partition's projector until a signal; one failing (its partition gone) stops them all."""
+
+    def stop_all() -> None:
+        for projector in projectors:
+            projector.stop()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop_all)
+    tasks = [asyncio.create_task(projector.run(), name=projector.partition.name) for projector in projectors]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        stop_all()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result

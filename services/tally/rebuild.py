@@ -1,12 +1,15 @@
 """Rebuild the projection from the stream with no downtime, or verify it without touching anything.
 
 Rebuild: replay VOTES from the start into a schema of its own while the live tables keep serving, catch up to
-the live head, then in one transaction lock the live position (the projector waits on that row), fold the last
-few events, and copy the rebuilt rows over the live ones. An interrupted rebuild leaves the live tables as they
-were; a Postgres advisory lock keeps two rebuilds from running at once.
+the live head, then in one transaction lock the live positions (each partition's projector waits on its row),
+fold the last few events up to the furthest of them, and copy the rebuilt rows over the live ones; every
+partition then stands at the same position. ``partitions`` re-partitions the projection on the way (see
+services/tally/layout.py): the rows of the old layout go, and its projectors stop at their next batch. An
+interrupted rebuild leaves the live tables as they were; a Postgres advisory lock keeps two rebuilds from running
+at once.
 
-Verify: replay the stream into memory with the same pure fold, up to the position of a consistent snapshot of
-the live tallies, and list every difference.
+Verify: replay the stream into memory with the same pure fold, each partition's comparisons up to that
+partition's position in a consistent snapshot of the live tallies, and list every difference.
 """
 
 import time
@@ -18,10 +21,12 @@ from nats.aio.client import Client as NATS
 
 from contracts.subjects import TALLY_RELOAD_SUBJECT, VOTES_STREAM
 from services.tally.fold import Counts, FoldState, fold
+from services.tally.layout import layout_count, lock_layout, partition_positions, set_layout
+from services.tally.partitions import Partition
 from services.tally.replay import StreamReplay
+from services.tally.routing import record_routing, route_stream
 from services.tally.store import (
     LIVE_SCHEMA,
-    POSITION_ROW,
     PROJECTION_TABLES,
     Connection,
     Projection,
@@ -141,8 +146,15 @@ async def rebuild(
     ballots_per_client_day: int,
     comparison_id: str | None = None,
     on_progress: ProgressCallback | None = None,
+    partitions: int | None = None,
 ) -> RebuildReport:
-    """Rebuild every comparison (or one) from the stream and swap it in atomically. Needs a pool of 2+."""
+    """Rebuild every comparison (or one) from the stream and swap it in atomically. Needs a pool of 2+.
+
+    ``partitions``: the number of partitions to leave the projection in (a whole rebuild only); None keeps the
+    layout it has.
+    """
+    if partitions is not None and (comparison_id is not None or partitions < 1):
+        raise ValueError("re-partitioning takes a whole rebuild into at least one partition")
     lock = await asyncpg.connect(database_url)
     try:
         if not await lock.fetchval("select pg_try_advisory_lock($1)", _REBUILD_LOCK):
@@ -159,7 +171,7 @@ async def rebuild(
         run = _Run(pool, Progress("rebuild", comparison_id), on_progress)
         await run.start()
         try:
-            report = await _rebuild_locked(nc, pool, run, ballots_per_client_day, comparison_id)
+            report = await _rebuild_locked(nc, pool, run, ballots_per_client_day, comparison_id, partitions)
         except BaseException as exc:  # interrupted or failed: the live tables are as they were
             await run.finish("failed", f"{type(exc).__name__}: {exc}")
             raise
@@ -170,11 +182,20 @@ async def rebuild(
 
 
 async def _rebuild_locked(
-    nc: NATS, pool: asyncpg.Pool, run: _Run, ballots_per_client_day: int, comparison_id: str | None
+    nc: NATS,
+    pool: asyncpg.Pool,
+    run: _Run,
+    ballots_per_client_day: int,
+    comparison_id: str | None,
+    partitions: int | None,
 ) -> RebuildReport:
     started = time.monotonic()
     await _prepare_schema(pool)
     projection = Projection(ballots_per_client_day, schema=REBUILD_SCHEMA)
+    # Re-partitioning routes the stream first (services/tally/routing.py): every event before the routing is then
+    # below the position the swap leaves the partitions at. Should the rebuild fail, the projectors see a routing
+    # that is not theirs and read every event until the next one succeeds.
+    routed_since = await route_stream(nc.jetstream(), partitions) if partitions is not None else None
 
     async def fold_into_rebuild(records: list[StreamRecord]) -> None:
         async with pool.acquire() as conn, conn.transaction():
@@ -193,14 +214,19 @@ async def _rebuild_locked(
             await replay.fold_until(head, fold_into_rebuild)
         run.progress.phase = "swapping"
         async with pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "insert into projection_position (projection, seq) values ($1, 0) on conflict do nothing", POSITION_ROW
-            )
-            live_position = await conn.fetchval(
-                "select seq from projection_position where projection = $1 for update", POSITION_ROW
-            )
+            await lock_layout(conn)
+            live = await partition_positions(conn, lock=True)
+            live_position = max(live.values(), default=0)
             await replay.fold_until(live_position, fold_into_rebuild)
-            position = await _swap(conn, comparison_id, max(live_position, replay.reached))
+            if comparison_id is None:
+                layout = partitions or layout_count(live) or 1
+                position = max(live_position, replay.reached)
+                await _swap_all(conn, layout, position)
+                if partitions is not None and routed_since is not None:
+                    await record_routing(conn, partitions, routed_since)
+            else:
+                await _swap_comparison(conn, comparison_id)
+                position = live_position
         await run.update(replay, force=True)
     finally:
         await replay.close()
@@ -218,27 +244,26 @@ async def _prepare_schema(pool: asyncpg.Pool) -> None:
             await conn.execute(f"create table {REBUILD_SCHEMA}.{table} (like {LIVE_SCHEMA}.{table} including all)")
 
 
-async def _swap(conn: asyncpg.pool.PoolConnectionProxy, comparison_id: str | None, position: int) -> int:
-    """Replace the live rows with the rebuilt ones, inside the caller's transaction; returns the live position."""
-    if comparison_id is None:
-        tables = [t for t in PROJECTION_TABLES if t != "projection_position"]
-        await conn.execute("truncate " + ", ".join(f"{LIVE_SCHEMA}.{t}" for t in tables))
-        for table in tables:
-            await conn.execute(f"insert into {LIVE_SCHEMA}.{table} select * from {REBUILD_SCHEMA}.{table}")
-        await conn.execute(
-            f"update {LIVE_SCHEMA}.projection_position set seq = $2 where projection = $1", POSITION_ROW, position
-        )
-        return position
-    # One comparison: its rows only. Voids are global and already in the live tables. The live position stays:
-    # events past it that the rebuild already folded are recognised by the ballots' sequences and change nothing.
+async def _swap_all(conn: asyncpg.pool.PoolConnectionProxy, partitions: int, position: int) -> None:
+    """Replace the live rows with the rebuilt ones, inside the caller's transaction; every partition (of the
+    layout ``partitions``) then stands at ``position``: the rebuilt rows hold every event up to it."""
+    tables = [t for t in PROJECTION_TABLES if t != "projection_position"]
+    await conn.execute("truncate " + ", ".join(f"{LIVE_SCHEMA}.{t}" for t in tables))
+    for table in tables:
+        await conn.execute(f"insert into {LIVE_SCHEMA}.{table} select * from {REBUILD_SCHEMA}.{table}")
+    await set_layout(conn, partitions, position)
+
+
+async def _swap_comparison(conn: asyncpg.pool.PoolConnectionProxy, comparison_id: str) -> None:
+    """One comparison: its rows only. Voids are global and already in the live tables. The live positions stay:
+    events past its partition's that the rebuild already folded are recognised by the ballots' sequences and
+    change nothing."""
     for table in ("ballots", "tallies", "client_quotas"):
         await conn.execute(f"delete from {LIVE_SCHEMA}.{table} where comparison_id = $1", comparison_id)
         await conn.execute(
             f"insert into {LIVE_SCHEMA}.{table} select * from {REBUILD_SCHEMA}.{table} where comparison_id = $1",
             comparison_id,
         )
-    seq = await conn.fetchval(f"select seq from {LIVE_SCHEMA}.projection_position where projection = $1", POSITION_ROW)
-    return int(seq)
 
 
 def tallies_of(ballots: FoldState) -> dict[tuple[str, str], Counts]:
@@ -260,21 +285,29 @@ async def verify(
     comparison_id: str | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> tuple[int, list[Difference]]:
-    """Recompute the tallies from the stream in memory; (position checked, differences from the live tables)."""
+    """Recompute the tallies from the stream in memory; (position checked, differences from the live tables).
+
+    Each partition's comparisons are folded up to that partition's position (the furthest is the one returned),
+    each partition with a state of its own, as its projector folds them: comparisons are disjoint, voids are not.
+    """
     live_reader = Projection(ballots_per_client_day)
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        position = await live_reader.position(conn)
+        positions = await partition_positions(conn)
         live = await live_reader.tallies(conn, None if comparison_id is None else [comparison_id])
+    layout = layout_count(positions) or 1
+    partitions = [(p, positions.get(p.name, 0), FoldState()) for p in (Partition(i, layout) for i in range(layout))]
+    position = max(positions.values(), default=0)
     run = _Run(pool, Progress("verify", comparison_id), on_progress)
     await run.start()
-    state = FoldState()
 
     async def fold_in_memory(records: list[StreamRecord]) -> None:
-        events, _ = decode_records(records)
-        outcome = fold(events, state, ballots_per_client_day=ballots_per_client_day)
-        state.ballots.update(outcome.ballots)
-        state.quotas.update(outcome.quotas)
-        state.voided.update(outcome.voided)
+        for partition, reached, state in partitions:
+            mine = [r for r in records if r.seq <= reached and partition.owns(r.subject)]
+            events, _ = decode_records(mine)
+            outcome = fold(events, state, ballots_per_client_day=ballots_per_client_day)
+            state.ballots.update(outcome.ballots)
+            state.quotas.update(outcome.quotas)
+            state.voided.update(outcome.voided)
         await run.update(replay)
 
     replay = StreamReplay(nc.jetstream(), comparison_id)
@@ -286,7 +319,9 @@ async def verify(
         raise
     finally:
         await replay.close()
-    expected = tallies_of(state)
+    expected: dict[tuple[str, str], Counts] = {}
+    for _, _, state in partitions:
+        expected.update(tallies_of(state))
     zero = Counts()
     differences = [
         Difference(key[0], key[1], live.get(key, zero), expected.get(key, zero))

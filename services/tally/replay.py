@@ -8,20 +8,22 @@ created with an inactivity threshold, so an interrupted replay leaves nothing be
 import secrets
 from collections.abc import Awaitable, Callable
 
-import nats.errors
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from contracts.subjects import MODERATION_SUBJECT, VOTES_STREAM, VOTES_SUBJECTS, votes_subject
+from contracts.subjects import MODERATION_SUBJECT, VOTES_ALL, VOTES_STREAM, VOTES_SUBJECT_PREFIX, votes_subject
 from services.tally.store import StreamRecord
 
 FoldBatch = Callable[[list[StreamRecord]], Awaitable[None]]
 
 
 def replay_subjects(comparison_id: str | None) -> list[str]:
+    """Stored as published, or routed to a partition (``votes.v1.r<N>.<i>.<last>``, services/tally/routing.py)."""
     if comparison_id is None:
-        return [VOTES_SUBJECTS]
-    return [votes_subject(comparison_id), MODERATION_SUBJECT]
+        return [VOTES_ALL]
+    moderation = MODERATION_SUBJECT.removeprefix(VOTES_SUBJECT_PREFIX)
+    routed = VOTES_SUBJECT_PREFIX + "*.*."
+    return [votes_subject(comparison_id), MODERATION_SUBJECT, routed + comparison_id, routed + moderation]
 
 
 class StreamReplay:
@@ -62,7 +64,7 @@ class StreamReplay:
         assert self._subscription is not None, "open() first"
         try:
             messages = await self._subscription.fetch(batch=self._batch_size, timeout=0.5)
-        except nats.errors.TimeoutError:
+        except TimeoutError:  # nats-py raises its own, or asyncio's when its deadline ran out between two requests
             return False
         for message in messages:
             metadata = message.metadata

@@ -15,13 +15,18 @@ class TallySettings(msgspec.Struct, frozen=True):
     max_ack_pending: int
     duplicate_window_s: float
     ballots_per_client_day: int
+    """The counting policy: new ballots counted per comparison, client-address hash and UTC day."""
     admin_token: str | None
     """Bearer token of the /admin API; without one the admin API is off entirely."""
-    """The counting policy: new ballots counted per comparison, client-address hash and UTC day."""
+    partitions: int = 1
+    """How many partitions the comparisons are split into, each folded by its own consumer (partitions.py)."""
+    projector_partitions: tuple[int, ...] = (0,)
+    """The partitions this projector process folds."""
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> "TallySettings":
         env = env or Env()
+        partitions = env.integer("SHIPSKIP_PARTITIONS", 1, minimum=1, maximum=1024)
         return cls(
             servers=ServerSettings.from_env(env),
             port=env.integer("SHIPSKIP_TALLY_PORT", 8081, minimum=1, maximum=65535),
@@ -31,6 +36,8 @@ class TallySettings(msgspec.Struct, frozen=True):
             duplicate_window_s=env.number("SHIPSKIP_DUPLICATE_WINDOW_S", 120.0, minimum=1.0),
             ballots_per_client_day=env.integer("SHIPSKIP_BALLOTS_PER_CLIENT_DAY", 100, minimum=1),
             admin_token=_admin_token(env),
+            partitions=partitions,
+            projector_partitions=_projector_partitions(env, partitions),
         )
 
 
@@ -39,3 +46,26 @@ def _admin_token(env: Env) -> str | None:
     if token is not None and len(token) < 16:
         raise ConfigError("SHIPSKIP_ADMIN_TOKEN must be at least 16 characters")
     return token
+
+
+def _projector_partitions(env: Env, partitions: int) -> tuple[int, ...]:
+    """SHIPSKIP_PROJECTOR_PARTITIONS: comma-separated indices below SHIPSKIP_PARTITIONS; default all of them."""
+    name = "SHIPSKIP_PROJECTOR_PARTITIONS"
+    items = env.items(name)
+    if not items:
+        return tuple(range(partitions))
+    chosen: list[int] = []
+    for item in items:
+        try:
+            index = int(item)
+        except ValueError:
+            raise ConfigError(f"{name}={env.raw(name)!r}: {item!r} is not a partition index") from None
+        if not 0 <= index < partitions:
+            raise ConfigError(
+                f"{name}={env.raw(name)!r}: partition {index} does not exist with SHIPSKIP_PARTITIONS={partitions}"
+                f" (0 to {partitions - 1})"
+            )
+        if index in chosen:
+            raise ConfigError(f"{name}={env.raw(name)!r} names partition {index} twice")
+        chosen.append(index)
+    return tuple(sorted(chosen))

@@ -50,19 +50,29 @@ def merge_snapshot(held: Mapping[str, Standing], snapshot: Mapping[str, Standing
 
 
 class NoticeChain:
-    """The last batch position a view has seen; says when notices were missed (``previous`` is not it)."""
+    """Per projector partition, the last batch position a view has seen; says when notices were missed
+    (``previous`` is not it). Partitions commit independently, so each has a chain of its own."""
 
     def __init__(self) -> None:
-        self.position = 0
+        self.positions: dict[str, int] = {}
 
-    def observe(self, position: int, previous: int) -> bool:
-        """Take in a notice's positions; True when some batch before it was never seen."""
-        if position <= self.position:
+    @property
+    def position(self) -> int:
+        """The last batch position seen of any partition."""
+        return max(self.positions.values(), default=0)
+
+    def observe(self, position: int, previous: int, partition: str = "tally") -> bool:
+        """Take in a notice's positions; True when some batch of its partition before it was never seen."""
+        seen = self.positions.get(partition, 0)
+        if position <= seen:
             return False  # another comparison of a batch seen already, or a batch a reload covered
-        missed = previous != self.position
-        self.position = position
-        return missed
+        self.positions[partition] = position
+        return previous != seen
 
-    def reloaded(self, position: int) -> None:
-        """A reload saw everything up to ``position`` (a notice may have taken the chain further meanwhile)."""
-        self.position = max(self.position, position)
+    def reloaded(self, positions: int | Mapping[str, int]) -> None:
+        """A reload saw every partition's batches up to these positions (a bare number: the unpartitioned
+        chain); a notice may have taken a chain further meanwhile."""
+        if isinstance(positions, int):
+            positions = {"tally": positions}
+        for partition, position in positions.items():
+            self.positions[partition] = max(self.positions.get(partition, 0), position)

@@ -5,7 +5,9 @@ quotas, voids), writes the changes, the dead letters and the new position, all o
 ``eventsourcing`` library's tracking-record pattern). Writes are set-based (``unnest``), one statement a table.
 
 A ``Projection`` works on the tables of one schema: ``public`` holds the live projection, a rebuild folds into
-a schema of its own with the same tables and then copies them over (services/tally/rebuild.py).
+a schema of its own with the same tables and then copies them over (services/tally/rebuild.py). A live projector
+folds one partition (services/tally/partitions.py): the comparisons it owns and every void, with a position row
+of its own; the rebuild, verify and dead-letter retries fold everything.
 """
 
 import re
@@ -18,8 +20,9 @@ import msgspec
 from asyncpg.pool import PoolConnectionProxy
 
 from contracts.events import Event, VoteCast, VoterVoided, decode_event
-from contracts.subjects import MODERATION_SUBJECT, votes_subject
+from contracts.subjects import MODERATION_SUBJECT, published_subject, votes_subject
 from services.tally.fold import Ballot, Counts, FoldOutcome, FoldState, ballot_keys, fold, quota_key
+from services.tally.partitions import Partition, PartitionGone
 
 LIVE_SCHEMA = "public"
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -48,6 +51,8 @@ class BatchResult:
     dead_letters: int = 0
     skipped: int = 0
     """Messages at or below the position already recorded: redeliveries."""
+    others: int = 0
+    """Messages past the position that other partitions fold."""
 
 
 def expected_subject(event: Event) -> str:
@@ -66,7 +71,7 @@ def decode_records(
         except msgspec.DecodeError as exc:
             dead.append((record, f"undecodable event: {exc}"))
             continue
-        if record.subject != expected_subject(event):
+        if published_subject(record.subject) != expected_subject(event):  # stored routed or not (routing.py)
             dead.append((record, f"event on subject {record.subject!r}, expected {expected_subject(event)!r}"))
             continue
         events.append((record.seq, event))
@@ -79,11 +84,17 @@ def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
 
 
 class Projection:
-    def __init__(self, ballots_per_client_day: int, schema: str = LIVE_SCHEMA) -> None:
+    def __init__(
+        self, ballots_per_client_day: int, schema: str = LIVE_SCHEMA, partition: Partition | None = None
+    ) -> None:
         if not SCHEMA_NAME.fullmatch(schema):
             raise ValueError(f"not a schema name: {schema!r}")
         self.schema = schema
         self.ballots_per_client_day = ballots_per_client_day
+        self.partition = partition
+        """A live projector's partition: its position row must exist (claimed at start, services/tally/layout.py);
+        None folds every comparison under the row 'tally', created when missing (rebuild schemas)."""
+        self.position_row = partition.name if partition is not None else POSITION_ROW
         s = schema
         self._sql_position = f"select seq from {s}.projection_position where projection = $1"
         self._sql_lock_position = self._sql_position + " for update"
@@ -101,6 +112,8 @@ class Projection:
             " where voter_id = any($1::text[])"
         )
         self._sql_voided = f"select voter_id from {s}.voided_voters where voter_id = any($1::text[])"
+        # Another partition may have recorded a void this one has not reached yet: only those it folded count.
+        self._sql_voided_until = self._sql_voided + " and seq <= $2"
         self._sql_quotas = (
             "select q.comparison_id, q.client, q.day, q.ballots"
             " from unnest($1::text[], $2::text[], $3::text[]) as k(comparison_id, client, day)"
@@ -134,26 +147,41 @@ class Projection:
         )
 
     async def position(self, conn: Connection) -> int:
-        seq = await conn.fetchval(self._sql_position, POSITION_ROW)
+        seq = await conn.fetchval(self._sql_position, self.position_row)
         return int(seq) if seq is not None else 0
 
     async def apply_batch(self, conn: Connection, records: Sequence[StreamRecord]) -> BatchResult:
-        """Fold the records past the recorded position and advance it; must be called inside a transaction."""
-        position = await conn.fetchval(self._sql_lock_position, POSITION_ROW)
+        """Fold the records past the recorded position and advance it; must be called inside a transaction.
+
+        A partition folds only the records it owns, and advances its position past the others too.
+        """
+        position = await conn.fetchval(self._sql_lock_position, self.position_row)
+        if position is None and self.partition is not None:
+            # A rebuild re-partitioned (shipskip rebuild --partitions): this layout is gone, and folding on
+            # would count what the new partitions count.
+            raise PartitionGone(self.partition)
         position = int(position) if position is not None else 0
         fresh = [record for record in records if record.seq > position]
         if not fresh:
             return BatchResult(position=position, skipped=len(records))
-        result = await self.apply_records(conn, fresh)
+        mine = fresh if self.partition is None else [record for record in fresh if self.partition.owns(record.subject)]
+        result = await self.apply_records(conn, mine, voids_until=position) if mine else BatchResult(position=0)
         result.skipped = len(records) - len(fresh)
+        result.others = len(fresh) - len(mine)
         result.position = max(record.seq for record in fresh)
-        await conn.execute(self._sql_set_position, POSITION_ROW, result.position)
+        await conn.execute(self._sql_set_position, self.position_row, result.position)
         return result
 
-    async def apply_records(self, conn: Connection, records: Sequence[StreamRecord]) -> BatchResult:
-        """Fold records whatever the position (dead-letter retries); the per-ballot sequences keep it in order."""
+    async def apply_records(
+        self, conn: Connection, records: Sequence[StreamRecord], *, voids_until: int | None = None
+    ) -> BatchResult:
+        """Fold records whatever the position (dead-letter retries); the per-ballot sequences keep it in order.
+
+        ``voids_until``: the voids recorded up to this sequence are the ones before these records (a partition's
+        position: voids past it are in this batch or later ones); None takes every recorded void.
+        """
         events, dead = decode_records(records)
-        state = await self._state_for(conn, [event for _, event in events])
+        state = await self._state_for(conn, [event for _, event in events], voids_until)
         outcome = fold(events, state, ballots_per_client_day=self.ballots_per_client_day)
         await self._write(conn, outcome)
         if dead:
@@ -164,7 +192,7 @@ class Projection:
             )
         return BatchResult(position=0, outcome=outcome, dead_letters=len(dead))
 
-    async def _state_for(self, conn: Connection, events: list[Event]) -> FoldState:
+    async def _state_for(self, conn: Connection, events: list[Event], voids_until: int | None) -> FoldState:
         state = FoldState()
         keys = ballot_keys(events)
         if keys:
@@ -173,10 +201,16 @@ class Projection:
         voiding = [e.voter_id for e in events if isinstance(e, VoterVoided)]
         if voiding:
             for row in await conn.fetch(self._sql_ballots_of_voters, voiding):
-                state.ballots[(row[0], row[1], row[2])] = Ballot(row[3], row[4], row[5])
+                # A void reaches the voter's ballots in every comparison; each partition uncounts its own.
+                if self.partition is None or self.partition.owns_comparison(row[0]):
+                    state.ballots[(row[0], row[1], row[2])] = Ballot(row[3], row[4], row[5])
         voters = list({e.voter_id for e in events})
         if voters:
-            state.voided = {row[0] for row in await conn.fetch(self._sql_voided, voters)}
+            if voids_until is None:
+                rows = await conn.fetch(self._sql_voided, voters)
+            else:
+                rows = await conn.fetch(self._sql_voided_until, voters, voids_until)
+            state.voided = {row[0] for row in rows}
         quota_keys = {key for e in events if isinstance(e, VoteCast) and (key := quota_key(e)) is not None}
         if quota_keys:
             for row in await conn.fetch(self._sql_quotas, *_columns(list(quota_keys), 3)):

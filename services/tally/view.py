@@ -26,7 +26,7 @@ from contracts.http import ComparisonCommunity
 from contracts.notices import decode_notice
 from contracts.subjects import TALLY_NOTICE_PREFIX, TALLY_RELOAD_SUBJECT
 from services.shared.catalog_view import CatalogView
-from services.tally.changes import comparison_positions
+from services.tally.changes import comparison_positions, partition_change_positions
 from services.tally.figures import comparison_figures
 from services.tally.http_cache import CachedJson
 from services.tally.sse_frames import event_frame
@@ -111,6 +111,7 @@ class CommunityView:
         """Read every comparison's counts and position in one snapshot and take in what is new."""
         async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             positions = await comparison_positions(conn)
+            chains = await partition_change_positions(conn)
             tallies = await read_tallies(conn)
         counts: dict[str, dict[str, tuple[int, int]]] = {comparison_id: {} for comparison_id in positions}
         for (comparison_id, tool_id), row in tallies.items():
@@ -118,7 +119,7 @@ class CommunityView:
         snapshot = {c: Standing(positions.get(c, 0), tools) for c, tools in counts.items()}
         changed = merge_snapshot(self._standings, snapshot)
         self._standings.update(changed)
-        self.chain.reloaded(max(positions.values(), default=0))
+        self.chain.reloaded(chains)
         self.reloads += 1
         self._render(changed)
 
@@ -134,8 +135,8 @@ class CommunityView:
         except msgspec.DecodeError as exc:
             self.request_reload(f"unreadable notice on {msg.subject} ({exc})")
             return
-        if self.chain.observe(notice.position, notice.previous):
-            self.request_reload(f"missed notices between {notice.previous} and {notice.position}")
+        if self.chain.observe(notice.position, notice.previous, notice.partition):
+            self.request_reload(f"missed notices of {notice.partition} between {notice.previous} and {notice.position}")
         standing = standing_of(notice)
         if newer_than(standing, self._standings.get(notice.comparison_id)):
             self._standings[notice.comparison_id] = standing

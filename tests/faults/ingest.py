@@ -11,7 +11,7 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -67,8 +67,11 @@ class Ingest:
         voters_per_worker: int = 20,
         seed: int = 8,
         pause_s: float = 0.0,
+        tools: Mapping[str, tuple[str, str]] = TOOLS,
     ) -> None:
         self._votes_url = votes_url
+        self._tools = tools
+        """The comparisons voted on, and their tools."""
         self._workers = workers
         self._voters_per_worker = voters_per_worker
         self._seed = seed
@@ -121,8 +124,8 @@ class Ingest:
             with httpx.Client(timeout=httpx.Timeout(15.0, connect=5.0)) as client:
                 while not self._stop.is_set():
                     token = rng.choice(tokens)
-                    comparison = rng.choice(list(TOOLS))
-                    tool = rng.choice(TOOLS[comparison])
+                    comparison = rng.choice(list(self._tools))
+                    tool = rng.choice(self._tools[comparison])
                     verdict = None if rng.random() < 0.15 else rng.choice(["ship", "skip"])
                     self._vote(client, token, comparison, tool, verdict)
                     if self._pause_s:
@@ -179,7 +182,7 @@ class Ingest:
                 self.outcomes.retries += 1
 
     def expected_tallies(self) -> Tallies:
-        counts = {(c, t): [0, 0] for c, tools in TOOLS.items() for t in tools}
+        counts = {(c, t): [0, 0] for c, tools in self._tools.items() for t in tools}
         for (comparison, tool, _), verdict in self.model.items():
             if verdict is not None:
                 counts[(comparison, tool)][0 if verdict == "ship" else 1] += 1
@@ -242,8 +245,8 @@ async def database_tallies(servers: ServerAddresses) -> tuple[Tallies, int]:
     return tallies, sum(r[4] + r[5] for r in rows)
 
 
-def served_tallies(read_url: str) -> Tallies:
-    query = "&".join(f"comparison_id={c}" for c in TOOLS)
+def served_tallies(read_url: str, tools: Mapping[str, tuple[str, str]] = TOOLS) -> Tallies:
+    query = "&".join(f"comparison_id={c}" for c in tools)
     response = httpx.get(f"{read_url}/v1/community?{query}", timeout=10)
     assert response.status_code == 200, response.text
     return {

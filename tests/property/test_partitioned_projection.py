@@ -1,0 +1,125 @@
+"""Partitioned projectors through Postgres: each partition's ``Projection.apply_batch`` with its own position row,
+its own at-least-once delivery of the whole stream, their transactions committed in any interleaving.
+
+Whatever the interleaving (one partition far ahead of another, having recorded voids the other has not reached),
+the tables hold exactly the tallies and ballots the independent model gives for one clean pass, and every
+partition's position reaches the end of the stream. One schema of its own in the suite's database.
+"""
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import asyncpg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from contracts.events import Event, VoterVoided, encode_event
+from contracts.subjects import MODERATION_SUBJECT, votes_subject
+from infra.migrate import migrate
+from infra.stack.servers import ServerAddresses
+from services.tally.fold import Ballot, BallotKey
+from services.tally.partitions import Partition, partition_of
+from services.tally.store import PROJECTION_TABLES, Projection, StreamRecord
+from tests.property.model import COMPARISONS, Delivery, Model, Tallies, draw_deliveries, nonzero, streams
+
+SCHEMA = "property_partitions"
+PARTITIONS = 3
+"""With three, the model's two comparisons fall into two partitions, and the third folds only the voids."""
+
+
+class Crash(Exception):
+    """The projector died inside the transaction: nothing of the batch is committed."""
+
+
+@dataclass
+class Result:
+    tallies: Tallies
+    ballots: dict[BallotKey, Ballot]
+    positions: list[int]
+
+
+def _record(seq: int, event: Event) -> StreamRecord:
+    subject = MODERATION_SUBJECT if isinstance(event, VoterVoided) else votes_subject(event.comparison_id)
+    return StreamRecord(seq, subject, encode_event(event))
+
+
+async def _open(database_url: str) -> asyncpg.Connection:
+    await migrate(database_url)
+    conn = await asyncpg.connect(database_url)
+    await conn.execute(f"drop schema if exists {SCHEMA} cascade; create schema {SCHEMA}")
+    for table in PROJECTION_TABLES:
+        await conn.execute(f"create table {SCHEMA}.{table} (like public.{table} including all)")
+    return conn
+
+
+async def _run(conn: asyncpg.Connection, stream: list[Event], limit: int, turns: list[tuple[int, Delivery]]) -> Result:
+    await conn.execute("truncate " + ", ".join(f"{SCHEMA}.{table}" for table in PROJECTION_TABLES))
+    projections = [Projection(limit, schema=SCHEMA, partition=Partition(i, PARTITIONS)) for i in range(PARTITIONS)]
+    for projection in projections:  # as the projector's start claims them (services/tally/layout.py)
+        await conn.execute(
+            f"insert into {SCHEMA}.projection_position (projection, seq) values ($1, 0)",  # noqa: S608
+            projection.position_row,
+        )
+    for index, delivery in turns:
+        records = [_record(seq, stream[seq - 1]) for seq in delivery.seqs]
+        try:
+            async with conn.transaction():
+                await projections[index].apply_batch(conn, records)
+                if not delivery.commits:
+                    raise Crash
+        except Crash:
+            pass
+    ballots = f"select comparison_id, tool_id, voter_id, verdict, seq, counted from {SCHEMA}.ballots"  # noqa: S608
+    rows = await conn.fetch(ballots)
+    return Result(
+        tallies=nonzero(await projections[0].tallies(conn)),
+        ballots={(r[0], r[1], r[2]): Ballot(r[3], r[4], r[5]) for r in rows},
+        positions=[await projection.position(conn) for projection in projections],
+    )
+
+
+@pytest.fixture(scope="module")
+def database(servers: ServerAddresses) -> Iterator[tuple[asyncio.AbstractEventLoop, asyncpg.Connection]]:
+    loop = asyncio.new_event_loop()
+    try:
+        conn = loop.run_until_complete(_open(servers.database_url))
+        try:
+            yield loop, conn
+        finally:
+            loop.run_until_complete(conn.execute(f"drop schema if exists {SCHEMA} cascade"))
+            loop.run_until_complete(conn.close())
+    finally:
+        loop.close()
+
+
+def test_the_model_comparisons_fall_into_different_partitions() -> None:
+    assert len({partition_of(c, PARTITIONS) for c in COMPARISONS}) == len(COMPARISONS)
+
+
+def _interleave(data: st.DataObject, deliveries: list[list[Delivery]]) -> list[tuple[int, Delivery]]:
+    """Every partition's deliveries in its own order, the partitions' turns drawn at random."""
+    queues = [list(d) for d in deliveries]
+    turns: list[tuple[int, Delivery]] = []
+    while any(queues):
+        index = data.draw(st.sampled_from([i for i, q in enumerate(queues) if q]), label="turn")
+        turns.append((index, queues[index].pop(0)))
+    return turns
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(stream=streams(max_size=50), limit=st.integers(1, 3), data=st.data())
+def test_partitions_folding_in_any_interleaving_give_the_model_tallies(
+    database: tuple[asyncio.AbstractEventLoop, asyncpg.Connection],
+    stream: list[Event],
+    limit: int,
+    data: st.DataObject,
+) -> None:
+    loop, conn = database
+    model = Model(limit).run(stream)
+    deliveries = [draw_deliveries(data, len(stream), crashes=True) for _ in range(PARTITIONS)]
+    result = loop.run_until_complete(_run(conn, stream, limit, _interleave(data, deliveries)))
+    assert result.tallies == model.tallies()
+    assert result.ballots == model.ballots
+    assert result.positions == [len(stream)] * PARTITIONS
