@@ -503,6 +503,31 @@ class EmbeddedServers:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+                # The rest of the group (PostgreSQL's backends) dies a moment later, once scheduled: wait for it,
+                # so a server started again on the same data finds none of the old processes.
+                _wait_for_group_exit(process.pid, timeout_s=STOP_TIMEOUT_S + 5.0)
+
+
+def _group_members(pgid: int) -> list[int]:
+    """The live (not zombie) processes of a process group, from /proc."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        # After the command: state, ppid, pgrp.
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return members
+
+
+def _wait_for_group_exit(pgid: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while _group_members(pgid) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def _as_account(account: _Account | None) -> dict[str, Any]:
