@@ -96,7 +96,7 @@ def test_sigterm_to_each_service_under_load(servers: ServerAddresses, tmp_path_f
             # The projector: the batch in hand is committed and acked before it exits.
             projector = pipeline.processes["projector"]
             stop_cleanly(projector)
-            stopped_at = re.findall(r"projector stopped at position (\d+)", projector.log_tail(400))
+            stopped_at = re.findall(r"projector stopped: partition \S+ at position (\d+)", projector.log_tail(400))
             assert stopped_at, projector.log_tail()
             position = asyncio.run(projected_position(servers))
             assert int(stopped_at[-1]) == position
