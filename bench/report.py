@@ -9,6 +9,7 @@ from pathlib import Path
 import msgspec
 
 from bench.registry import Figure
+from bench.results_files import write_results
 from bench.soak_report import SoakReport
 
 Figures = dict[str, Figure]
@@ -248,16 +249,7 @@ def markdown(report: Report) -> str:
 
 
 def write(report: Report, results_dir: Path) -> tuple[Path, Path]:
-    results_dir.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = results_dir / "latest.json", results_dir / "latest.md"
-    for path, content in (
-        (json_path, msgspec.json.format(msgspec.json.encode(report))),
-        (md_path, markdown(report).encode()),
-    ):
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_bytes(content)
-        tmp.replace(path)
-    return json_path, md_path
+    return write_results(results_dir, "latest", report, markdown(report))
 
 
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"

@@ -8,6 +8,7 @@ import msgspec
 
 from bench.load import LoadResult
 from bench.monitor import Watch
+from bench.results_files import write_results
 from bench.soak_check import Exactness
 from bench.soak_sse import SseSoakResult
 from bench.soak_votes import Bucket, VoteSoakResult
@@ -227,13 +228,4 @@ def markdown(report: SoakReport) -> str:
 
 
 def write(report: SoakReport, results_dir: Path) -> tuple[Path, Path]:
-    results_dir.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = results_dir / "soak.json", results_dir / "soak.md"
-    for path, content in (
-        (json_path, msgspec.json.format(msgspec.json.encode(report))),
-        (md_path, markdown(report).encode()),
-    ):
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_bytes(content)
-        tmp.replace(path)
-    return json_path, md_path
+    return write_results(results_dir, "soak", report, markdown(report))

@@ -10,10 +10,8 @@ from pathlib import Path
 
 import asyncpg
 import nats
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from contracts.events import Event, decode_event
-from contracts.subjects import VOTES_ALL, VOTES_STREAM
+from contracts.subjects import VOTES_STREAM
 from infra.stack.bootstrap import DEMO_CATALOG
 from infra.stack.processes import ServiceProcess, start_service
 from infra.stack.servers import ServerAddresses, free_port
@@ -107,32 +105,6 @@ def partitioned_pipeline(
         yield running
     finally:
         running.stop()
-
-
-async def stream_events(servers: ServerAddresses) -> list[Event]:
-    """Every event of VOTES in order; the stream was reset, so the n-th has sequence n."""
-    nc = await nats.connect(servers.nats_url)
-    try:
-        js = nc.jetstream()
-        last = (await js.stream_info(VOTES_STREAM)).state.last_seq or 0
-        config = ConsumerConfig(
-            deliver_policy=DeliverPolicy.ALL,
-            ack_policy=AckPolicy.NONE,
-            filter_subject=VOTES_ALL,
-            inactive_threshold=30.0,
-            mem_storage=True,
-        )
-        info = await js.add_consumer(VOTES_STREAM, config)
-        subscription = await js.pull_subscribe_bind(consumer=info.name, stream=VOTES_STREAM)
-        events: list[Event] = []
-        while len(events) < last:
-            for message in await subscription.fetch(batch=2000, timeout=10):
-                assert message.metadata.sequence.stream == len(events) + 1
-                events.append(decode_event(message.data))
-        await subscription.unsubscribe()
-        return events
-    finally:
-        await nc.close()
 
 
 async def stored_subjects(servers: ServerAddresses) -> list[str]:

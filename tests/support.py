@@ -15,10 +15,11 @@ import asyncpg
 import httpx
 import nats
 import redis.asyncio
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from contracts.events import Event, VoteCast, VoteEvent, VoteRetracted, decode_event
-from contracts.subjects import CATALOG_BUCKET, VOTES_STREAM
+from contracts.subjects import CATALOG_BUCKET, VOTES_ALL, VOTES_STREAM
 from infra.stack.bootstrap import DEMO_CATALOG, bootstrap
 from infra.stack.processes import ServiceName, ServiceProcess, start_service
 from infra.stack.servers import ServerAddresses, free_port
@@ -203,6 +204,33 @@ async def read_events(servers: ServerAddresses, first_seq: int = 1) -> list[Even
         js = nc.jetstream()
         last = (await js.stream_info(VOTES_STREAM)).state.last_seq
         return [decode_event((await js.get_msg(VOTES_STREAM, seq)).data or b"") for seq in range(first_seq, last + 1)]
+    finally:
+        await nc.close()
+
+
+async def stream_events(servers: ServerAddresses) -> list[Event]:
+    """Every event of VOTES in order, read fast (an ephemeral consumer, no acks); the stream was reset, so the
+    n-th has sequence n."""
+    nc = await nats.connect(servers.nats_url)
+    try:
+        js = nc.jetstream()
+        last = (await js.stream_info(VOTES_STREAM)).state.last_seq or 0
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.NONE,
+            filter_subject=VOTES_ALL,
+            inactive_threshold=30.0,
+            mem_storage=True,
+        )
+        info = await js.add_consumer(VOTES_STREAM, config)
+        subscription = await js.pull_subscribe_bind(consumer=info.name, stream=VOTES_STREAM)
+        events: list[Event] = []
+        while len(events) < last:
+            for message in await subscription.fetch(batch=2000, timeout=10):
+                assert message.metadata.sequence.stream == len(events) + 1
+                events.append(decode_event(message.data))
+        await subscription.unsubscribe()
+        return events
     finally:
         await nc.close()
 

@@ -18,12 +18,11 @@ import asyncpg
 import httpx
 import nats
 from nats.aio.client import Client as NATS
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from contracts.events import VoteCast, VoteRetracted, decode_event
-from contracts.subjects import VOTES_STREAM, VOTES_SUBJECTS
+from contracts.events import VoteCast, VoteRetracted
+from contracts.subjects import VOTES_STREAM
 from infra.stack.servers import ServerAddresses
-from tests.support import Pipeline, projected_position, random_key, run_cli, wait_until
+from tests.support import Pipeline, projected_position, random_key, run_cli, stream_events, wait_until
 
 TOOLS = {
     "llama-4-scout-vs-windsurf-swe-1": ("llama-4-scout-fine-tuning-toolkit", "windsurf-swe-1"),
@@ -203,32 +202,9 @@ async def stream_last_seq(servers: ServerAddresses) -> int:
 
 
 async def stream_event_ids(servers: ServerAddresses) -> list[str]:
-    """The event id of every vote event in VOTES, in order (an ephemeral consumer, no acks)."""
-    nc = await connect_nats(servers)
-    try:
-        js = nc.jetstream()
-        last = (await js.stream_info(VOTES_STREAM)).state.last_seq or 0
-        config = ConsumerConfig(
-            deliver_policy=DeliverPolicy.ALL,
-            ack_policy=AckPolicy.NONE,
-            filter_subject=VOTES_SUBJECTS,
-            inactive_threshold=30.0,
-            mem_storage=True,
-        )
-        info = await js.add_consumer(VOTES_STREAM, config)
-        subscription = await js.pull_subscribe_bind(consumer=info.name, stream=VOTES_STREAM)
-        ids: list[str] = []
-        seq = 0
-        while seq < last:
-            for message in await subscription.fetch(batch=2000, timeout=10):
-                seq = message.metadata.sequence.stream
-                event = decode_event(message.data)
-                if isinstance(event, VoteCast | VoteRetracted):
-                    ids.append(event.event_id)
-        await subscription.unsubscribe()
-        return ids
-    finally:
-        await nc.close()
+    """The event id of every vote event in VOTES, in order."""
+    events = await stream_events(servers)
+    return [event.event_id for event in events if isinstance(event, VoteCast | VoteRetracted)]
 
 
 async def database_tallies(servers: ServerAddresses) -> tuple[Tallies, int]:

@@ -28,10 +28,9 @@ from tests.partitioned import (
     partitioned_pipeline,
     projection_tables,
     stored_subjects,
-    stream_events,
 )
 from tests.property.model import Model
-from tests.support import run_cli, stream_seq, wait_until
+from tests.support import run_cli, stream_events, stream_seq, wait_until
 
 PARTITIONS = 2
 LIMIT = int(LOAD_ENV["SHIPSKIP_BALLOTS_PER_CLIENT_DAY"])
