@@ -15,6 +15,7 @@ import asyncpg
 import httpx
 import nats
 import redis.asyncio
+from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
@@ -208,10 +209,15 @@ async def read_events(servers: ServerAddresses, first_seq: int = 1) -> list[Even
         await nc.close()
 
 
+async def connect_nats(servers: ServerAddresses) -> NATS:
+    """A client of the suite's NATS, or of every node of a cluster (SHIPSKIP_NATS_URL lists them with commas)."""
+    return await nats.connect(servers.nats_url.split(","), connect_timeout=2)
+
+
 async def stream_events(servers: ServerAddresses) -> list[Event]:
     """Every event of VOTES in order, read fast (an ephemeral consumer, no acks); the stream was reset, so the
     n-th has sequence n."""
-    nc = await nats.connect(servers.nats_url)
+    nc = await connect_nats(servers)
     try:
         js = nc.jetstream()
         last = (await js.stream_info(VOTES_STREAM)).state.last_seq or 0

@@ -16,13 +16,19 @@ from dataclasses import dataclass, field
 
 import asyncpg
 import httpx
-import nats
-from nats.aio.client import Client as NATS
 
 from contracts.events import VoteCast, VoteRetracted
 from contracts.subjects import VOTES_STREAM
 from infra.stack.servers import ServerAddresses
-from tests.support import Pipeline, projected_position, random_key, run_cli, stream_events, wait_until
+from tests.support import (
+    Pipeline,
+    connect_nats,
+    projected_position,
+    random_key,
+    run_cli,
+    stream_events,
+    wait_until,
+)
 
 TOOLS = {
     "llama-4-scout-vs-windsurf-swe-1": ("llama-4-scout-fine-tuning-toolkit", "windsurf-swe-1"),
@@ -186,11 +192,6 @@ class Ingest:
             if verdict is not None:
                 counts[(comparison, tool)][0 if verdict == "ship" else 1] += 1
         return {key: (ship, skip) for key, (ship, skip) in counts.items()}
-
-
-async def connect_nats(servers: ServerAddresses) -> NATS:
-    """A client of the suite's NATS, or of every node of a cluster (SHIPSKIP_NATS_URL lists them with commas)."""
-    return await nats.connect(servers.nats_url.split(","), connect_timeout=2)
 
 
 async def stream_last_seq(servers: ServerAddresses) -> int:
