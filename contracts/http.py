@@ -116,9 +116,10 @@ class ReadHealth(msgspec.Struct, frozen=True):
 
 
 class Readiness(msgspec.Struct, frozen=True):
-    """GET /readyz of every process: 200 when each of its checks passed, else 503 with what is wrong."""
+    """GET /readyz of every process: 200 when each of its checks passed (or only a tolerated one failed:
+    "degraded"), else 503 with what is wrong."""
 
-    status: Literal["ready", "not_ready"]
+    status: Literal["ready", "degraded", "not_ready"]
     checks: dict[str, str]
     """Per check (``nats``, ``redis``, ``postgres``, ``view``, ...): "ok", or what is wrong."""
     problems: list[str]

@@ -39,14 +39,15 @@ async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     summary="Ready to serve: its servers answer (and, for the read API, its view is loaded)",
     responses=answers(
         {
-            200: (Readiness, "Ready: every check passed"),
+            200: (Readiness, "Ready: every check passed (degraded: only a check this process can do without failed)"),
             503: (Readiness, "Not ready: each failed check says what is wrong"),
         }
     ),
 )
 async def readyz(request: Request[Any, Any, Any]) -> Response[bytes]:
     checks: Mapping[str, Check] = request.app.state.readiness_checks
-    body, status = await readiness(checks)
+    tolerated: frozenset[str] = getattr(request.app.state, "readiness_tolerated", frozenset())
+    body, status = await readiness(checks, tolerated)
     return json_response(body, status, {"Cache-Control": "no-store"})
 
 

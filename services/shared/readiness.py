@@ -3,7 +3,9 @@
 Each check is a coroutine that returns None when all is well, or a short sentence saying what is wrong; every
 check gets ``CHECK_TIMEOUT_S`` and they run at once, so a probe never waits longer than that. The answer is 200
 with ``{"status": "ready", "checks": {"nats": "ok", ...}}`` or 503 with ``"status": "not_ready"``, each failed
-check saying why, and ``problems`` naming them one sentence each.
+check saying why, and ``problems`` naming them one sentence each. A process may tolerate a check: its failure
+alone gives 200 ``"status": "degraded"`` (the votes API without Redis still takes votes, with limits per process,
+so a load balancer routing on /readyz must keep sending it votes).
 """
 
 import asyncio
@@ -32,17 +34,18 @@ async def _run(check: Check) -> str | None:
         return f"{type(exc).__name__}: {exc}"[:200]
 
 
-async def readiness(checks: Mapping[str, Check]) -> tuple[Readiness, int]:
-    """The /readyz body and its status (200 or 503)."""
+async def readiness(checks: Mapping[str, Check], tolerated: frozenset[str] = frozenset()) -> tuple[Readiness, int]:
+    """The /readyz body and its status: 200 ready, 200 degraded (only tolerated checks failed), or 503."""
     results = await asyncio.gather(*(_run(check) for check in checks.values()))
     outcome = dict(zip(checks, results, strict=True))
-    problems = [f"{name}: {problem}" for name, problem in outcome.items() if problem is not None]
+    failed = [name for name, problem in outcome.items() if problem is not None]
+    blocking = [name for name in failed if name not in tolerated]
     body = Readiness(
-        status="not_ready" if problems else "ready",
+        status="not_ready" if blocking else "degraded" if failed else "ready",
         checks={name: problem or "ok" for name, problem in outcome.items()},
-        problems=problems,
+        problems=[f"{name}: {outcome[name]}" for name in failed],
     )
-    return body, 503 if problems else 200
+    return body, 503 if blocking else 200
 
 
 def nats_check(nc: NATS, js: JetStreamContext) -> Check:

@@ -73,6 +73,8 @@ def create_app(settings: VotesSettings | None = None, telemetry: TelemetrySettin
                 addresses=ClientAddresses(settings.trusted_proxies),
             )
             app.state.readiness_checks = {"nats": nats_check(nc, js), "redis": redis_check(redis)}
+            # Without Redis votes are still taken (limits per process): degraded, not unready.
+            app.state.readiness_tolerated = frozenset({"redis"})
             yield
         finally:
             await catalog.stop()
