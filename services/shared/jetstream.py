@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import nats
 from nats.aio.client import Client as NATS
@@ -22,7 +23,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
+from nats.js.errors import APIError, BucketNotFoundError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from contracts.catalog import Catalog, decode_catalog, encode_catalog
@@ -95,6 +96,27 @@ def _chain(
     return both
 
 
+_T = TypeVar("_T")
+
+NO_PLACEMENT = 10005
+"""JetStream's "no suitable peers for placement": too few servers known for the replicas asked (yet)."""
+PLACEMENT_WAIT_S = 30.0
+
+
+async def until_placed(make: Callable[[], Awaitable[_T]], what: str) -> _T:
+    """``make()``, retried while the cluster has too few servers for its replicas: a cluster still forming (its
+    nodes find each other after the meta leader is elected) or a node coming back. Other errors at once."""
+    deadline = asyncio.get_running_loop().time() + PLACEMENT_WAIT_S
+    while True:
+        try:
+            return await make()
+        except APIError as exc:
+            if exc.err_code != NO_PLACEMENT or asyncio.get_running_loop().time() > deadline:
+                raise
+            log.info("%s: %s; waiting for the cluster's servers", what, exc.description)
+            await asyncio.sleep(0.5)
+
+
 def votes_stream_config(duplicate_window_s: float, replicas: int = 1) -> StreamConfig:
     return StreamConfig(
         name=VOTES_STREAM,
@@ -116,7 +138,7 @@ async def ensure_votes_stream(js: JetStreamContext, duplicate_window_s: float, r
     try:
         info = await js.stream_info(VOTES_STREAM)
     except NotFoundError:
-        await js.add_stream(votes_stream_config(duplicate_window_s, replicas))
+        await until_placed(lambda: js.add_stream(votes_stream_config(duplicate_window_s, replicas)), VOTES_STREAM)
         return
     current = info.config.num_replicas or 1
     if replicas > current:
@@ -124,7 +146,7 @@ async def ensure_votes_stream(js: JetStreamContext, duplicate_window_s: float, r
     config = votes_stream_config(duplicate_window_s, max(current, replicas))
     # The partition routing is the rebuild's to set (services/tally/routing.py); an update without it would drop it.
     config.subject_transform = info.config.subject_transform
-    await js.update_stream(config)
+    await until_placed(lambda: js.update_stream(config), VOTES_STREAM)
 
 
 def tally_consumer_config(
@@ -166,13 +188,15 @@ async def catalog_bucket(js: JetStreamContext, replicas: int = 1) -> KeyValue:
     try:
         bucket = await js.key_value(CATALOG_BUCKET)
     except BucketNotFoundError:
-        return await js.create_key_value(bucket=CATALOG_BUCKET, history=16, replicas=replicas)
+        return await until_placed(
+            lambda: js.create_key_value(bucket=CATALOG_BUCKET, history=16, replicas=replicas), CATALOG_BUCKET
+        )
     backing = "KV_" + CATALOG_BUCKET
     config = (await js.stream_info(backing)).config
     if (config.num_replicas or 1) < replicas:
         log.info("bucket %s: %d replicas, raising to %d", CATALOG_BUCKET, config.num_replicas or 1, replicas)
         config.num_replicas = replicas
-        await js.update_stream(config)
+        await until_placed(lambda: js.update_stream(config), CATALOG_BUCKET)
     return bucket
 
 

@@ -4,6 +4,11 @@ replicas, or raises them to three when they were made with one; a process config
 them; the catalogue load writes to the replicated bucket."""
 
 import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -71,3 +76,37 @@ def test_migrate_gives_the_stream_and_the_catalogue_three_replicas(servers: Serv
         assert shown.returncode == 0, shown.stderr
         assert "llama-4-scout-vs-windsurf-swe-1" in shown.stdout
         assert asyncio.run(replicas(cluster.urls))[2] == 3
+
+
+def test_migrate_waits_for_the_servers_its_replicas_need(servers: ServerAddresses) -> None:
+    """A migration job started while the cluster is still forming (two of its three nodes up: three replicas have
+    no room yet) waits for the third instead of failing."""
+    cluster = NatsCluster()
+    try:
+        cluster.start("n1")
+        cluster.start("n2")
+        cluster.wait_ready()
+        env = service_env(
+            ServerAddresses(cluster.urls, servers.database_url, servers.redis_url), SHIPSKIP_STREAM_REPLICAS="3"
+        )
+        migrate = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", "migrate"],
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            time.sleep(3)
+            assert migrate.poll() is None, migrate.communicate()  # without the wait, it fails at once
+            cluster.start("n3")
+            stdout, stderr = migrate.communicate(timeout=60)
+        finally:
+            if migrate.poll() is None:
+                migrate.kill()
+        assert migrate.returncode == 0, stdout + stderr
+        assert "waiting for the cluster's servers" in stderr
+        assert f"stream {VOTES_STREAM}: 3 replicas; catalogue bucket: 3 replicas" in stdout
+    finally:
+        cluster.stop()
+        shutil.rmtree(cluster.data_dir, ignore_errors=True)
