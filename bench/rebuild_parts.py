@@ -1,0 +1,123 @@
+"""Where a rebuild's time goes, one stage at a time (not part of ``make bench``).
+
+    .venv/bin/python -m bench.rebuild_parts [EVENTS]
+
+Starts embedded servers in a temporary folder, appends EVENTS synthetic votes (default 1,000,000, shaped as the
+rebuild benchmark's replay stream), then times each stage of a replay on its own, in one process:
+
+- ``read``: nats-py's ordered push consumer, counting messages only (the rebuild benchmark's baseline);
+- ``read+metadata``: the same, keeping (stream sequence, subject, data) through ``msg.metadata``;
+- ``read+reply``: the same, the stream sequence cut from the reply subject instead (no metadata object);
+- ``decode``: ``decode_records`` over the kept records (msgspec, the event contracts);
+- ``fold``: the pure fold over all of them in memory, 5,000 events a call, as verify folds.
+
+The stages a rebuild runs one after another add up; the Postgres writes come on top.
+"""
+
+import asyncio
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import nats
+from nats.aio.msg import Msg
+from nats.js.api import DeliverPolicy
+
+from bench import natsraw
+from contracts.catalog import decode_catalog
+from contracts.subjects import VOTES_ALL, VOTES_STREAM
+from infra.stack.bootstrap import DEMO_CATALOG, bootstrap
+from infra.stack.servers import EmbeddedServers
+from services.tally.fold import FoldState, fold
+from services.tally.store import StreamRecord, decode_records
+
+_BATCH = 5000
+
+
+def _from_metadata(msg: Msg) -> StreamRecord:
+    return StreamRecord(msg.metadata.sequence.stream, msg.subject, msg.data)
+
+
+def _from_reply(msg: Msg) -> StreamRecord:
+    # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending> (older servers);
+    # newer ones add domain and account hash before the stream name: the stream sequence is 5th from the end.
+    return StreamRecord(int(msg.reply.rsplit(".", 5)[1]), msg.subject, msg.data)
+
+
+async def read_stream(nats_url: str, expected: int, keep: Callable[[Msg], StreamRecord] | None) -> list[StreamRecord]:
+    """Read ``expected`` messages from the start of VOTES with an ordered consumer, keeping what ``keep`` makes."""
+    nc = await nats.connect(nats_url, pending_size=64 * 1024 * 1024)
+    try:
+        records: list[StreamRecord] = []
+        received = 0
+        finished = asyncio.Event()
+
+        async def on_message(msg: Msg) -> None:
+            nonlocal received
+            received += 1
+            if keep is not None:
+                records.append(keep(msg))
+            if received >= expected:
+                finished.set()
+
+        subscription = await nc.jetstream().subscribe(
+            VOTES_ALL,
+            stream=VOTES_STREAM,
+            cb=on_message,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.ALL,
+            pending_msgs_limit=1_000_000,
+            pending_bytes_limit=512 * 1024 * 1024,
+        )
+        await asyncio.wait_for(finished.wait(), max(120.0, expected / 5000))
+        await subscription.unsubscribe()
+        return records
+    finally:
+        await nc.close()
+
+
+def _timed(name: str, started: float, count: int) -> None:
+    elapsed = time.perf_counter() - started
+    print(f"{name:<15} {elapsed:7.2f} s  {count / elapsed:9,.0f} events/s", flush=True)
+
+
+async def measure(nats_url: str, database_url: str, count: int) -> None:
+    await bootstrap(nats_url, database_url)
+    catalog = decode_catalog(DEMO_CATALOG.read_bytes())
+    _, seconds = await natsraw.publish_async(nats_url, natsraw.synthetic_events(catalog, count))
+    print(f"{'load':<15} {seconds:7.2f} s  {count / seconds:9,.0f} events/s", flush=True)
+    records: list[StreamRecord] = []
+    for name, keep in (("read", None), ("read+metadata", _from_metadata), ("read+reply", _from_reply)):
+        started = time.perf_counter()
+        records = await read_stream(nats_url, count, keep) or records
+        _timed(name, started, count)
+    started = time.perf_counter()
+    events, dead = decode_records(records)
+    _timed("decode", started, count)
+    if dead:
+        print(f"  {len(dead)} dead letters: {dead[0][1]}")
+    started = time.perf_counter()
+    state = FoldState()
+    for i in range(0, len(events), _BATCH):
+        outcome = fold(events[i : i + _BATCH], state, ballots_per_client_day=2_000_000_000)
+        state.ballots.update(outcome.ballots)
+        state.quotas.update(outcome.quotas)
+        state.voided.update(outcome.voided)
+    _timed("fold", started, count)
+    print(f"  {len(state.ballots):,} ballots, {len(state.quotas):,} quotas in memory")
+
+
+def main() -> None:
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
+    with (
+        tempfile.TemporaryDirectory(prefix="shipskip-rebuild-parts-") as folder,
+        EmbeddedServers(Path(folder)) as servers,
+    ):
+        addresses = servers.addresses
+        asyncio.run(measure(addresses.nats_url, addresses.database_url, count))
+
+
+if __name__ == "__main__":
+    main()
