@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import nats
@@ -151,8 +151,17 @@ async def read_back(
         await nc.close()
 
 
-async def read_back_ordered(nats_url: str, stream: str, subject: str, expected: int, timeout_s: float = 300.0) -> float:
-    """The same with an ordered push consumer (no acks, flow control): nats-py's other fast way to read."""
+async def read_back_ordered(
+    nats_url: str,
+    stream: str,
+    subject: str,
+    expected: int,
+    timeout_s: float = 300.0,
+    each: Callable[[Msg], None] | None = None,
+) -> float:
+    """The same with an ordered push consumer (no acks, flow control): nats-py's other fast way to read.
+
+    ``each`` is called with every message (bench/rebuild_parts.py times what keeping them costs)."""
     nc = await nats.connect(nats_url, name="shipskip-bench-readback", pending_size=64 * 1024 * 1024)
     try:
         js = nc.jetstream()
@@ -162,6 +171,8 @@ async def read_back_ordered(nats_url: str, stream: str, subject: str, expected: 
         async def on_message(msg: Msg) -> None:
             nonlocal received
             received += 1
+            if each is not None:
+                each(msg)
             if received >= expected:
                 finished.set()
 

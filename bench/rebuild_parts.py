@@ -21,9 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import nats
 from nats.aio.msg import Msg
-from nats.js.api import DeliverPolicy
 
 from bench import natsraw
 from contracts.catalog import decode_catalog
@@ -48,34 +46,10 @@ def _from_reply(msg: Msg) -> StreamRecord:
 
 async def read_stream(nats_url: str, expected: int, keep: Callable[[Msg], StreamRecord] | None) -> list[StreamRecord]:
     """Read ``expected`` messages from the start of VOTES with an ordered consumer, keeping what ``keep`` makes."""
-    nc = await nats.connect(nats_url, pending_size=64 * 1024 * 1024)
-    try:
-        records: list[StreamRecord] = []
-        received = 0
-        finished = asyncio.Event()
-
-        async def on_message(msg: Msg) -> None:
-            nonlocal received
-            received += 1
-            if keep is not None:
-                records.append(keep(msg))
-            if received >= expected:
-                finished.set()
-
-        subscription = await nc.jetstream().subscribe(
-            VOTES_ALL,
-            stream=VOTES_STREAM,
-            cb=on_message,
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.ALL,
-            pending_msgs_limit=1_000_000,
-            pending_bytes_limit=512 * 1024 * 1024,
-        )
-        await asyncio.wait_for(finished.wait(), max(120.0, expected / 5000))
-        await subscription.unsubscribe()
-        return records
-    finally:
-        await nc.close()
+    records: list[StreamRecord] = []
+    each = None if keep is None else (lambda msg: records.append(keep(msg)))
+    await natsraw.read_back_ordered(nats_url, VOTES_STREAM, VOTES_ALL, expected, max(120.0, expected / 5000), each)
+    return records
 
 
 def _timed(name: str, started: float, count: int) -> None:
