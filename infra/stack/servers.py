@@ -13,12 +13,14 @@ Ports are picked on the first start and kept for the object's lifetime, so a ser
 but gets new ports.
 
 PostgreSQL refuses to run as root. When we are root (CI containers), initdb and postgres run as the
-system account ``pgserver``, created on first use; see ``_postgres_account`` and ``_make_reachable``.
+system account ``pgserver``, created on first use; see ``_postgres_account``, ``_make_reachable`` and
+``reachable_postgres_bin_dir`` (a venv that account cannot reach gets its PostgreSQL copied where it can).
 """
 
 import asyncio
 import atexit
 import contextlib
+import hashlib
 import importlib.util
 import os
 import pwd
@@ -28,6 +30,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -155,6 +158,50 @@ def _can_traverse(st: os.stat_result, account: _Account) -> bool:
     if st.st_gid == account.gid:
         return bool(st.st_mode & stat.S_IXGRP)
     return bool(st.st_mode & stat.S_IXOTH)
+
+
+def _untraversable(target: Path, account: _Account) -> Path | None:
+    """The first directory above ``target`` that ``account`` cannot traverse, or None when it reaches it."""
+    for directory in reversed(target.resolve().parents):
+        if not _can_traverse(directory.stat(), account):
+            return directory
+    return None
+
+
+def reachable_postgres_bin_dir(bin_dir: Path, account: _Account | None) -> Path:
+    """``bin_dir`` (the wheel's PostgreSQL binaries), or a copy of them that ``account`` can reach.
+
+    The wheel lives in the project's venv, wherever the project was cloned: a clone into ``mktemp -d`` (0700)
+    hides it from the PostgreSQL account. That folder is the user's, not the stack's to open up, so the install
+    (with the libraries its rpath names, ``$ORIGIN/../../../pgserver.libs``) is copied once into the system temp
+    folder, named after the wheel's path and size, and shared by every stack started from that venv.
+    """
+    if account is None or _untraversable(bin_dir / "postgres", account) is None:
+        return bin_dir
+    install = bin_dir.parent  # .../site-packages/pgserver/pginstall
+    libs = install.parent.parent / "pgserver.libs"
+    digest = hashlib.sha256(f"{install.resolve()}:{(bin_dir / 'postgres').stat().st_size}".encode()).hexdigest()
+    shared = Path(tempfile.gettempdir()) / f"shipskip-pginstall-{digest[:16]}"
+    copied_bin = shared / "pgserver" / "pginstall" / "bin"
+    if not (copied_bin / "postgres").is_file():
+        staging = Path(tempfile.mkdtemp(prefix="shipskip-pginstall-staging-"))
+        shutil.copytree(install, staging / "pgserver" / "pginstall", symlinks=True)
+        if libs.is_dir():
+            shutil.copytree(libs, staging / "pgserver.libs", symlinks=True)
+        staging.chmod(0o755)  # mkdtemp's 0700; the copies keep the wheel's own modes
+        try:
+            staging.rename(shared)
+        except OSError:  # another stack copied it first
+            shutil.rmtree(staging, ignore_errors=True)
+    if shared.stat().st_uid != os.geteuid() or not (copied_bin / "postgres").is_file():
+        raise ServerStartError(f"{shared} is not a copy of the PostgreSQL install made by this user; remove it")
+    blocked = _untraversable(copied_bin / "postgres", account)
+    if blocked is not None:
+        raise ServerStartError(
+            f"PostgreSQL runs as the user {account.name!r} (it refuses root), which cannot traverse {blocked} "
+            f"to reach its binaries, neither in the venv nor in their copy under {shared.parent}"
+        )
+    return copied_bin
 
 
 def _make_reachable(target: Path, owned_root: Path, account: _Account) -> None:
@@ -368,8 +415,8 @@ class EmbeddedServers:
         return self._prepare_postgres(port)
 
     def _prepare_postgres(self, port: str) -> tuple[list[str], _Account | None, Path | None]:
-        bin_dir = postgres_bin_dir()
         account = _postgres_account()
+        bin_dir = reachable_postgres_bin_dir(postgres_bin_dir(), account)
         pgdata = self.data_dir / "postgres"
         socket_dir = self.data_dir / "postgres-run"
         for directory in (pgdata, socket_dir):

@@ -220,6 +220,45 @@ def test_root_refuses_a_data_dir_the_postgres_account_cannot_reach() -> None:
         shutil.rmtree(outside, ignore_errors=True)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs PostgreSQL as another account")
+def test_root_runs_postgres_from_a_venv_the_postgres_account_cannot_reach(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As a clone into `mktemp -d` does: the wheel's install sits below a 0700 folder that is not the stack's.
+    hidden = new_data_dir()
+    wheel_bin = infra.stack.servers.postgres_bin_dir()
+    site = wheel_bin.parent.parent.parent
+    shutil.copytree(site / "pgserver" / "pginstall", hidden / "site" / "pgserver" / "pginstall", symlinks=True)
+    shutil.copytree(site / "pgserver.libs", hidden / "site" / "pgserver.libs", symlinks=True)
+    hidden_bin = hidden / "site" / "pgserver" / "pginstall" / "bin"
+    monkeypatch.setattr(infra.stack.servers, "postgres_bin_dir", lambda: hidden_bin)
+    account = infra.stack.servers._postgres_account()
+    assert account is not None
+    reachable = infra.stack.servers.reachable_postgres_bin_dir(hidden_bin, account)
+    try:
+        assert reachable != hidden_bin
+        assert hidden.stat().st_mode & 0o777 == 0o700  # the user's folder is left as it was
+        servers = EmbeddedServers(data_dir)
+        try:
+            servers.start_server("postgres")
+            port = servers._require_ports()["postgres"]
+
+            async def answer() -> int:
+                conn = await asyncpg.connect(f"postgresql://postgres@127.0.0.1:{port}/shipskip")
+                try:
+                    return int(await conn.fetchval("select 41 + 1"))
+                finally:
+                    await conn.close()
+
+            assert asyncio.run(answer()) == 42
+            assert f"{reachable}/postgres" in Path(f"/proc/{servers.pid('postgres')}/cmdline").read_bytes().decode()
+        finally:
+            servers.stop()
+    finally:
+        shutil.rmtree(hidden, ignore_errors=True)
+        shutil.rmtree(reachable.parent.parent.parent, ignore_errors=True)
+
+
 def test_a_hung_server_is_killed_with_its_whole_process_group(
     stack: EmbeddedServers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
