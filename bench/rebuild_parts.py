@@ -29,6 +29,7 @@ from contracts.subjects import VOTES_ALL, VOTES_STREAM
 from infra.stack.bootstrap import DEMO_CATALOG, bootstrap
 from infra.stack.servers import EmbeddedServers
 from services.tally.fold import FoldState, fold
+from services.tally.replay import sequence_and_pending
 from services.tally.store import StreamRecord, decode_records
 
 _BATCH = 5000
@@ -41,9 +42,7 @@ def _from_metadata(msg: Msg) -> StreamRecord:
 
 
 def _from_reply(msg: Msg) -> StreamRecord:
-    # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending> (older servers);
-    # newer ones add domain and account hash before the stream name: the stream sequence is 5th from the end.
-    return StreamRecord(int(msg.reply.rsplit(".", 5)[1]), msg.subject, msg.data)
+    return StreamRecord(sequence_and_pending(msg.reply)[0], msg.subject, msg.data)
 
 
 async def read_stream(nats_url: str, expected: int, keep: Callable[[Msg], StreamRecord] | None) -> list[StreamRecord]:
@@ -83,9 +82,7 @@ async def measure(nats_url: str, database_url: str, count: int) -> None:
     state = FoldState()
     for i in range(0, len(events), _BATCH):
         outcome = fold(events[i : i + _BATCH], state, ballots_per_client_day=_NO_QUOTA)
-        state.ballots.update(outcome.ballots)
-        state.quotas.update(outcome.quotas)
-        state.voided.update(outcome.voided)
+        state.absorb(outcome)
     _timed("fold", started, count)
     print(f"  {len(state.ballots):,} ballots, {len(state.quotas):,} quotas in memory")
 

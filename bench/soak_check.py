@@ -84,9 +84,7 @@ async def fold_stream(
                 events, _ = decode_records(records)
                 ids.update(e.event_id for _, e in events if isinstance(e, VoteCast | VoteRetracted))
                 outcome = fold(events, state, ballots_per_client_day=ballots_per_client_day)
-                state.ballots.update(outcome.ballots)
-                state.quotas.update(outcome.quotas)
-                state.voided.update(outcome.voided)
+                state.absorb(outcome)
 
             replay = StreamReplay(js, comparison_id)
             await replay.open()

@@ -70,6 +70,7 @@ async def _dispatch(args: argparse.Namespace, settings: TallySettings, nc: objec
                 comparison_id=args.comparison,
                 on_progress=ProgressBar(),
                 partitions=args.partitions,
+                memory_ballots=settings.rebuild_memory_ballots,
             )
         except RebuildRunning as exc:
             print(f"shipskip rebuild: {exc}", file=sys.stderr)

@@ -52,6 +52,27 @@ class FoldState:
     """New ballots already counted per (comparison, client, day)."""
     voided: set[str] = field(default_factory=set)
     """Voters of the batch who were voided before it."""
+    _by_voter: dict[str, set[BallotKey]] | None = field(default=None, repr=False, compare=False)
+    """Ballot keys per voter, kept once ``absorb`` is used: a void then finds the voter's ballots without a scan
+    of every ballot held (a whole stream's, in a rebuild or verify)."""
+
+    def keys_of_voter(self, voter: str) -> set[BallotKey]:
+        if self._by_voter is not None:
+            return self._by_voter.get(voter, set())
+        return {key for key in self.ballots if key[2] == voter}
+
+    def absorb(self, outcome: "FoldOutcome") -> None:
+        """Take a batch's outcome in, as the tables take its writes: one state then folds a stream batch by batch."""
+        if self._by_voter is None:
+            self._by_voter = {}
+            for key in self.ballots:
+                self._by_voter.setdefault(key[2], set()).add(key)
+        by_voter = self._by_voter
+        for key in outcome.ballots.keys() - self.ballots.keys():
+            by_voter.setdefault(key[2], set()).add(key)
+        self.ballots.update(outcome.ballots)
+        self.quotas.update(outcome.quotas)
+        self.voided.update(outcome.voided)
 
 
 @dataclass
@@ -150,7 +171,7 @@ class _Batch:
         if self.is_voided(event.voter_id):
             return
         self.out.voided[event.voter_id] = (seq, event.reason)
-        keys = {k for k in (*self.state.ballots, *self.out.ballots) if k[2] == event.voter_id}
+        keys = self.state.keys_of_voter(event.voter_id) | {k for k in self.out.ballots if k[2] == event.voter_id}
         for key in keys:
             before = self.ballot(key)
             assert before is not None

@@ -20,6 +20,7 @@ import asyncpg
 from nats.aio.client import Client as NATS
 
 from contracts.subjects import TALLY_RELOAD_SUBJECT, VOTES_STREAM
+from services.tally.bulk_load import MAX_BALLOTS, bulk_load
 from services.tally.fold import Counts, FoldState, fold
 from services.tally.layout import layout_count, lock_layout, partition_positions, set_layout
 from services.tally.partitions import Partition
@@ -147,11 +148,12 @@ async def rebuild(
     comparison_id: str | None = None,
     on_progress: ProgressCallback | None = None,
     partitions: int | None = None,
+    memory_ballots: int = MAX_BALLOTS,
 ) -> RebuildReport:
     """Rebuild every comparison (or one) from the stream and swap it in atomically. Needs a pool of 2+.
 
     ``partitions``: the number of partitions to leave the projection in (a whole rebuild only); None keeps the
-    layout it has.
+    layout it has. ``memory_ballots``: how many ballots the first pass may fold in memory (bulk_load.py).
     """
     if partitions is not None and (comparison_id is not None or partitions < 1):
         raise ValueError("re-partitioning takes a whole rebuild into at least one partition")
@@ -171,7 +173,9 @@ async def rebuild(
         run = _Run(pool, Progress("rebuild", comparison_id), on_progress)
         await run.start()
         try:
-            report = await _rebuild_locked(nc, pool, run, ballots_per_client_day, comparison_id, partitions)
+            report = await _rebuild_locked(
+                nc, pool, run, ballots_per_client_day, comparison_id, partitions, memory_ballots
+            )
         except BaseException as exc:  # interrupted or failed: the live tables are as they were
             await run.finish("failed", f"{type(exc).__name__}: {exc}")
             raise
@@ -188,6 +192,7 @@ async def _rebuild_locked(
     ballots_per_client_day: int,
     comparison_id: str | None,
     partitions: int | None,
+    memory_ballots: int,
 ) -> RebuildReport:
     started = time.monotonic()
     await _prepare_schema(pool)
@@ -202,14 +207,20 @@ async def _rebuild_locked(
             await projection.apply_batch(conn, records)
         await run.update(replay)
 
+    async def show_progress(_: list[StreamRecord]) -> None:
+        await run.update(replay)
+
     replay = StreamReplay(nc.jetstream(), comparison_id)
     await replay.open()
     try:
-        await replay.fold_until(await _stream_head(nc), fold_into_rebuild)
+        head = await _stream_head(nc)
+        # In memory and written at once while the stream is long; through the tables for what is left.
+        await bulk_load(pool, projection, replay, head, show_progress, memory_ballots)
+        await replay.fold_until(head, fold_into_rebuild)
         # Catch up with what arrived meanwhile, a few rounds at most: the swap folds the rest under the lock.
         for _ in range(5):
             head = await _stream_head(nc)
-            if head - replay.reached <= _CATCH_UP_MARGIN:
+            if head - replay.folded_to <= _CATCH_UP_MARGIN:
                 break
             await replay.fold_until(head, fold_into_rebuild)
         run.progress.phase = "swapping"
@@ -220,7 +231,8 @@ async def _rebuild_locked(
             await replay.fold_until(live_position, fold_into_rebuild)
             if comparison_id is None:
                 layout = partitions or layout_count(live) or 1
-                position = max(live_position, replay.reached)
+                # Not ``replay.reached``: what is buffered past the live position is not in the rebuilt rows.
+                position = max(live_position, replay.folded_to)
                 await _swap_all(conn, layout, position)
                 if partitions is not None and routed_since is not None:
                     await record_routing(conn, partitions, routed_since)
@@ -305,9 +317,7 @@ async def verify(
             mine = [r for r in records if r.seq <= reached and partition.owns(r.subject)]
             events, _ = decode_records(mine)
             outcome = fold(events, state, ballots_per_client_day=ballots_per_client_day)
-            state.ballots.update(outcome.ballots)
-            state.quotas.update(outcome.quotas)
-            state.voided.update(outcome.voided)
+            state.absorb(outcome)
         await run.update(replay)
 
     replay = StreamReplay(nc.jetstream(), comparison_id)

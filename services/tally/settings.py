@@ -3,6 +3,7 @@
 import msgspec
 
 from services.shared.config import ConfigError, Env, ServerSettings
+from services.tally.bulk_load import MAX_BALLOTS
 
 
 class TallySettings(msgspec.Struct, frozen=True):
@@ -22,6 +23,8 @@ class TallySettings(msgspec.Struct, frozen=True):
     """How many partitions the comparisons are split into, each folded by its own consumer (partitions.py)."""
     projector_partitions: tuple[int, ...] = (0,)
     """The partitions this projector process folds."""
+    rebuild_memory_ballots: int = MAX_BALLOTS
+    """Ballots a rebuild folds in memory before it folds the rest through the tables (services/tally/bulk_load.py)."""
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> "TallySettings":
@@ -38,6 +41,7 @@ class TallySettings(msgspec.Struct, frozen=True):
             admin_token=_admin_token(env),
             partitions=partitions,
             projector_partitions=_projector_partitions(env, partitions),
+            rebuild_memory_ballots=env.integer("SHIPSKIP_REBUILD_MEMORY_BALLOTS", MAX_BALLOTS, minimum=0),
         )
 
 

@@ -78,6 +78,16 @@ def decode_records(
     return events, dead
 
 
+async def record_dead_letters(conn: Connection, dead: Sequence[tuple[StreamRecord, str]]) -> None:
+    """Keep what could not be folded for operators (``shipskip dead-letters``); the latest reason wins."""
+    if dead:
+        await conn.executemany(
+            "insert into public.dead_letters (seq, subject, data, reason) values ($1, $2, $3, $4)"
+            " on conflict (seq) do update set reason = excluded.reason",
+            [(record.seq, record.subject, record.data, reason) for record, reason in dead],
+        )
+
+
 def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
     """Rows to the column arrays ``unnest`` takes."""
     return [[row[i] for row in rows] for i in range(width)]
@@ -184,12 +194,7 @@ class Projection:
         state = await self._state_for(conn, [event for _, event in events], voids_until)
         outcome = fold(events, state, ballots_per_client_day=self.ballots_per_client_day)
         await self._write(conn, outcome)
-        if dead:
-            await conn.executemany(
-                "insert into public.dead_letters (seq, subject, data, reason) values ($1, $2, $3, $4)"
-                " on conflict (seq) do update set reason = excluded.reason",
-                [(record.seq, record.subject, record.data, reason) for record, reason in dead],
-            )
+        await record_dead_letters(conn, dead)
         return BatchResult(position=0, outcome=outcome, dead_letters=len(dead))
 
     async def _state_for(self, conn: Connection, events: list[Event], voids_until: int | None) -> FoldState:

@@ -76,6 +76,25 @@ def test_one_clean_pass_gives_what_the_model_gives(stream: list[Event], limit: i
 
 @settings(max_examples=300)
 @given(stream=streams(), limit=limits, data=st.data())
+def test_one_state_absorbing_batch_after_batch_gives_the_clean_pass(
+    stream: list[Event], limit: int, data: st.DataObject
+) -> None:
+    # As a rebuild's first pass and verify fold: the whole state in memory, a void finding ballots by its index.
+    clean = clean_pass(stream, limit)
+    cuts = sorted(data.draw(st.sets(st.integers(min_value=1, max_value=max(1, len(stream) - 1)))))
+    state = FoldState()
+    pairs = list(enumerate(stream, start=1))
+    for start, end in itertools.pairwise([0, *cuts, len(stream)]):
+        state.absorb(fold(pairs[start:end], state, ballots_per_client_day=limit))
+    assert state.ballots == clean.ballots
+    assert state.quotas == clean.quotas
+    assert state.voided == clean.voided
+    for voter in {key[2] for key in clean.ballots}:
+        assert state.keys_of_voter(voter) == {key for key in clean.ballots if key[2] == voter}
+
+
+@settings(max_examples=300)
+@given(stream=streams(), limit=limits, data=st.data())
 def test_any_at_least_once_delivery_gives_the_clean_result(
     stream: list[Event], limit: int, data: st.DataObject
 ) -> None:
