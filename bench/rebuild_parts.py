@@ -9,9 +9,8 @@ rebuild benchmark's replay stream), then times each stage of a replay on its own
 - ``read+metadata``: the same, keeping (stream sequence, subject, data) through ``msg.metadata``;
 - ``read+reply``: the same, the stream sequence cut from the reply subject instead (no metadata object);
 - ``decode``: ``decode_records`` over the kept records (msgspec, the event contracts);
-- ``fold``: the pure fold over all of them in memory, 5,000 events a call, as verify folds.
-
-The stages a rebuild runs one after another add up; the Postgres writes come on top.
+- ``fold``: the pure fold over all of them in memory, 5,000 events a call, as verify folds;
+- ``rebuild``: the rebuild itself (services/tally/rebuild.py), in this process: all of the above and the writes.
 """
 
 import asyncio
@@ -21,6 +20,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import asyncpg
+import nats
 from nats.aio.msg import Msg
 
 from bench import natsraw
@@ -29,6 +30,7 @@ from contracts.subjects import VOTES_ALL, VOTES_STREAM
 from infra.stack.bootstrap import DEMO_CATALOG, bootstrap
 from infra.stack.servers import EmbeddedServers
 from services.tally.fold import FoldState, fold
+from services.tally.rebuild import rebuild
 from services.tally.replay import sequence_and_pending
 from services.tally.store import StreamRecord, decode_records
 
@@ -85,6 +87,15 @@ async def measure(nats_url: str, database_url: str, count: int) -> None:
         state.absorb(outcome)
     _timed("fold", started, count)
     print(f"  {len(state.ballots):,} ballots, {len(state.quotas):,} quotas in memory")
+    nc = await nats.connect(nats_url, pending_size=64 * 1024 * 1024)
+    pool = await asyncpg.create_pool(database_url, min_size=2, max_size=4)
+    try:
+        started = time.perf_counter()
+        await rebuild(nc, pool, database_url, ballots_per_client_day=_NO_QUOTA)
+        _timed("rebuild", started, count)
+    finally:
+        await pool.close()
+        await nc.close()
 
 
 def main() -> None:

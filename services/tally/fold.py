@@ -67,9 +67,10 @@ class FoldState:
             self._by_voter = {}
             for key in self.ballots:
                 self._by_voter.setdefault(key[2], set()).add(key)
-        by_voter = self._by_voter
-        for key in outcome.ballots.keys() - self.ballots.keys():
-            by_voter.setdefault(key[2], set()).add(key)
+        by_voter, ballots = self._by_voter, self.ballots
+        for key in outcome.ballots:  # not keys() - keys(): that walks every ballot held, each batch
+            if key not in ballots:
+                by_voter.setdefault(key[2], set()).add(key)
         self.ballots.update(outcome.ballots)
         self.quotas.update(outcome.quotas)
         self.voided.update(outcome.voided)
