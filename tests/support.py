@@ -5,6 +5,7 @@ import os
 import secrets
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -167,6 +168,27 @@ async def publish_raw(servers: ServerAddresses, messages: list[tuple[str, bytes]
         assert all(not ack.duplicate for ack in acks)
     finally:
         await nc.close()
+
+
+DEMO_TOOLS = {
+    "llama-4-scout-vs-windsurf-swe-1": ("llama-4-scout-fine-tuning-toolkit", "windsurf-swe-1"),
+    "smolvlm2-2b-vs-windsurf-swe-1": ("smolvlm2-2b", "windsurf-swe-1"),
+}
+"""The demo catalogue's comparisons and their two tools each."""
+
+
+def run_cli_meanwhile(
+    env: dict[str, str], work: Callable[[threading.Event], None], *args: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``shipskip ARGS`` while ``work(ended)`` runs in a thread; ``ended`` is set once the command is done."""
+    ended = threading.Event()
+    worker = threading.Thread(target=work, args=(ended,))
+    worker.start()
+    try:
+        return run_cli(env, *args)
+    finally:
+        ended.set()
+        worker.join()
 
 
 def run_cli(env: dict[str, str], *args: str, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:

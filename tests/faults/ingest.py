@@ -21,6 +21,7 @@ from contracts.events import VoteCast, VoteRetracted
 from contracts.subjects import VOTES_STREAM
 from infra.stack.servers import ServerAddresses
 from tests.support import (
+    DEMO_TOOLS,
     Pipeline,
     connect_nats,
     projected_position,
@@ -30,10 +31,7 @@ from tests.support import (
     wait_until,
 )
 
-TOOLS = {
-    "llama-4-scout-vs-windsurf-swe-1": ("llama-4-scout-fine-tuning-toolkit", "windsurf-swe-1"),
-    "smolvlm2-2b-vs-windsurf-swe-1": ("smolvlm2-2b", "windsurf-swe-1"),
-}
+TOOLS = DEMO_TOOLS
 LOAD_ENV = {
     "SHIPSKIP_RATE_LIMITS": "off",
     # Every test vote comes from 127.0.0.1: without this the counting policy would keep most ballots uncounted.

@@ -20,7 +20,15 @@ import pytest
 from contracts.events import VoteCast, VoteEvent, VoteRetracted, encode_event
 from contracts.subjects import votes_subject
 from infra.stack.servers import ServerAddresses
-from tests.support import Pipeline, projected_position, publish_raw, run_cli, stream_last_seq, wait_until
+from tests.support import (
+    Pipeline,
+    projected_position,
+    publish_raw,
+    run_cli,
+    run_cli_meanwhile,
+    stream_last_seq,
+    wait_until,
+)
 
 LLAMA = "llama-4-scout-vs-windsurf-swe-1"
 SMOL = "smolvlm2-2b-vs-windsurf-swe-1"
@@ -115,11 +123,10 @@ def test_rebuild_gives_the_live_tallies_while_reads_keep_answering(
     wait_until(lambda: served_tallies(pipeline.read_url) == loaded, timeout=10)
     problems: list[str] = []
     reads = 0
-    stop = threading.Event()
 
-    def keep_reading() -> None:
+    def keep_reading(ended: threading.Event) -> None:
         nonlocal reads
-        while not stop.is_set():
+        while not ended.is_set():
             try:
                 figures = served_tallies(pipeline.read_url)
             except (httpx.HTTPError, ValueError, KeyError) as exc:
@@ -129,13 +136,7 @@ def test_rebuild_gives_the_live_tallies_while_reads_keep_answering(
                 problems.append(f"reads changed during the rebuild: {figures}")
             reads += 1
 
-    reader = threading.Thread(target=keep_reading)
-    reader.start()
-    try:
-        result = run_cli(pipeline.env, "rebuild")
-    finally:
-        stop.set()
-        reader.join()
+    result = run_cli_meanwhile(pipeline.env, keep_reading, "rebuild")
     assert result.returncode == 0, result.stderr
     assert "rebuilt" in result.stdout
     assert problems == []

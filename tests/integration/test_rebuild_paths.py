@@ -21,19 +21,18 @@ from contracts.events import Event, Origin, VoteCast, VoteRetracted, VoterVoided
 from contracts.subjects import MODERATION_SUBJECT, votes_subject
 from infra.stack.servers import ServerAddresses
 from tests.support import (
+    DEMO_TOOLS,
     Pipeline,
     projected_position,
     publish_raw,
     run_cli,
+    run_cli_meanwhile,
     running_pipeline,
     stream_last_seq,
     wait_until,
 )
 
-TOOLS = {
-    "llama-4-scout-vs-windsurf-swe-1": ("llama-4-scout-fine-tuning-toolkit", "windsurf-swe-1"),
-    "smolvlm2-2b-vs-windsurf-swe-1": ("smolvlm2-2b", "windsurf-swe-1"),
-}
+TOOLS = DEMO_TOOLS
 TOOLS_OF_LLAMA = ("llama-4-scout-vs-windsurf-swe-1", "windsurf-swe-1")
 START = datetime(2026, 11, 23, 23, 50, tzinfo=UTC)  # the stream crosses midnight: the quota's day changes
 TABLES = {
@@ -132,22 +131,14 @@ def test_votes_arriving_during_a_rebuild_with_the_projector_behind_are_all_count
     # The projector stopped: the live position stays behind while the replay reads on past its targets, so what
     # the replay holds unfolded at the swap must not be taken as folded.
     pipeline.processes["projector"].stop()
-    rebuilding = threading.Event()
 
-    def keep_voting() -> None:
-        for n in range(1000):  # until the rebuild has ended, and a few chunks before it starts
+    def keep_voting(ended: threading.Event) -> None:
+        for n in range(1000):  # until the rebuild has ended, and a few chunks at least
             asyncio.run(publish_raw(servers, mixed_stream(200, seed=100 + n, first=10_000 + 200 * n)))
-            if n >= 3 and not rebuilding.is_set():
+            if n >= 3 and ended.is_set():
                 return
 
-    rebuilding.set()
-    voting = threading.Thread(target=keep_voting)
-    voting.start()
-    try:
-        rebuilt = run_cli(pipeline.env, "rebuild")
-    finally:
-        rebuilding.clear()
-        voting.join()
+    rebuilt = run_cli_meanwhile(pipeline.env, keep_voting, "rebuild")
     assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
     pipeline.start("projector")
     wait_for_projector(servers)
