@@ -31,7 +31,7 @@ from infra.stack.bootstrap import DEMO_CATALOG, bootstrap
 from infra.stack.servers import EmbeddedServers
 from services.tally.fold import FoldState, fold
 from services.tally.rebuild import rebuild
-from services.tally.replay import sequence_and_pending
+from services.tally.replay import delivery_sequences
 from services.tally.store import StreamRecord, decode_records
 
 _BATCH = 5000
@@ -44,7 +44,7 @@ def _from_metadata(msg: Msg) -> StreamRecord:
 
 
 def _from_reply(msg: Msg) -> StreamRecord:
-    return StreamRecord(sequence_and_pending(msg.reply)[0], msg.subject, msg.data)
+    return StreamRecord(delivery_sequences(msg.reply)[0], msg.subject, msg.data)
 
 
 async def read_stream(nats_url: str, expected: int, keep: Callable[[Msg], StreamRecord] | None) -> list[StreamRecord]:

@@ -37,17 +37,17 @@ def replay_subjects(comparison_id: str | None) -> list[str]:
     return [votes_subject(comparison_id), MODERATION_SUBJECT, routed + comparison_id, routed + moderation]
 
 
-def sequence_and_pending(reply: str) -> tuple[int, int]:
-    """(stream sequence, messages still pending) from a JetStream delivery's reply subject.
+def delivery_sequences(reply: str) -> tuple[int, int, int]:
+    """(stream sequence, consumer sequence, messages still pending) from a JetStream delivery's reply subject.
 
     ``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>`` from older servers;
     newer ones put domain and account hash before the stream and may add a token at the end (as nats-py reads it).
     """
     tokens = reply.split(".")
     if len(tokens) == 9:
-        return int(tokens[5]), int(tokens[8])
+        return int(tokens[5]), int(tokens[6]), int(tokens[8])
     if len(tokens) >= 11 and tokens[0] == "$JS":
-        return int(tokens[Msg.Ack.StreamSeq]), int(tokens[Msg.Ack.NumPending])
+        return int(tokens[Msg.Ack.StreamSeq]), int(tokens[Msg.Ack.ConsumerSeq]), int(tokens[Msg.Ack.NumPending])
     raise ValueError(f"not a JetStream delivery: reply subject {reply!r}")
 
 
@@ -65,6 +65,8 @@ class StreamReplay:
         self._room.set()
         self._at_end = False
         """Whether the last message delivered said nothing more was pending (or the stream was empty)."""
+        self._consumer_seq = 0
+        """The consumer sequence of the last message delivered (the consumer's count of what it sent)."""
         self.reached = 0
         """The highest stream sequence delivered so far (buffered, not necessarily folded)."""
         self.folded_to = 0
@@ -98,8 +100,24 @@ class StreamReplay:
             await self._subscription.unsubscribe()
             self._subscription = None
 
+    async def _all_delivered(self) -> bool:
+        """Whether the server has nothing pending for this replay and nothing on its way to it.
+
+        The last message's pending count was true when it was sent; events appended since (which a live projector
+        may have folded already) can be on their way. Only the server knows: nothing pending, and it sent no more
+        than arrived here.
+        """
+        assert self._subscription is not None
+        info = await self._subscription.consumer_info()
+        sent = info.delivered.consumer_seq if info.delivered is not None else 0
+        if info.num_pending or (sent or 0) > self._consumer_seq:
+            self._at_end = False
+            return False
+        return True
+
     async def _on_message(self, msg: Msg) -> None:
-        seq, pending = sequence_and_pending(msg.reply)
+        seq, consumer_seq, pending = delivery_sequences(msg.reply)
+        self._consumer_seq = consumer_seq
         if seq <= self.reached:  # the ordered consumer recreated past a gap and re-sent this one
             return
         self._buffer.append(StreamRecord(seq, msg.subject, msg.data))
@@ -120,8 +138,15 @@ class StreamReplay:
         assert self._subscription is not None, "open() first"
         while stop is None or not stop():
             if not self._buffer:
-                if self.reached >= target or self._at_end:
+                if self.reached >= target:
                     return
+                if self._at_end:
+                    drained = await self._all_delivered()
+                    if self._buffer:  # arrived while we asked
+                        continue
+                    if drained:
+                        return
+                # No await since the buffer was seen empty: nothing arrived in between to miss.
                 self._arrived.clear()
                 try:
                     await asyncio.wait_for(self._arrived.wait(), STALL_TIMEOUT_S)

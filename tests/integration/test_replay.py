@@ -1,0 +1,79 @@
+"""StreamReplay on a real stream: every event up to the sequence asked for, in order, also right at the stream's end.
+
+At the end of the stream the last message delivered said nothing was pending; events appended since may still be
+on their way when the rebuild's swap asks for everything up to the live projector's position. Stopping there
+would leave out of the rebuilt rows events the projector had counted.
+"""
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+
+from contracts.subjects import votes_subject
+from infra.stack.servers import ServerAddresses
+from services.tally.replay import StreamReplay
+from services.tally.store import StreamRecord
+from tests.support import publish_raw, reset_servers
+
+SUBJECT = votes_subject("llama-4-scout-vs-windsurf-swe-1")
+
+
+@pytest.fixture
+async def reader(servers: ServerAddresses) -> AsyncIterator[NATS]:
+    await reset_servers(servers)
+    nc = await nats.connect(servers.nats_url)
+    yield nc
+    await nc.close()
+
+
+async def test_a_replay_at_the_end_of_the_stream_still_folds_what_was_appended_since(
+    servers: ServerAddresses, reader: NATS
+) -> None:
+    await publish_raw(servers, [(SUBJECT, b"%d" % i) for i in range(3000)])
+    folded: list[int] = []
+
+    async def take(records: list[StreamRecord]) -> None:
+        folded.extend(record.seq for record in records)
+
+    replay = StreamReplay(reader.jetstream(), batch_size=500)
+    await replay.open()
+    publisher = await nats.connect(servers.nats_url)  # another connection, as the votes service and projector are
+    try:
+        assert replay.total == 3000
+        await replay.fold_until(3000, take)
+        assert folded == list(range(1, 3001))
+        js = publisher.jetstream()
+        for _ in range(30):
+            # Stored (acknowledged) and at once asked for, as a live projector may have folded them already.
+            acks = await asyncio.gather(*[js.publish(SUBJECT, b"more") for _ in range(3)])
+            target = max(ack.seq for ack in acks)
+            await replay.fold_until(target, take)
+            assert replay.folded_to == target
+        assert folded == list(range(1, 3000 + 90 + 1))
+        assert replay.folded == 3090
+    finally:
+        await replay.close()
+        await publisher.close()
+
+
+async def test_a_replay_stops_at_the_target_and_hands_on_the_rest_later(servers: ServerAddresses, reader: NATS) -> None:
+    await publish_raw(servers, [(SUBJECT, b"%d" % i) for i in range(1000)])
+    batches: list[list[int]] = []
+
+    async def take(records: list[StreamRecord]) -> None:
+        batches.append([record.seq for record in records])
+
+    replay = StreamReplay(reader.jetstream(), batch_size=300)
+    await replay.open()
+    try:
+        await replay.fold_until(450, take)
+        assert [b[-1] for b in batches] == [300, 450]
+        assert replay.folded_to == 450
+        await replay.fold_until(10_000, take)  # past the end: everything there is, then it returns
+        assert [seq for batch in batches for seq in batch] == list(range(1, 1001))
+        assert max(len(batch) for batch in batches) <= 300
+    finally:
+        await replay.close()
