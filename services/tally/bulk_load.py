@@ -5,20 +5,32 @@ upserts; a rebuild starts from nothing, so one state in memory holds all it woul
 once at the end. The fold is the same pure function the projector runs, batch by batch as it would see them, so
 the rows are the ones the batch-by-batch path writes (services/tally/store.py), tally rows holding zero included.
 
+The fold runs in a worker process of its own while this one reads the stream: reading (nats-py) and decoding and
+folding cost about the same, so on two cores they overlap (1,000,000 events, interleaved A/B on one stack: 25.5 s
+against 32.4 s in one process). The worker is started with ``spawn``, not ``fork``: the rebuild may run inside a
+server's worker process (the read API's /admin).
+
 Memory is bounded: past ``max_ballots`` ballots (SHIPSKIP_REBUILD_MEMORY_BALLOTS) the pass stops, its rows are
 written, and the rebuild folds the rest of the stream through the tables as before.
 """
 
+import asyncio
+import multiprocessing
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import asyncpg
 
 from services.tally.fold import FoldState, TallyKey, fold
 from services.tally.replay import FoldBatch, StreamReplay
-from services.tally.store import POSITION_ROW, Connection, Projection, StreamRecord, decode_records, record_dead_letters
+from services.tally.store import POSITION_ROW, Projection, StreamRecord, decode_records, record_dead_letters
 
 MAX_BALLOTS = 2_000_000
 """The default of SHIPSKIP_REBUILD_MEMORY_BALLOTS: ballots held in memory at most (some 400 MB of Python objects)."""
+
+_BATCHES_IN_FLIGHT = 4
+"""Batches handed to the worker and not folded yet, at most: it folds while the next ones are read."""
 
 _COLUMNS = {
     "ballots": ("comparison_id", "tool_id", "voter_id", "verdict", "seq", "counted"),
@@ -27,6 +39,9 @@ _COLUMNS = {
     "voided_voters": ("voter_id", "seq", "reason"),
     "projection_position": ("projection", "seq"),
 }
+
+Rows = dict[str, list[tuple[object, ...]]]
+DeadLetters = list[tuple[StreamRecord, str]]
 
 
 @dataclass
@@ -37,7 +52,7 @@ class BulkFold:
     state: FoldState = field(default_factory=FoldState)
     voided: dict[str, tuple[int, str]] = field(default_factory=dict)
 
-    def take(self, records: list[StreamRecord]) -> list[tuple[StreamRecord, str]]:
+    def take(self, records: list[StreamRecord]) -> DeadLetters:
         """Fold one batch in memory; its dead letters are returned for the caller to record."""
         events, dead = decode_records(records)
         outcome = fold(events, self.state, ballots_per_client_day=self.ballots_per_client_day)
@@ -56,20 +71,36 @@ class BulkFold:
                 row[(0 if ballot.verdict == "ship" else 1) + (0 if ballot.counted else 2)] += 1
         return [(c, t, *values) for (c, t), values in counts.items()]  # type: ignore[misc]
 
-    async def write(self, conn: Connection, schema: str, position: int) -> None:
-        """COPY every row into ``schema``'s empty projection tables, inside the caller's transaction."""
-        ballots = [(*key, b.verdict, b.seq, b.counted) for key, b in self.state.ballots.items()]
-        quotas = [(*key, used) for key, used in self.state.quotas.items()]
-        voided = [(voter, seq, reason) for voter, (seq, reason) in self.voided.items()]
-        for table, rows in (
-            ("ballots", ballots),
-            ("tallies", self.tally_rows()),
-            ("client_quotas", quotas),
-            ("voided_voters", voided),
-            ("projection_position", [(POSITION_ROW, position)] if position else []),
-        ):
-            if rows:
-                await conn.copy_records_to_table(table, records=rows, columns=_COLUMNS[table], schema_name=schema)
+    def rows(self) -> Rows:
+        """Every row of the projection tables but the position, by table."""
+        return {
+            "ballots": [(*key, b.verdict, b.seq, b.counted) for key, b in self.state.ballots.items()],
+            "tallies": list(self.tally_rows()),
+            "client_quotas": [(*key, used) for key, used in self.state.quotas.items()],
+            "voided_voters": [(voter, seq, reason) for voter, (seq, reason) in self.voided.items()],
+        }
+
+
+# The worker process's side: one BulkFold, kept between calls (the pool has one process, which runs them in order).
+_worker_fold: BulkFold | None = None
+
+
+def _start_worker(ballots_per_client_day: int) -> None:
+    global _worker_fold
+    _worker_fold = BulkFold(ballots_per_client_day)
+
+
+def _take_in_worker(seqs: list[int], subjects: list[str], data: list[bytes]) -> tuple[DeadLetters, int]:
+    """Fold a batch; (its dead letters, the ballots now held). It comes as three columns: a list of records would
+    pickle as one constructor call each, which costs the worker more than the fold."""
+    assert _worker_fold is not None, "the worker starts with _start_worker"
+    dead = _worker_fold.take(list(map(StreamRecord, seqs, subjects, data)))
+    return dead, len(_worker_fold.state.ballots)
+
+
+def _rows_in_worker() -> Rows:
+    assert _worker_fold is not None, "the worker starts with _start_worker"
+    return _worker_fold.rows()
 
 
 async def bulk_load(
@@ -77,18 +108,46 @@ async def bulk_load(
 ) -> int:
     """Fold the stream up to ``head`` (or ``max_ballots``) in memory and write it into ``projection``'s schema.
 
-    ``progress`` is called after every batch. Returns the number of ballots written.
+    ``progress`` is called after every batch read. Returns the number of ballots written.
     """
-    bulk = BulkFold(projection.ballots_per_client_day)
+    if max_ballots <= 0:
+        return 0
+    loop = asyncio.get_running_loop()
+    ballots = 0
+    in_flight: deque[asyncio.Future[tuple[DeadLetters, int]]] = deque()
 
-    async def take(records: list[StreamRecord]) -> None:
-        dead = bulk.take(records)
+    async def settle_oldest() -> None:
+        nonlocal ballots
+        dead, ballots = await in_flight.popleft()
         if dead:
             async with pool.acquire() as conn:
                 await record_dead_letters(conn, dead)
-        await progress(records)
 
-    await replay.fold_until(head, take, stop=lambda: len(bulk.state.ballots) >= max_ballots)
+    context = multiprocessing.get_context("spawn")
+    limit = projection.ballots_per_client_day
+    with ProcessPoolExecutor(1, mp_context=context, initializer=_start_worker, initargs=(limit,)) as worker:
+
+        async def take(records: list[StreamRecord]) -> None:
+            columns = ([r.seq for r in records], [r.subject for r in records], [r.data for r in records])
+            in_flight.append(loop.run_in_executor(worker, _take_in_worker, *columns))
+            while len(in_flight) > _BATCHES_IN_FLIGHT:
+                await settle_oldest()
+            await progress(records)
+
+        try:
+            # The ballot count lags by the batches in flight: the pass may hold a few thousand more than asked.
+            await replay.fold_until(head, take, stop=lambda: ballots >= max_ballots)
+            while in_flight:
+                await settle_oldest()
+        finally:
+            for future in in_flight:  # failed or interrupted: what is still in flight is not wanted
+                future.cancel()
+        rows = await loop.run_in_executor(worker, _rows_in_worker)
+    rows["projection_position"] = [(POSITION_ROW, replay.folded_to)] if replay.folded_to else []
     async with pool.acquire() as conn, conn.transaction():
-        await bulk.write(conn, projection.schema, replay.folded_to)
-    return len(bulk.state.ballots)
+        for table, table_rows in rows.items():
+            if table_rows:
+                await conn.copy_records_to_table(
+                    table, records=table_rows, columns=_COLUMNS[table], schema_name=projection.schema
+                )
+    return len(rows["ballots"])

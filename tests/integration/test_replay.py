@@ -7,6 +7,7 @@ would leave out of the rebuilt rows events the projector had counted.
 
 import asyncio
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 
 import nats
 import pytest
@@ -40,23 +41,35 @@ async def test_a_replay_at_the_end_of_the_stream_still_folds_what_was_appended_s
 
     replay = StreamReplay(reader.jetstream(), batch_size=500)
     await replay.open()
-    publisher = await nats.connect(servers.nats_url)  # another connection, as the votes service and projector are
     try:
         assert replay.total == 3000
         await replay.fold_until(3000, take)
         assert folded == list(range(1, 3001))
-        js = publisher.jetstream()
-        for _ in range(30):
-            # Stored (acknowledged) and at once asked for, as a live projector may have folded them already.
-            acks = await asyncio.gather(*[js.publish(SUBJECT, b"more") for _ in range(3)])
-            target = max(ack.seq for ack in acks)
+        for _ in range(10):
+            # Stored (acknowledged) while this event loop is blocked, so the deliveries to the replay wait unread
+            # in its socket: as when a live projector folded events that are still on their way to the replay.
+            target = append_from_another_thread(servers, 3)
             await replay.fold_until(target, take)
             assert replay.folded_to == target
-        assert folded == list(range(1, 3000 + 90 + 1))
-        assert replay.folded == 3090
+        assert folded == list(range(1, 3000 + 30 + 1))
+        assert replay.folded == 3030
     finally:
         await replay.close()
-        await publisher.close()
+
+
+def append_from_another_thread(servers: ServerAddresses, count: int) -> int:
+    """Append ``count`` events from a connection on a thread of its own, blocking the caller; the last sequence."""
+
+    async def append() -> int:
+        publisher = await nats.connect(servers.nats_url)
+        try:
+            acks = [await publisher.jetstream().publish(SUBJECT, b"more") for _ in range(count)]
+            return max(ack.seq for ack in acks)
+        finally:
+            await publisher.close()
+
+    with ThreadPoolExecutor(1) as thread:
+        return thread.submit(asyncio.run, append()).result()
 
 
 async def test_a_replay_stops_at_the_target_and_hands_on_the_rest_later(servers: ServerAddresses, reader: NATS) -> None:
