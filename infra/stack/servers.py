@@ -546,18 +546,24 @@ class EmbeddedServers:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(max(0.0, deadline - time.monotonic()))
             if process.poll() is None:
+                # PostgreSQL's backends call setsid(): they are not in the postmaster's group, and would only
+                # notice its death on their own, a moment later. Take them by parent while it still is theirs.
+                children = {pid for pid, parent, _ in _live_processes() if parent == process.pid}
                 # Still the group leader (not reaped), so the group id is surely ours: kill the whole group.
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(process.pid, signal.SIGKILL)
+                for child in children:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(child, signal.SIGKILL)
                 process.wait()
-                # The rest of the group (PostgreSQL's backends) dies a moment later, once scheduled: wait for it,
-                # so a server started again on the same data finds none of the old processes.
-                _wait_for_group_exit(process.pid, timeout_s=STOP_TIMEOUT_S + 5.0)
+                # The killed die a moment later, once scheduled: wait for them, so a server started again on the
+                # same data finds none of the old processes.
+                _wait_for_exit(process.pid, children, timeout_s=STOP_TIMEOUT_S + 5.0)
 
 
-def _group_members(pgid: int) -> list[int]:
-    """The live (not zombie) processes of a process group, from /proc."""
-    members = []
+def _live_processes() -> list[tuple[int, int, int]]:
+    """(pid, parent pid, process group) of every live (not zombie) process, from /proc."""
+    found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -566,14 +572,17 @@ def _group_members(pgid: int) -> list[int]:
         except (FileNotFoundError, ProcessLookupError, IndexError):
             continue
         # After the command: state, ppid, pgrp.
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
+        if fields[0] != "Z":
+            found.append((int(entry.name), int(fields[1]), int(fields[2])))
+    return found
 
 
-def _wait_for_group_exit(pgid: int, timeout_s: float) -> None:
+def _wait_for_exit(pgid: int, pids: set[int], timeout_s: float) -> None:
+    """Until no live process is in the group ``pgid`` or among ``pids``, or the timeout."""
     deadline = time.monotonic() + timeout_s
-    while _group_members(pgid) and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        if not any(group == pgid or pid in pids for pid, _, group in _live_processes()):
+            return
         time.sleep(0.02)
 
 
