@@ -14,7 +14,8 @@ but gets new ports.
 
 PostgreSQL refuses to run as root. When we are root (CI containers), initdb and postgres run as the
 system account ``pgserver``, created on first use; see ``_postgres_account``, ``_make_reachable`` and
-``reachable_postgres_bin_dir`` (a venv that account cannot reach gets its PostgreSQL copied where it can).
+``reachable_postgres_bin_dir`` (a venv that account cannot reach gets its PostgreSQL copied where it can) and
+``_postgres_dirs`` (a data directory it cannot reach keeps its cluster in /var/tmp, linked from the data directory).
 """
 
 import asyncio
@@ -417,8 +418,7 @@ class EmbeddedServers:
     def _prepare_postgres(self, port: str) -> tuple[list[str], _Account | None, Path | None]:
         account = _postgres_account()
         bin_dir = reachable_postgres_bin_dir(postgres_bin_dir(), account)
-        pgdata = self.data_dir / "postgres"
-        socket_dir = self.data_dir / "postgres-run"
+        pgdata, socket_dir = self._postgres_dirs(account)
         for directory in (pgdata, socket_dir):
             directory.mkdir(parents=True, exist_ok=True)
             # PostgreSQL insists that only its owner can read the cluster.
@@ -444,6 +444,38 @@ class EmbeddedServers:
             "-c", "max_connections=200",
         ]  # fmt: skip
         return command, account, pgdata
+
+    def _postgres_dirs(self, account: _Account | None) -> tuple[Path, Path]:
+        """The cluster's folder and its socket folder: ``postgres`` and ``postgres-run`` in the data directory.
+
+        When PostgreSQL's account cannot reach the data directory through folders that are not the stack's (a
+        checkout under root's 0700 home, or in ``mktemp -d``), the two live in a folder of their own in /var/tmp
+        (kept across reboots), named after the data directory, and ``postgres`` in the data directory is a link to
+        it. Without that link (``make clean`` removed it) the folder is stale and starts afresh.
+        """
+        pgdata, socket_dir = self.data_dir / "postgres", self.data_dir / "postgres-run"
+        # The first folder on the way the account cannot traverse; the data directory itself is the stack's to open.
+        blocked = _untraversable(self.data_dir / "postgres-run", account) if account is not None else None
+        if account is None or blocked in (None, self.data_dir.resolve()):
+            return pgdata, socket_dir
+        base = Path("/var/tmp" if Path("/var/tmp").is_dir() else tempfile.gettempdir())  # noqa: S108 (checked below)
+        digest = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:16]
+        home = base / f"shipskip-postgres-{digest}"
+        if not pgdata.is_symlink():
+            if pgdata.exists():
+                raise ServerStartError(
+                    f"PostgreSQL runs as the user {account.name!r} (it refuses root), which cannot reach the cluster"
+                    f" in {pgdata}: move the data directory somewhere others can traverse, or remove that folder"
+                )
+            shutil.rmtree(home, ignore_errors=True)  # left by a data directory since removed
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            pgdata.symlink_to(home / "postgres")
+        home.mkdir(mode=0o755, exist_ok=True)
+        # A world-writable base: the folder must be the one we made, not a link or another user's.
+        st = home.lstat()
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+            raise ServerStartError(f"{home} is not a folder of this user's; remove it")
+        return home / "postgres", home / "postgres-run"
 
     def _initdb(self, bin_dir: Path, pgdata: Path, account: _Account | None) -> None:
         command = [
