@@ -16,6 +16,9 @@ written, and the rebuild folds the rest of the stream through the tables as befo
 
 import asyncio
 import multiprocessing
+import multiprocessing.connection
+import os
+import threading
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -88,6 +91,15 @@ _worker_fold: BulkFold | None = None
 def _start_worker(ballots_per_client_day: int) -> None:
     global _worker_fold
     _worker_fold = BulkFold(ballots_per_client_day)
+    # A rebuild killed outright (SIGKILL) cannot shut its pool down: the worker goes when its parent does.
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True).start()
+
+
+def _exit_with(parent_sentinel: int) -> None:
+    multiprocessing.connection.wait([parent_sentinel])
+    os._exit(1)
 
 
 def _take_in_worker(seqs: list[int], subjects: list[str], data: list[bytes]) -> tuple[DeadLetters, int]:
