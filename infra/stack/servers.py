@@ -194,7 +194,7 @@ def reachable_postgres_bin_dir(bin_dir: Path, account: _Account | None) -> Path:
             staging.rename(shared)
         except OSError:  # another stack copied it first
             shutil.rmtree(staging, ignore_errors=True)
-    if shared.stat().st_uid != os.geteuid() or not (copied_bin / "postgres").is_file():
+    if not _made_by_us(shared) or not (copied_bin / "postgres").is_file():
         raise ServerStartError(f"{shared} is not a copy of the PostgreSQL install made by this user; remove it")
     blocked = _untraversable(copied_bin / "postgres", account)
     if blocked is not None:
@@ -203,6 +203,12 @@ def reachable_postgres_bin_dir(bin_dir: Path, account: _Account | None) -> Path:
             f"to reach its binaries, neither in the venv nor in their copy under {shared.parent}"
         )
     return copied_bin
+
+
+def _made_by_us(folder: Path) -> bool:
+    """A folder under a world-writable one must be the one we made there: not a link, not another user's."""
+    st = folder.lstat()
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid()
 
 
 def _make_reachable(target: Path, owned_root: Path, account: _Account) -> None:
@@ -471,9 +477,7 @@ class EmbeddedServers:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             pgdata.symlink_to(home / "postgres")
         home.mkdir(mode=0o755, exist_ok=True)
-        # A world-writable base: the folder must be the one we made, not a link or another user's.
-        st = home.lstat()
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+        if not _made_by_us(home):
             raise ServerStartError(f"{home} is not a folder of this user's; remove it")
         return home / "postgres", home / "postgres-run"
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from services.tally.fold import FoldState, TallyKey, fold
+from services.tally.fold import FoldState, TallyKey, bucket, fold
 from services.tally.replay import FoldBatch, StreamReplay
 from services.tally.store import POSITION_ROW, Projection, StreamRecord, decode_records, record_dead_letters
 
@@ -70,8 +70,9 @@ class BulkFold:
             if ballot.counted is None:
                 continue  # never cast (a retraction came first): the tables hold no tally row for it either
             row = counts.setdefault((comparison_id, tool_id), [0, 0, 0, 0])
-            if ballot.verdict is not None:
-                row[(0 if ballot.verdict == "ship" else 1) + (0 if ballot.counted else 2)] += 1
+            index = bucket(ballot.verdict, ballot.counted)
+            if index is not None:
+                row[index] += 1
         return [(c, t, *values) for (c, t), values in counts.items()]  # type: ignore[misc]
 
     def rows(self) -> Rows:

@@ -108,7 +108,7 @@ def utc_day(at: datetime) -> str:
     return at.date().isoformat()
 
 
-def _bucket(verdict: str | None, counted: bool | None) -> int | None:
+def bucket(verdict: str | None, counted: bool | None) -> int | None:
     """Index into a delta vector, or None for a ballot that holds no verdict."""
     if verdict is None:
         return None
@@ -129,8 +129,8 @@ class _Batch:
 
     def set_ballot(self, key: BallotKey, before: Ballot | None, after: Ballot) -> None:
         self.out.ballots[key] = after
-        old = _bucket(before.verdict, before.counted) if before is not None else None
-        new = _bucket(after.verdict, after.counted)
+        old = bucket(before.verdict, before.counted) if before is not None else None
+        new = bucket(after.verdict, after.counted)
         if old == new:
             return
         delta = self.out.deltas.setdefault((key[0], key[1]), [0, 0, 0, 0])

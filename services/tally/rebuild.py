@@ -21,7 +21,7 @@ from nats.aio.client import Client as NATS
 
 from contracts.subjects import TALLY_RELOAD_SUBJECT, VOTES_STREAM
 from services.tally.bulk_load import MAX_BALLOTS, bulk_load
-from services.tally.fold import Counts, FoldState, fold
+from services.tally.fold import Counts, FoldState, bucket, fold
 from services.tally.layout import layout_count, lock_layout, partition_positions, set_layout
 from services.tally.partitions import Partition
 from services.tally.replay import StreamReplay
@@ -282,10 +282,9 @@ def tallies_of(ballots: FoldState) -> dict[tuple[str, str], Counts]:
     """Count current ballots into tallies, as the live tables hold them."""
     counts: dict[tuple[str, str], list[int]] = {}
     for (comparison_id, tool_id, _), ballot in ballots.ballots.items():
-        if ballot.verdict is None:
-            continue
-        index = (0 if ballot.verdict == "ship" else 1) + (0 if ballot.counted else 2)
-        counts.setdefault((comparison_id, tool_id), [0, 0, 0, 0])[index] += 1
+        index = bucket(ballot.verdict, ballot.counted)
+        if index is not None:
+            counts.setdefault((comparison_id, tool_id), [0, 0, 0, 0])[index] += 1
     return {key: Counts(*values) for key, values in counts.items()}
 
 
