@@ -25,6 +25,7 @@ from services.operators.moderation import InvalidVoid, void_voter
 from services.operators.status import read_status
 from services.shared.http import ApiError, decode_body, json_response
 from services.shared.jetstream import connect
+from services.tally.pools import folding_pool
 from services.tally.rebuild import Difference, Progress, RebuildRunning, rebuild, verify
 from services.tally.settings import TallySettings
 from services.tally.store import Projection
@@ -252,7 +253,7 @@ def admin_lifespan(settings: TallySettings, token: str) -> Callable[[Litestar], 
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         nc = await connect(settings.servers.nats_url, "shipskip-admin")
         # Rebuilds hold one connection for the swap while folding on another, and record progress on a third.
-        pool = await asyncpg.create_pool(settings.servers.database_url, min_size=1, max_size=4)
+        pool = await folding_pool(settings.servers.database_url, max_size=4)
         app.state.admin = AdminContext(settings=settings, token=token.encode(), nc=nc, pool=pool)
         try:
             yield

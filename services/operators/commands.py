@@ -11,6 +11,7 @@ from services.operators.dead_letters import list_dead_letters, retry_dead_letter
 from services.operators.moderation import InvalidVoid, void_voter
 from services.operators.status import format_status, read_status
 from services.shared.jetstream import connect
+from services.tally.pools import folding_pool
 from services.tally.rebuild import Progress, RebuildRunning, rebuild, verify
 from services.tally.settings import TallySettings
 from services.tally.store import Projection
@@ -42,7 +43,7 @@ async def run_operator_command(args: argparse.Namespace) -> int:
     settings = TallySettings.from_env()
     nc = await connect(settings.servers.nats_url, "shipskip-operator", timeout_s=5)
     # Rebuilds hold one connection for the swap while folding on another, and record progress on a third.
-    pool = await asyncpg.create_pool(settings.servers.database_url, min_size=1, max_size=4)
+    pool = await folding_pool(settings.servers.database_url, max_size=4)
     try:
         return await _dispatch(args, settings, nc, pool)
     finally:

@@ -30,6 +30,7 @@ from services.shared.telemetry_settings import TelemetrySettings
 from services.tally.changes import record_changes
 from services.tally.layout import claim_layout
 from services.tally.partitions import UNPARTITIONED, Partition, PartitionGone
+from services.tally.pools import folding_pool
 from services.tally.projector_metrics import ProjectorMetrics
 from services.tally.projector_monitor import projector_monitor
 from services.tally.routing import consumer_filters, recorded_routing, stream_routing
@@ -80,7 +81,9 @@ class Projector:
             return
         log.info("projector running (partition %s, from stream sequence %d)", self.partition.name, self.position + 1)
         stopped = asyncio.create_task(self._stopping.wait())
+        loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
+            fetched_at = loop.time()
             # A stop must not wait on a fetch (nor on a fetch that hangs): only a batch in hand is finished.
             fetch = asyncio.create_task(subscription.fetch(batch=self._settings.batch_size, timeout=0.5))
             done, _ = await asyncio.wait({fetch, stopped}, timeout=5.0, return_when=asyncio.FIRST_COMPLETED)
@@ -116,7 +119,22 @@ class Projector:
                     break
                 continue
             await self._fold(messages)
+            if len(messages) < self._settings.batch_size:
+                await self._linger(fetched_at + self._settings.batch_linger_s)
         stopped.cancel()
+
+    async def _linger(self, until: float) -> None:
+        """Caught up while votes keep coming: let the next batch gather before fetching it.
+
+        Each batch costs its fetch, its transaction and its notices whatever its size; at a few thousand votes per
+        second a projector that fetches again at once folds batches of a few dozen and spends twice the CPU per
+        vote that batches of a hundred or more cost (bench/README.md), CPU that the votes service on the same
+        machine needs. A vote after a quiet spell is folded at once (its fetch was waiting for it); under load
+        each waits at most ``SHIPSKIP_BATCH_LINGER_MS`` more. A projector behind (full batches) never waits.
+        """
+        delay = until - asyncio.get_running_loop().time()
+        if delay > 0:
+            await asyncio.sleep(delay)
 
     async def _subscribe(self) -> JetStreamContext.PullSubscription | None:
         """Reset the consumer to deliver from the first event past ``self.position``, then bind to it.
@@ -255,9 +273,7 @@ async def run_projector(settings: TallySettings | None = None, telemetry: Teleme
     await migrate(settings.servers.database_url)
     nc = await connect(settings.servers.nats_url, "shipskip-projector")
     # A connection per partition's batch in hand, and one to spare.
-    pool = await asyncpg.create_pool(
-        settings.servers.database_url, min_size=1, max_size=len(settings.projector_partitions) + 1
-    )
+    pool = await folding_pool(settings.servers.database_url, max_size=len(settings.projector_partitions) + 1)
     metrics = ProjectorMetrics()
     projectors = [
         Projector(settings, nc, nc.jetstream(), pool, Partition(index, settings.partitions), metrics)
