@@ -35,6 +35,7 @@ from contracts.ids import SLUG_PATTERN
 from services.operators.admin import admin_lifespan, admin_router
 from services.shared.catalog_view import CatalogView
 from services.shared.config import settings_or_exit
+from services.shared.heap import frozen_after_start
 from services.shared.http import EXCEPTION_HANDLERS, ApiError, json_response
 from services.shared.jetstream import connect
 from services.shared.logs import configure_logging
@@ -283,6 +284,7 @@ def create_app(
     if settings.admin_token is not None:
         handlers.append(admin_router())
         lifespans.append(admin_lifespan(settings, settings.admin_token))
+    lifespans.append(frozen_after_start)  # last: once everything is built
     app = Litestar(
         route_handlers=handlers,
         lifespan=lifespans,

@@ -25,6 +25,7 @@ from contracts.notices import TallyChanged, encode_notice
 from contracts.subjects import VOTES_STREAM, tally_notice_subject
 from infra.migrate import migrate
 from services.shared.config import ConfigError
+from services.shared.heap import freeze_heap
 from services.shared.jetstream import connect, ensure_tally_consumer, ensure_votes_stream
 from services.shared.telemetry_settings import TelemetrySettings
 from services.tally.changes import record_changes
@@ -295,6 +296,7 @@ async def run_projector(settings: TallySettings | None = None, telemetry: Teleme
         log.info("projector metrics and health on port %d (/metrics, /healthz, /readyz)", monitor.port)
         async with pool.acquire() as conn, conn.transaction():
             await claim_layout(conn, settings.partitions)  # LayoutMismatch: a wrong SHIPSKIP_PARTITIONS stops here
+        freeze_heap()
         await _run_partitions(projectors)
     finally:
         await monitor.stop()

@@ -11,6 +11,7 @@ from litestar.types import ASGIApp
 
 from services.shared.catalog_view import CatalogView
 from services.shared.config import settings_or_exit
+from services.shared.heap import frozen_after_start
 from services.shared.http import EXCEPTION_HANDLERS
 from services.shared.jetstream import connect, ensure_votes_stream
 from services.shared.logs import configure_logging
@@ -84,7 +85,7 @@ def create_app(settings: VotesSettings | None = None, telemetry: TelemetrySettin
 
     app = Litestar(
         route_handlers=[*ROUTES, *OPS_ROUTES, *WIDGET_ROUTES],
-        lifespan=[flushing(buffer), lifespan],
+        lifespan=[flushing(buffer), lifespan, frozen_after_start],  # frozen last: after everything is built
         exception_handlers=EXCEPTION_HANDLERS,
         logging_config=None,  # configure_logging above: JSON lines, request ids
         # The vote POST's fast path is the innermost: CORS (and whatever else is listed) wraps it as any route.
