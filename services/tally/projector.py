@@ -130,8 +130,9 @@ class Projector:
         Each batch costs its fetch, its transaction and its notices whatever its size; at a few thousand votes per
         second a projector that fetches again at once folds batches of a few dozen, and it, Postgres and NATS
         spent 0.78 cores on the ingest benchmark against 0.57 with batches gathered for 25 ms (README.md,
-        Performance), CPU that the votes service on the same machine needs. A vote after a quiet spell is folded at once (its fetch was waiting for it); under load
-        each waits at most ``SHIPSKIP_BATCH_LINGER_MS`` more. A projector behind (full batches) never waits.
+        Performance), CPU that the votes service on the same machine needs. A vote after a quiet spell is folded
+        at once (its fetch was waiting for it); under load each waits at most ``SHIPSKIP_BATCH_LINGER_MS`` more.
+        A projector behind (full batches) never waits.
         """
         delay = until - asyncio.get_running_loop().time()
         if delay > 0:
