@@ -20,6 +20,7 @@ from tests.support import (
     publish_raw,
     send_vote,
     start_votes_service,
+    stream_last_seq,
     wait_until,
 )
 
@@ -173,6 +174,10 @@ def test_projector_metrics_count_batches_dead_letters_and_the_lag_drains(
     pipeline: Pipeline, client: httpx.Client, servers: ServerAddresses
 ) -> None:
     url = pipeline.projector_url
+    # Earlier tests' last votes may still be gathering in the projector's next batch (SHIPSKIP_BATCH_LINGER_MS):
+    # counted from here they would be this test's. Its position and its counts move together, after each commit.
+    last = asyncio.run(stream_last_seq(servers))
+    wait_until(lambda: scrape(url).value("shipskip_projector_position") >= last, timeout=30)
     before = scrape(url)
     token = new_voter(client, pipeline.votes_url)
     for verdict in ("ship", "skip", "ship"):
