@@ -227,7 +227,7 @@ def test_root_keeps_the_cluster_elsewhere_when_the_postgres_account_cannot_reach
             servers = EmbeddedServers(data_dir)
             try:
                 servers.start_server("postgres")
-                url = f"postgresql://postgres@127.0.0.1:{servers._require_ports()['postgres']}/shipskip"
+                url = servers.addresses.database_url
                 assert asyncio.run(count_rows(url, add)) == expected
             finally:
                 servers.stop()
@@ -239,7 +239,7 @@ def test_root_keeps_the_cluster_elsewhere_when_the_postgres_account_cannot_reach
         servers = EmbeddedServers(data_dir)
         try:
             servers.start_server("postgres")
-            url = f"postgresql://postgres@127.0.0.1:{servers._require_ports()['postgres']}/shipskip"
+            url = servers.addresses.database_url
             assert asyncio.run(count_rows(url, False)) == 0
         finally:
             servers.stop()
