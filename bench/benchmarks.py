@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import cast, get_args
 
 import asyncpg
 import nats
@@ -25,6 +26,7 @@ from bench.profile import profile_process
 from bench.registry import Context, benchmark
 from bench.soak import run_soak
 from contracts.subjects import TALLY_CONSUMER, VOTES_STREAM, VOTES_SUBJECTS
+from infra.stack.processes import ServiceName
 from services.shared.jetstream import ensure_votes_stream
 from services.tally.store import PROJECTION_TABLES
 
@@ -143,9 +145,11 @@ async def ingest(ctx: Context) -> None:
     profiling = None
     if ctx.config.profile and not ctx.shared.get("profiled"):
         ctx.shared["profiled"] = True
-        profiling = asyncio.create_task(
-            profile_process(ctx.stack.service("votes").process.pid, ctx.config.duration_s, ctx.config.results_dir)
-        )
+        name = ctx.config.profile_service
+        if name not in get_args(ServiceName):
+            raise SystemExit(f"BENCH_PROFILE_SERVICE: {name!r} is none of {', '.join(get_args(ServiceName))}")
+        pid = ctx.stack.service(cast(ServiceName, name)).process.pid
+        profiling = asyncio.create_task(profile_process(pid, ctx.config.duration_s, ctx.config.results_dir, name))
     result = await vote_load(ctx, "shipskip", port, ctx.config.duration_s)
     await stop()
     record_http(ctx, "ingest", result, (202,), rate="votes_per_s", unit="votes/s")

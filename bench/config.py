@@ -52,7 +52,9 @@ class BenchConfig:
     """Run only the benchmarks whose names start with one of these (BENCH_ONLY=ingest,read)."""
     results_dir: Path = field(default=RESULTS_DIR)
     profile: bool = False
-    """Record a py-spy profile of the votes service during one ingest run (BENCH_PROFILE=1)."""
+    """Record a py-spy profile of a service during one ingest run (BENCH_PROFILE=1)."""
+    profile_service: str = "votes"
+    """Which service BENCH_PROFILE records: votes, projector or read (BENCH_PROFILE_SERVICE=projector)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "BenchConfig":

@@ -34,6 +34,7 @@ from services.tally.partitions import UNPARTITIONED, Partition, PartitionGone
 from services.tally.pools import folding_pool
 from services.tally.projector_metrics import ProjectorMetrics
 from services.tally.projector_monitor import projector_monitor
+from services.tally.replay import delivery_sequences
 from services.tally.routing import consumer_filters, recorded_routing, stream_routing
 from services.tally.settings import TallySettings
 from services.tally.store import BatchResult, Projection, StreamRecord
@@ -108,7 +109,8 @@ class Projector:
                 continue
             if not messages:
                 continue
-            if not self._delivered_in_order(messages):
+            records = self._records_in_order(messages)
+            if records is None:
                 # Some delivery never reached us (a fetch cut short, a connection lost with messages on the wire):
                 # the server holds those messages as pending, and acking this batch (AckPolicy.ALL) would ack them
                 # unfolded. Drop the batch and have the consumer deliver again from the recorded position.
@@ -119,7 +121,7 @@ class Projector:
                 if subscription is None:
                     break
                 continue
-            await self._fold(messages)
+            await self._fold(messages, records)
             if len(messages) < self._settings.batch_size:
                 await self._linger(fetched_at + self._settings.batch_linger_s)
         stopped.cancel()
@@ -145,7 +147,7 @@ class Projector:
         to a process that died before its commit stays pending on the server until ``ack_wait``, while the next
         fetch gets the messages after it; folding and acking those (AckPolicy.ALL) would leave the first batch
         unfolded for good. Resetting (nats-server 2.14+) clears the pending deliveries and restarts the consumer's
-        delivery sequence at 1, which ``_delivered_in_order`` then follows. None when stopped meanwhile.
+        delivery sequence at 1, which ``_records_in_order`` then follows. None when stopped meanwhile.
         """
         while not self._stopping.is_set():
             try:
@@ -205,17 +207,24 @@ class Projector:
             raise PartitionGone(self.partition)
         return filters != self._filters
 
-    def _delivered_in_order(self, messages: list[Msg]) -> bool:
-        """Whether these deliveries follow the last one taken, with none missing (consumer sequences)."""
-        for message in messages:
-            delivered = message.metadata.sequence.consumer
-            if delivered != self._delivered + 1:
-                return False
-            self._delivered = delivered
-        return True
+    def _records_in_order(self, messages: list[Msg]) -> list[StreamRecord] | None:
+        """The deliveries as records, if they follow the last one taken with none missing (consumer sequences).
 
-    async def _fold(self, messages: list[Msg]) -> None:
-        records = [StreamRecord(m.metadata.sequence.stream, m.subject, m.data) for m in messages]
+        The sequences are cut from the reply subject: ``msg.metadata`` builds a datetime and three objects per
+        message, 5 % of the projector's time under the ingest benchmark (``BENCH_PROFILE_SERVICE=projector``).
+        """
+        records = []
+        delivered = self._delivered
+        for message in messages:
+            stream_seq, consumer_seq, _ = delivery_sequences(message.reply)
+            if consumer_seq != delivered + 1:
+                return None
+            delivered = consumer_seq
+            records.append(StreamRecord(stream_seq, message.subject, message.data))
+        self._delivered = delivered
+        return records
+
+    async def _fold(self, messages: list[Msg], records: list[StreamRecord]) -> None:
         started = time.perf_counter()
         result = await self._commit(records)
         self.position = result.position
