@@ -34,6 +34,7 @@ from services.tally.partitions import UNPARTITIONED, Partition, PartitionGone
 from services.tally.pools import folding_pool
 from services.tally.projector_metrics import ProjectorMetrics
 from services.tally.projector_monitor import projector_monitor
+from services.tally.pull import PullBatches, PullRefused
 from services.tally.replay import delivery_sequences
 from services.tally.routing import consumer_filters, recorded_routing, stream_routing
 from services.tally.settings import TallySettings
@@ -87,7 +88,7 @@ class Projector:
         while not self._stopping.is_set():
             fetched_at = loop.time()
             # A stop must not wait on a fetch (nor on a fetch that hangs): only a batch in hand is finished.
-            fetch = asyncio.create_task(subscription.fetch(batch=self._settings.batch_size, timeout=0.5))
+            fetch = asyncio.create_task(subscription.fetch(self._settings.batch_size, wait_s=0.5))
             done, _ = await asyncio.wait({fetch, stopped}, timeout=5.0, return_when=asyncio.FIRST_COMPLETED)
             if fetch not in done:
                 fetch.cancel()
@@ -95,19 +96,21 @@ class Projector:
                 continue
             try:
                 messages = fetch.result()
-            except TimeoutError:  # nats-py raises its own or asyncio's when nothing arrived in time
+            except TimeoutError:  # nothing arrived in time
                 if await self._idle_check():
-                    with contextlib.suppress(nats.errors.Error, OSError):
-                        await subscription.unsubscribe()
-                    subscription = await self._subscribe()
+                    subscription = await self._resubscribe(subscription)
                     if subscription is None:
                         break
+                continue
+            except PullRefused as exc:  # e.g. the consumer was deleted: _subscribe creates it again
+                log.warning("%s; resetting the tally consumer", exc)
+                subscription = await self._resubscribe(subscription)
+                if subscription is None:
+                    break
                 continue
             except (nats.errors.Error, OSError) as exc:
                 log.warning("fetch failed (%r); retrying", exc)
                 await asyncio.sleep(0.5)
-                continue
-            if not messages:
                 continue
             records = self._records_in_order(messages)
             if records is None:
@@ -115,9 +118,7 @@ class Projector:
                 # the server holds those messages as pending, and acking this batch (AckPolicy.ALL) would ack them
                 # unfolded. Drop the batch and have the consumer deliver again from the recorded position.
                 log.warning("deliveries lost in transit; delivering again from stream sequence %d", self.position + 1)
-                with contextlib.suppress(nats.errors.Error, OSError):
-                    await subscription.unsubscribe()
-                subscription = await self._subscribe()
+                subscription = await self._resubscribe(subscription)
                 if subscription is None:
                     break
                 continue
@@ -125,6 +126,17 @@ class Projector:
             if len(messages) < self._settings.batch_size:
                 await self._linger(fetched_at + self._settings.batch_linger_s)
         stopped.cancel()
+        if subscription is not None:
+            await self._close(subscription)
+
+    @staticmethod
+    async def _close(subscription: PullBatches) -> None:
+        with contextlib.suppress(nats.errors.Error, OSError):
+            await subscription.close()
+
+    async def _resubscribe(self, subscription: PullBatches) -> PullBatches | None:
+        await self._close(subscription)
+        return await self._subscribe()
 
     async def _linger(self, until: float) -> None:
         """Caught up while votes keep coming: let the next batch gather before fetching it.
@@ -140,7 +152,7 @@ class Projector:
         if delay > 0:
             await asyncio.sleep(delay)
 
-    async def _subscribe(self) -> JetStreamContext.PullSubscription | None:
+    async def _subscribe(self) -> PullBatches | None:
         """Reset the consumer to deliver from the first event past ``self.position``, then bind to it.
 
         The position recorded in Postgres, not the consumer's cursor, says what has been folded. A batch delivered
@@ -159,7 +171,8 @@ class Projector:
                     self._js, self._settings.max_ack_pending, self.partition.name, self._filters
                 )
                 await self._js.reset_consumer(VOTES_STREAM, self.partition.name, seq=self.position + 1)
-                subscription = await self._js.pull_subscribe_bind(durable=self.partition.name, stream=VOTES_STREAM)
+                subscription = PullBatches(self._nc, VOTES_STREAM, self.partition.name)
+                await subscription.open()
             except (nats.errors.Error, OSError) as exc:
                 log.warning("cannot reset the tally consumer (%r); retrying", exc)
                 continue
