@@ -20,6 +20,7 @@ import multiprocessing.connection
 import os
 import threading
 from collections import deque
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
@@ -55,7 +56,7 @@ class BulkFold:
     state: FoldState = field(default_factory=FoldState)
     voided: dict[str, tuple[int, str]] = field(default_factory=dict)
 
-    def take(self, records: list[StreamRecord]) -> DeadLetters:
+    def take(self, records: Iterable[tuple[int, str, bytes]]) -> DeadLetters:
         """Fold one batch in memory; its dead letters are returned for the caller to record."""
         events, dead = decode_records(records)
         outcome = fold(events, self.state, ballots_per_client_day=self.ballots_per_client_day)
@@ -107,7 +108,7 @@ def _take_in_worker(seqs: list[int], subjects: list[str], data: list[bytes]) -> 
     """Fold a batch; (its dead letters, the ballots now held). It comes as three columns: a list of records would
     pickle as one constructor call each, which costs the worker more than the fold."""
     assert _worker_fold is not None, "the worker starts with _start_worker"
-    dead = _worker_fold.take(list(map(StreamRecord, seqs, subjects, data)))
+    dead = _worker_fold.take(zip(seqs, subjects, data, strict=True))
     return dead, len(_worker_fold.state.ballots)
 
 
