@@ -5,8 +5,18 @@ import random
 
 import httpx
 
+from contracts.subjects import VOTES_STREAM
 from infra.stack.servers import ServerAddresses
-from tests.support import Pipeline, new_voter, projected_position, random_key, stream_last_seq, wait_until
+from services.tally.partitions import UNPARTITIONED
+from tests.support import (
+    Pipeline,
+    connect_nats,
+    new_voter,
+    projected_position,
+    random_key,
+    stream_last_seq,
+    wait_until,
+)
 
 LLAMA = "llama-4-scout-vs-windsurf-swe-1"
 SMOL = "smolvlm2-2b-vs-windsurf-swe-1"
@@ -136,3 +146,34 @@ def test_reads_of_unknown_comparisons_are_404_json(pipeline: Pipeline, client: h
     assert response.status_code == 404
     assert "nope" in response.json()["detail"]
     assert client.get(f"{pipeline.read_url}/v1/community").status_code == 400
+
+
+def test_a_deleted_tally_consumer_is_made_again_and_the_votes_since_are_folded(
+    pipeline: Pipeline, client: httpx.Client, servers: ServerAddresses
+) -> None:
+    """An operator deletes the projector's consumer (or a NATS restore lost it): the server refuses its pulls, and
+    the projector creates the consumer again from its recorded position instead of asking on and on."""
+
+    async def delete_consumer() -> None:
+        nc = await connect_nats(servers)
+        try:
+            await nc.jetstream().delete_consumer(VOTES_STREAM, UNPARTITIONED.name)
+        finally:
+            await nc.close()
+
+    wait_until(lambda: asyncio.run(projected_position(servers)) == asyncio.run(stream_last_seq(servers)), timeout=15)
+    asyncio.run(delete_consumer())
+    url = f"{pipeline.read_url}/v1/comparisons/{SMOL}/community"
+    before = {t["tool_id"]: t["skip"] for t in client.get(url).json()["tools"]}["windsurf-swe-1"]
+    for _ in range(3):
+        response = client.post(
+            f"{pipeline.votes_url}/v1/comparisons/{SMOL}/votes",
+            json={"tool_id": "windsurf-swe-1", "verdict": "skip"},
+            headers={"X-Voter-Token": new_voter(client, pipeline.votes_url)},
+        )
+        assert response.status_code == 202, response.text
+    wait_until(
+        lambda: {t["tool_id"]: t["skip"] for t in client.get(url).json()["tools"]}["windsurf-swe-1"] == before + 3,
+        timeout=15,
+    )
+    assert asyncio.run(projected_position(servers)) == asyncio.run(stream_last_seq(servers))
