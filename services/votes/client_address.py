@@ -5,6 +5,7 @@ appends the address it received the request from, so the first entry (from the r
 proxy is the client. Whatever the client wrote further left is ignored, as is the header from anyone else.
 """
 
+import functools
 import ipaddress
 from collections.abc import Sequence
 
@@ -24,6 +25,9 @@ def parse_networks(variable: str, items: Sequence[str]) -> list[Network]:
     return networks
 
 
+# Parsing an address and writing it out again cost a vote more than its HMAC (in-process profile): the same peers
+# and proxies come again and again, so both are remembered (bounded: hostile X-Forwarded-For entries only evict).
+@functools.lru_cache(maxsize=4096)
 def _address(text: str) -> Address | None:
     text = text.strip()
     if text.startswith("[") and "]" in text:  # "[v6]" or "[v6]:port"
@@ -39,6 +43,11 @@ def _address(text: str) -> Address | None:
     return address
 
 
+@functools.lru_cache(maxsize=4096)
+def _text(address: Address) -> str:
+    return str(address)
+
+
 class ClientAddresses:
     def __init__(self, trusted_proxies: Sequence[Network]) -> None:
         self._trusted = list(trusted_proxies)
@@ -52,7 +61,7 @@ class ClientAddresses:
         if hop is None:
             return peer
         if not self._trusted or not self._is_trusted(hop):
-            return str(hop)
+            return _text(hop)
         entries = [entry for line in forwarded_for for entry in line.split(",")]
         for entry in reversed(entries):
             address = _address(entry)
@@ -62,4 +71,4 @@ class ClientAddresses:
             hop = address
             if not self._is_trusted(hop):
                 break
-        return str(hop)
+        return _text(hop)

@@ -1,6 +1,5 @@
 """The votes API's routes: issue voter tokens, cast and retract votes."""
 
-import asyncio
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -8,6 +7,8 @@ from typing import Any
 
 import msgspec
 from litestar import Request, Response, delete, get, post
+from litestar._multipart import parse_content_header  # what Request.content_type parses with
+from litestar._parsers import parse_cookie_string  # what Request.cookies parses with
 from litestar.datastructures import Cookie
 from litestar.openapi.spec import Operation
 
@@ -17,16 +18,17 @@ from services.shared.event_ids import new_event_id
 from services.shared.http import ApiError, decode_body, duplicate_key, json_response
 from services.shared.openapi import answers, json_body
 from services.votes.ballot_box import Submission, admit_new_voter, request_hash, submit
+from services.votes.body_deadline import BodyTimeout
 from services.votes.context import VotesContext
 from services.votes.identity import TokenRefused, utc_day
 from services.votes.replies import Reply
+from services.votes.request_parts import RequestHeaders, read_body
 
 VOTER_COOKIE = "shipskip_voter"
-VOTER_HEADER = "x-voter-token"
-IDEMPOTENCY_HEADER = "idempotency-key"
+VOTER_HEADER = b"x-voter-token"
+IDEMPOTENCY_HEADER = b"idempotency-key"
 MAX_IDEMPOTENCY_KEY = 255
 
-BODY_TIMEOUT_S = 5.0
 CAST_FAST_PATH = "shipskip_cast_fast_path"
 """The ``opt`` flag of the route that services/votes/cast_fast_path.py answers."""
 VOTE_KEYS = tuple(name.encode() for name in VoteRequest.__struct_fields__)
@@ -62,7 +64,8 @@ def _context(request: Request[Any, Any, Any]) -> VotesContext:
 )
 async def issue_voter(request: Request[Any, Any, Any]) -> Response[bytes]:
     context = _context(request)
-    headers = await admit_new_voter(context, _client_address(context, request))
+    address = _client_address(context, request, RequestHeaders(request.scope["headers"]))
+    headers = await admit_new_voter(context, address)
     token = context.tokens.issue()
     settings = context.settings
     cookie = Cookie(
@@ -98,13 +101,14 @@ async def cast_vote(request: Request[Any, Any, Any], comparison_id: str) -> Resp
 async def cast(request: Request[Any, Any, Any], comparison_id: str) -> Reply:
     """Cast or change a vote: the answer, or an ApiError."""
     context = _context(request)
-    voter = _voter(context, request)
+    headers = RequestHeaders(request.scope["headers"])
+    voter = _voter(context, headers)
     tools = _comparison_tools(context, comparison_id)
-    body = await _json_body(request)
+    body = await _json_body(context, request, headers)
     vote = _decode_vote(body)
     if vote.tool_id not in tools:
         raise _unknown_tool(vote.tool_id, comparison_id)
-    return await _submit(context, request, voter, comparison_id, vote.tool_id, vote.verdict, body)
+    return await _submit(context, request, headers, voter, comparison_id, vote.tool_id, vote.verdict, body)
 
 
 @delete(
@@ -115,15 +119,16 @@ async def cast(request: Request[Any, Any, Any], comparison_id: str) -> Reply:
 )
 async def retract_vote(request: Request[Any, Any, Any], comparison_id: str, tool_id: str) -> Response[bytes]:
     context = _context(request)
-    voter = _voter(context, request)
+    headers = RequestHeaders(request.scope["headers"])
+    voter = _voter(context, headers)
     tools = _comparison_tools(context, comparison_id)
     if tool_id not in tools:
         raise _unknown_tool(tool_id, comparison_id)
-    return (await _submit(context, request, voter, comparison_id, tool_id, None, b"")).response()
+    return (await _submit(context, request, headers, voter, comparison_id, tool_id, None, b"")).response()
 
 
-def _voter(context: VotesContext, request: Request[Any, Any, Any]) -> bytes:
-    token = request.headers.get(VOTER_HEADER) or request.cookies.get(VOTER_COOKIE)
+def _voter(context: VotesContext, headers: RequestHeaders) -> bytes:
+    token = headers.get(VOTER_HEADER) or _cookie(headers, VOTER_COOKIE)
     if not token:
         raise ApiError(
             401, "voter_token_missing", "send the voter token from POST /v1/voters (cookie or X-Voter-Token)"
@@ -147,17 +152,21 @@ def _unknown_tool(tool_id: str, comparison_id: str) -> ApiError:
     return ApiError(404, "unknown_tool", f"tool {tool_id[:80]!r} is not in comparison {comparison_id[:80]!r}")
 
 
-async def _json_body(request: Request[Any, Any, Any]) -> bytes:
-    media_type, _ = request.content_type
+def _cookie(headers: RequestHeaders, name: str) -> str | None:
+    cookies = headers.get(b"cookie")
+    return parse_cookie_string(cookies).get(name) if cookies else None  # as Request.cookies parses them
+
+
+async def _json_body(context: VotesContext, request: Request[Any, Any, Any], headers: RequestHeaders) -> bytes:
+    media_type, _ = parse_content_header(headers.get(b"content-type") or "")  # as Request.content_type
     if media_type != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the vote as application/json")
+    deadlines = context.body_deadlines
     try:
-        # Litestar answers 413 past request_max_body_size; the deadline stops a body that stalls (slow-loris):
-        # granian has no body timeout of its own.
-        async with asyncio.timeout(BODY_TIMEOUT_S):  # a timer, not a task of its own as wait_for would make
-            return await request.body()
-    except TimeoutError:
-        raise ApiError(408, "body_timeout", f"the body did not arrive within {BODY_TIMEOUT_S:.0f} s") from None
+        # 413 past the route's limit, as Litestar's; the deadline stops a body that stalls (slow-loris).
+        return await deadlines.within(read_body(request.receive, headers, MAX_VOTE_BODY_BYTES))
+    except BodyTimeout:
+        raise ApiError(408, "body_timeout", f"the body did not arrive within {deadlines.timeout_s:.0f} s") from None
 
 
 def _decode_vote(body: bytes) -> VoteRequest:
@@ -169,32 +178,33 @@ def _decode_vote(body: bytes) -> VoteRequest:
     return vote
 
 
-def _idempotency_key(request: Request[Any, Any, Any]) -> str | None:
-    key = request.headers.get(IDEMPOTENCY_HEADER)
+def _idempotency_key(headers: RequestHeaders) -> str | None:
+    key = headers.get(IDEMPOTENCY_HEADER)
     if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
         raise ApiError(400, "invalid_idempotency_key", f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
     return key
 
 
-def _client_address(context: VotesContext, request: Request[Any, Any, Any]) -> str | None:
-    peer = request.client.host if request.client else None
-    return context.addresses.resolve(peer, request.headers.getall("x-forwarded-for", []))
+def _client_address(context: VotesContext, request: Request[Any, Any, Any], headers: RequestHeaders) -> str | None:
+    client = request.scope.get("client")
+    return context.addresses.resolve(client[0] if client else None, headers.forwarded_for)
 
 
 async def _submit(
     context: VotesContext,
     request: Request[Any, Any, Any],
+    headers: RequestHeaders,
     voter: bytes,
     comparison_id: str,
     tool_id: str,
     verdict: Verdict | None,
     body: bytes,
 ) -> Reply:
-    key = _idempotency_key(request)
-    address = _client_address(context, request)
+    key = _idempotency_key(headers)
+    address = _client_address(context, request, headers)
     now = datetime.now(UTC)
     await context.day_keys.ensure(utc_day(now))  # the shared key for today's address hashes; cached
-    widget = request.headers.get("origin")
+    widget = headers.get(b"origin")
     origin = Origin(
         widget=widget[:200] if widget else None,
         client=context.hasher.client(address, now) if address else None,
@@ -211,7 +221,10 @@ async def _submit(
             event_id=new_event_id(), comparison_id=comparison_id, tool_id=tool_id, verdict=verdict,
             voter_id=voter_id, at=now, origin=origin,
         )  # fmt: skip
-    submission = Submission(event, key, request_hash(request.method, request.url.path, body), address)
+    # The hash tells a retry from another request under the same key: only needed with a key.
+    scope = request.scope
+    hashed = request_hash(scope["method"], scope.get("root_path", "") + scope["path"], body) if key else ""
+    submission = Submission(event, key, hashed, address)
     return await submit(context, submission)
 
 
