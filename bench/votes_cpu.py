@@ -26,6 +26,7 @@ from typing import Any
 
 import uvloop
 
+from bench.stack import service_env
 from infra.stack.bootstrap import bootstrap
 from infra.stack.servers import EmbeddedServers, ServerAddresses
 
@@ -85,12 +86,8 @@ def _vote(index: int, tokens: list[bytes]) -> tuple[list[tuple[bytes, bytes]], b
 
 async def _measure(servers: ServerAddresses, votes: int, rounds: int) -> None:
     await bootstrap(servers.nats_url, servers.database_url)
-    os.environ.update({
-        "SHIPSKIP_NATS_URL": servers.nats_url, "SHIPSKIP_DATABASE_URL": servers.database_url,
-        "SHIPSKIP_REDIS_URL": servers.redis_url, "SHIPSKIP_TOKEN_KEYS": "bench-signing-key-" + "a" * 16,
-        "SHIPSKIP_HASH_KEY": "bench-hash-key-" + "b" * 16, "SHIPSKIP_RATE_LIMITS": "off",
-        "SHIPSKIP_STACK_FILE": "/nonexistent/stack.json", "SHIPSKIP_METRICS_DIR": tempfile.mkdtemp(),
-    })  # fmt: skip
+    # The benchmark stack's environment (bench/stack.py), metrics in a folder of this run's.
+    os.environ.update({**service_env(servers), "SHIPSKIP_METRICS_DIR": tempfile.mkdtemp()})
     from services.votes.app import create_app  # after the environment it reads
 
     app: App = create_app()

@@ -44,8 +44,8 @@ class RequestHeaders:
         return self._first.get(name)
 
 
-async def read_body(receive: Receive, headers: RequestHeaders, limit: int) -> bytes:
-    """The whole body, at most ``limit`` bytes, as ``Request.body()`` reads it under ``request_max_body_size``."""
+async def read_body(receive: Receive, headers: RequestHeaders, limit: float) -> bytes:
+    """The whole body, at most ``limit`` bytes (the route's ``request_max_body_size``), as ``Request.body()``."""
     announced = headers.get(b"content-length")
     if announced is not None:
         try:

@@ -1,5 +1,6 @@
 """The votes API's routes: issue voter tokens, cast and retract votes."""
 
+import math
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -164,7 +165,8 @@ async def _json_body(context: VotesContext, request: Request[Any, Any, Any], hea
     deadlines = context.body_deadlines
     try:
         # 413 past the route's limit, as Litestar's; the deadline stops a body that stalls (slow-loris).
-        return await deadlines.within(read_body(request.receive, headers, MAX_VOTE_BODY_BYTES))
+        limit = request.route_handler.resolve_request_max_body_size() or math.inf  # the route's, as Litestar reads it
+        return await deadlines.within(read_body(request.receive, headers, limit))
     except BodyTimeout:
         raise ApiError(408, "body_timeout", f"the body did not arrive within {deadlines.timeout_s:.0f} s") from None
 
