@@ -7,6 +7,7 @@ and of the client address under a random key that changes every UTC day and is k
 """
 
 import base64
+import binascii
 import hashlib
 import hmac
 import secrets
@@ -14,6 +15,8 @@ import struct
 import time
 from datetime import UTC, datetime
 from typing import Protocol
+
+from services.votes.keyed_hash import KeyedHash
 
 _FORMAT = 1
 _PAYLOAD = struct.Struct(">B16sQ")  # format, voter, issued-at (unix seconds)
@@ -24,8 +27,12 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
+
+
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    # base64.urlsafe_b64decode's own steps (ASCII only, the url-safe alphabet mapped back), without its layers.
+    return binascii.a2b_base64(text.encode("ascii").translate(_FROM_URLSAFE) + b"=" * (-len(text) % 4))
 
 
 class TokenRefused(Exception):
@@ -34,15 +41,16 @@ class TokenRefused(Exception):
 
 class VoterTokens:
     def __init__(self, keys: list[bytes], ttl_s: int) -> None:
-        self._keys = keys
+        self._macs = [KeyedHash(key) for key in keys]  # HMAC-SHA256 under each accepted key, the signing one first
         self._ttl_s = ttl_s
 
-    def _mac(self, key: bytes, payload: bytes) -> bytes:
-        return hmac.new(key, payload, hashlib.sha256).digest()[:_MAC_BYTES]
+    @staticmethod
+    def _mac(key: KeyedHash, payload: bytes) -> bytes:
+        return key.digest(payload)[:_MAC_BYTES]
 
     def issue(self, now: float | None = None) -> str:
         payload = _PAYLOAD.pack(_FORMAT, secrets.token_bytes(16), int(now if now is not None else time.time()))
-        return f"{_b64(payload)}.{_b64(self._mac(self._keys[0], payload))}"
+        return f"{_b64(payload)}.{_b64(self._mac(self._macs[0], payload))}"
 
     def verify(self, token: str, now: float | None = None) -> bytes:
         """The voter's raw id, or TokenRefused."""
@@ -55,7 +63,7 @@ class VoterTokens:
             raise TokenRefused("malformed voter token") from None
         if len(payload) != _PAYLOAD.size or len(mac) != _MAC_BYTES:
             raise TokenRefused("malformed voter token")
-        if not any(hmac.compare_digest(self._mac(key, payload), mac) for key in self._keys):
+        if not any(hmac.compare_digest(self._mac(key, payload), mac) for key in self._macs):
             raise TokenRefused("voter token signature is not valid")
         version, voter, issued_at = _PAYLOAD.unpack(payload)
         if version != _FORMAT:
@@ -108,18 +116,21 @@ class Hasher:
     """Keyed hashes of voters and client addresses."""
 
     def __init__(self, key: bytes, day_keys: DayKeySource | None = None) -> None:
-        self._voter_key = hmac.new(key, b"shipskip/voter", hashlib.sha256).digest()
-        self._bucket_key = hmac.new(key, b"shipskip/rate-limit-address", hashlib.sha256).digest()
+        self._voter = KeyedHash(hmac.new(key, b"shipskip/voter", hashlib.sha256).digest())
+        self._bucket = KeyedHash(hmac.new(key, b"shipskip/rate-limit-address", hashlib.sha256).digest())
         self._day_keys = day_keys or LocalDayKeys()
+        self._day_hash: tuple[bytes, KeyedHash] = (b"", KeyedHash(b""))  # the last day key used, made once
 
     def voter_id(self, voter: bytes) -> str:
-        return hmac.new(self._voter_key, voter, hashlib.sha256).hexdigest()[:32]
+        return self._voter.hexdigest(voter)[:32]
 
     def client(self, address: str, now: datetime | None = None) -> str:
         """The address as kept in events: an HMAC under the day's random key (see LocalDayKeys)."""
         key = self._day_keys.key(utc_day(now or datetime.now(UTC)))
-        return hmac.new(key, address.encode(), hashlib.sha256).hexdigest()[:32]
+        if key != self._day_hash[0]:
+            self._day_hash = (key, KeyedHash(key))
+        return self._day_hash[1].hexdigest(address.encode())[:32]
 
     def address_bucket(self, address: str) -> str:
         """The address as a rate-limit subject in Redis: stable across days, and gone when its counter expires."""
-        return hmac.new(self._bucket_key, address.encode(), hashlib.sha256).hexdigest()[:32]
+        return self._bucket.hexdigest(address.encode())[:32]

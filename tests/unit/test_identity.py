@@ -1,5 +1,11 @@
 """Voter tokens: signed, rotatable, expiring; hashes never reveal the voter."""
 
+import base64
+import hashlib
+import hmac
+import struct
+import time
+
 import pytest
 
 from services.votes.identity import Hasher, TokenRefused, VoterTokens
@@ -39,3 +45,14 @@ def test_hashes_are_keyed_and_stable() -> None:
     a, b = Hasher(OLD), Hasher(NEW)
     assert a.voter_id(b"v" * 16) == a.voter_id(b"v" * 16) != b.voter_id(b"v" * 16)
     assert "127.0.0.1" not in a.client("127.0.0.1")
+
+
+def test_tokens_and_hashes_are_the_documented_hmacs() -> None:
+    # Tokens already handed out must still verify, and a voter's id must not change across versions: the
+    # projector knows a voter's earlier verdict by it.
+    payload = struct.pack(">B16sQ", 1, b"v" * 16, int(time.time()))
+    mac = hmac.new(OLD, payload, hashlib.sha256).digest()[:16]
+    token = b".".join(base64.urlsafe_b64encode(part).rstrip(b"=") for part in (payload, mac)).decode()
+    assert VoterTokens([OLD], ttl_s=3600).verify(token) == b"v" * 16
+    voter_key = hmac.new(OLD, b"shipskip/voter", hashlib.sha256).digest()
+    assert Hasher(OLD).voter_id(b"v" * 16) == hmac.new(voter_key, b"v" * 16, hashlib.sha256).hexdigest()[:32]
