@@ -24,6 +24,7 @@ from services.shared.telemetry_settings import TelemetrySettings
 from services.votes.admission import Gate
 from services.votes.ballot_box import BALLOT_MEMORY_S
 from services.votes.cast_fast_path import CastFastPath
+from services.votes.cast_front import CastFront
 from services.votes.client_address import ClientAddresses
 from services.votes.context import VotesContext
 from services.votes.cors import CorsMiddleware
@@ -93,7 +94,8 @@ def create_app(settings: VotesSettings | None = None, telemetry: TelemetrySettin
         openapi_config=OpenAPIConfig(title="shipskip votes", version="1"),
         state=State({"exposition": WorkersExposition(metrics_folder, buffer)}),
     )
-    return ObservedApp(app, HttpMetrics(buffer), telemetry.access_log, votes_metrics.answered)
+    # The vote POST is routed in front of Litestar (cast_front.py), to the same route app Litestar would call.
+    return ObservedApp(CastFront(app), HttpMetrics(buffer), telemetry.access_log, votes_metrics.answered)
 
 
 def redis_check(redis: RedisLink) -> Check:

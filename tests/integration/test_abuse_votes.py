@@ -370,3 +370,56 @@ def test_answers_are_json_and_never_500(votes: ServiceProcess, client: httpx.Cli
     ]
     assert [r.status_code for r in odd] == [202, 400, 202]
     assert all(r.headers["content-type"].startswith("application/json") for r in odd)
+
+
+# -- the vote POST routed in front of Litestar (services/votes/cast_front.py) -----------------------------------
+
+_VARYING = {"x-request-id", "date", "ratelimit"}  # the request's id, the clock, counters one vote further on
+
+
+def _answer(response: httpx.Response) -> tuple[int, list[tuple[str, str]], object]:
+    headers = [(k, "" if k in _VARYING else v) for k, v in response.headers.items()]
+    body = response.json()
+    if isinstance(body, dict) and body.get("event_id"):
+        body["event_id"] = "<new>"
+    return response.status_code, headers, body
+
+
+@pytest.mark.parametrize(
+    ("case", "headers", "body"),
+    [
+        ("accepted, listed site", {"Origin": SITE}, b'{"tool_id": "windsurf-swe-1", "verdict": "ship"}'),
+        ("accepted, no origin", {}, b'{"tool_id": "windsurf-swe-1", "verdict": "skip"}'),
+        ("other origin", {"Origin": STRANGER}, b'{"tool_id": "windsurf-swe-1", "verdict": "ship"}'),
+        ("no token", {"X-Voter-Token": ""}, b'{"tool_id": "windsurf-swe-1", "verdict": "ship"}'),
+        ("forged token", {"X-Voter-Token": "AAAA.BBBB"}, b'{"tool_id": "windsurf-swe-1", "verdict": "ship"}'),
+        ("malformed", {"Origin": SITE}, b'{"tool_id": '),
+        ("not JSON", {"Content-Type": "text/plain"}, b'{"tool_id": "windsurf-swe-1", "verdict": "ship"}'),
+        ("repeated key", {}, b'{"tool_id": "windsurf-swe-1", "verdict": "ship", "verdict": "skip"}'),
+        ("too large", {}, b'{"tool_id": "windsurf-swe-1", "verdict": "ship", "pad": "' + b"x" * 5000 + b'"}'),
+        ("unknown tool", {}, b'{"tool_id": "smolvlm2-2b", "verdict": "ship"}'),
+    ],
+)
+def test_the_vote_post_answers_alike_in_front_of_litestar_and_through_it(
+    votes: ServiceProcess, client: httpx.Client, case: str, headers: dict[str, str], body: bytes
+) -> None:
+    # A trailing slash is the same route to Litestar, which the front leaves to Litestar's own routing and handler.
+    answers = []
+    for path in (f"/v1/comparisons/{LLAMA}/votes", f"/v1/comparisons/{LLAMA}/votes/"):
+        sent = {"Content-Type": "application/json", "X-Voter-Token": new_token(client, votes.url), **headers}
+        sent = {name: value for name, value in sent.items() if value}  # an empty value: the header left out
+        answers.append(_answer(client.post(votes.url + path, content=body, headers=sent)))
+    assert answers[0][0] != 500
+    assert answers[0] == answers[1]
+
+
+def test_an_unchanged_vote_answers_alike_in_front_of_litestar_and_through_it(
+    votes: ServiceProcess, client: httpx.Client
+) -> None:
+    token = new_token(client, votes.url)
+    assert send_vote(client, votes.url, token, "ship", LLAMA, TOOL).status_code == 202
+    body = {"tool_id": TOOL, "verdict": "ship"}
+    path = f"{votes.url}/v1/comparisons/{LLAMA}/votes"
+    answers = [_answer(client.post(path + slash, json=body, headers={"X-Voter-Token": token})) for slash in ("", "/")]
+    assert answers[0][0] == 200
+    assert answers[0] == answers[1]
