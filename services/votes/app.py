@@ -55,17 +55,19 @@ def create_app(settings: VotesSettings | None = None, telemetry: TelemetrySettin
         redis = RedisLink(
             settings.servers.redis_url, timeout_s=settings.redis_timeout_s, pool_size=settings.redis_pool_size
         )
+        publisher = VotePublisher(nc, settings.publish_timeout_s, votes_metrics.published)
         try:
             await ensure_votes_stream(js, settings.duplicate_window_s, settings.servers.stream_replicas)
             await catalog.start()
             # Not required to start: without Redis, votes are still taken (see redis_link.py).
             await redis.probe()
             day_keys = SharedDayKeys(redis)
+            await publisher.start(settings.servers.nats_url, "shipskip-votes-publishes")
             app.state.votes = VotesContext(
                 settings=settings,
                 nc=nc,
                 catalog=catalog,
-                publisher=VotePublisher(nc, js, settings.publish_timeout_s, votes_metrics.published),
+                publisher=publisher,
                 tokens=VoterTokens(settings.token_keys, settings.token_ttl_s),
                 hasher=Hasher(settings.hash_key, day_keys),
                 redis=redis,
@@ -74,13 +76,15 @@ def create_app(settings: VotesSettings | None = None, telemetry: TelemetrySettin
                 day_keys=day_keys,
                 addresses=ClientAddresses(settings.trusted_proxies),
             )
-            app.state.readiness_checks = {"nats": nats_check(nc, js), "redis": redis_check(redis)}
+            nats = publishes_check(nats_check(nc, js), publisher)
+            app.state.readiness_checks = {"nats": nats, "redis": redis_check(redis)}
             # Without Redis votes are still taken (limits per process): degraded, not unready.
             app.state.readiness_tolerated = frozenset({"redis"})
             yield
         finally:
             await catalog.stop()
-            # drain: publishes in flight finish before the connection closes.
+            # Publishes in flight finish before the connections close (drain: those on nats-py's).
+            await publisher.close()
             await nc.drain()
             await redis.close()
 
@@ -96,6 +100,16 @@ def create_app(settings: VotesSettings | None = None, telemetry: TelemetrySettin
     )
     # The vote POST is routed in front of Litestar (cast_front.py), to the same route app Litestar would call.
     return ObservedApp(CastFront(app), HttpMetrics(buffer), telemetry.access_log, votes_metrics.answered)
+
+
+def publishes_check(nats: Check, publisher: VotePublisher) -> Check:
+    """NATS answers the service's connection, and the publisher's own is up too (see publisher.py)."""
+
+    async def check() -> str | None:
+        problem = await nats()
+        return problem or (None if publisher.connected else "the vote publishes' connection is down, reconnecting")
+
+    return check
 
 
 def redis_check(redis: RedisLink) -> Check:

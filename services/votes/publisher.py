@@ -4,10 +4,14 @@ Each publish carries a reply subject under one inbox of this process's, subscrib
 the acknowledgement resolves: what ``js.publish`` does, without its costs per vote (a task for ``wait_for``, random
 bytes for the token, ``json.loads`` and a dataclass for the ack). The deadline of every publish in flight is kept by
 one timer: publishes wait equally long, so the oldest is always the first due.
+
+The publishes and acks travel on the publisher's own connection (nats_link.py) where the NATS URL is plain
+``nats://``; otherwise (TLS, websockets) on nats-py's connection, with an inbox subscription of its own.
 """
 
 import asyncio
 import itertools
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -16,10 +20,12 @@ import msgspec
 import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 
 from contracts.events import VoteEvent, encode_event
 from contracts.subjects import votes_subject
+from services.votes.nats_link import LinkDown, LinkUnsupported, NatsLink, parse_servers
+
+log = logging.getLogger(__name__)
 
 _NO_RESPONDERS = "503"
 
@@ -40,10 +46,9 @@ _decode_ack = msgspec.json.Decoder(_Ack).decode
 
 
 class VotePublisher:
-    def __init__(
-        self, nc: NATS, js: JetStreamContext, timeout_s: float, latency: Callable[[float], None] | None = None
-    ) -> None:
-        self._nc = nc  # ``js`` is not needed: the acknowledgements are read here (see the module's docstring)
+    def __init__(self, nc: NATS, timeout_s: float, latency: Callable[[float], None] | None = None) -> None:
+        self._nc = nc
+        self._link: NatsLink | None = None
         self._timeout_s = timeout_s
         self._latency = latency
         """Observes each publish until acked or failed (services/votes/metrics.py)."""
@@ -54,15 +59,35 @@ class VotePublisher:
         self._deadlines: deque[tuple[float, str]] = deque()
         self._timer: asyncio.TimerHandle | None = None
 
+    async def start(self, nats_url: str, name: str) -> None:
+        """Publish on a connection of its own to ``nats_url`` where it speaks that URL, else on nats-py's."""
+        try:
+            link = NatsLink(parse_servers(nats_url), name)
+            await link.start(self._on_link_reply, self._on_link_lost)
+        except LinkUnsupported as exc:
+            log.info("vote publishes go through nats-py's connection: %s", exc)
+            return
+        self._link = link
+
+    async def close(self) -> None:
+        """Wait for the publishes in flight (each until acked or due), then close the publisher's connection."""
+        await asyncio.gather(*self._waiting.values(), return_exceptions=True)
+        if self._link is not None:
+            self._link.close()
+
+    @property
+    def connected(self) -> bool:
+        return self._link.connected if self._link is not None else self._nc.is_connected
+
     async def publish(self, event: VoteEvent, msg_id: str) -> bool:
         """Store the event; True when JetStream already held it (a retry inside the duplicate window)."""
         # A disconnected client would queue the publish and wait out the timeout; refuse at once instead.
-        if not self._nc.is_connected:
+        if not self.connected:
             raise StreamUnavailable("the vote stream is not reachable")
         started = time.perf_counter()
         try:
             ack = await self._publish(votes_subject(event.comparison_id), encode_event(event), msg_id)
-        except (nats.errors.Error, TimeoutError, OSError) as exc:
+        except (nats.errors.Error, TimeoutError, OSError, LinkDown) as exc:
             raise StreamUnavailable(f"the vote stream did not acknowledge the vote: {type(exc).__name__}") from exc
         finally:
             if self._latency is not None:
@@ -72,7 +97,8 @@ class VotePublisher:
         return ack.duplicate
 
     async def _publish(self, subject: str, payload: bytes, msg_id: str) -> _Ack:
-        inbox = self._inbox or await self._subscribed()
+        link = self._link
+        inbox = "" if link is not None else self._inbox or await self._subscribed()
         token = str(next(self._tokens))
         loop = asyncio.get_running_loop()
         future: asyncio.Future[_Ack] = loop.create_future()
@@ -81,7 +107,10 @@ class VotePublisher:
         if self._timer is None:
             self._timer = loop.call_at(self._deadlines[0][0], self._expire)
         try:
-            await self._nc.publish(subject, payload, reply=inbox + token, headers={"Nats-Msg-Id": msg_id})
+            if link is not None:
+                link.publish(subject, token, msg_id, payload)
+            else:
+                await self._nc.publish(subject, payload, reply=inbox + token, headers={"Nats-Msg-Id": msg_id})
             return await future
         finally:
             self._waiting.pop(token, None)
@@ -100,16 +129,26 @@ class VotePublisher:
         return prefix
 
     async def _on_reply(self, msg: Msg) -> None:
-        future = self._waiting.get(msg.subject.rpartition(".")[2])
+        status = msg.headers.get("Status") if msg.headers else None
+        self._on_link_reply(msg.subject.rpartition(".")[2], msg.data, status)
+
+    def _on_link_reply(self, token: str, data: bytes, status: str | None) -> None:
+        future = self._waiting.get(token)
         if future is None or future.done():
             return  # timed out already, or its caller gave up
-        if not msg.data and msg.headers and msg.headers.get("Status") == _NO_RESPONDERS:
+        if not data and status == _NO_RESPONDERS:
             future.set_exception(nats.errors.NoRespondersError())
             return
         try:
-            future.set_result(_decode_ack(msg.data))
+            future.set_result(_decode_ack(data))
         except msgspec.DecodeError as exc:
             future.set_exception(nats.errors.Error(f"unreadable acknowledgement: {exc}"))
+
+    def _on_link_lost(self) -> None:
+        # Their acks went with the connection: each caller answers 503 now rather than at its deadline.
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(LinkDown("the connection to NATS was lost before the acknowledgement"))
 
     def _expire(self) -> None:
         self._timer = None

@@ -1,11 +1,12 @@
 """The votes service's JetStream publisher (services/votes/publisher.py) against the suite's real NATS server:
 a vote is acknowledged before ``publish`` returns, a retried message id is stored once, and what JetStream
 does not acknowledge is a ``StreamUnavailable`` (503), at once without a stream, after the deadline when nobody
-answers."""
+answers. Each of these for both ways it publishes: its own connection (services/votes/nats_link.py) and
+nats-py's."""
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 
 import nats
@@ -18,6 +19,7 @@ from contracts.subjects import VOTES_STREAM
 from infra.stack.servers import ServerAddresses
 from services.shared.event_ids import new_event_id
 from services.shared.jetstream import ensure_votes_stream
+from services.votes.nats_link import LinkDown
 from services.votes.publisher import StreamUnavailable, VotePublisher
 
 
@@ -27,6 +29,29 @@ async def nc(servers: ServerAddresses) -> AsyncIterator[NATS]:
     await ensure_votes_stream(client.jetstream(), 120)
     yield client
     await client.drain()
+
+
+@pytest.fixture(params=["own connection", "nats-py"])
+async def make_publisher(
+    request: pytest.FixtureRequest, nc: NATS, servers: ServerAddresses
+) -> AsyncIterator[Callable[[float], Awaitable[VotePublisher]]]:
+    made: list[VotePublisher] = []
+
+    async def make(timeout_s: float) -> VotePublisher:
+        publisher = VotePublisher(nc, timeout_s=timeout_s)
+        if request.param == "own connection":
+            await publisher.start(servers.nats_url, "shipskip-test")
+            assert publisher._link is not None
+            assert publisher._link.connected
+        made.append(publisher)
+        return publisher
+
+    yield make
+    for publisher in made:
+        await publisher.close()
+
+
+MakePublisher = Callable[[float], Awaitable[VotePublisher]]
 
 
 def _vote() -> VoteCast:
@@ -40,8 +65,8 @@ def _vote() -> VoteCast:
     )
 
 
-async def test_each_of_many_votes_in_flight_is_stored_once(nc: NATS) -> None:
-    publisher = VotePublisher(nc, nc.jetstream(), timeout_s=5)
+async def test_each_of_many_votes_in_flight_is_stored_once(nc: NATS, make_publisher: MakePublisher) -> None:
+    publisher = await make_publisher(5)
     js = nc.jetstream()
     before = (await js.stream_info(VOTES_STREAM)).state.last_seq
     votes = [_vote() for _ in range(300)]
@@ -59,17 +84,17 @@ async def test_each_of_many_votes_in_flight_is_stored_once(nc: NATS) -> None:
     assert not publisher._waiting  # nothing left behind
 
 
-async def test_a_subject_no_stream_takes_is_refused_at_once(nc: NATS) -> None:
-    publisher = VotePublisher(nc, nc.jetstream(), timeout_s=30)
+async def test_a_subject_no_stream_takes_is_refused_at_once(make_publisher: MakePublisher) -> None:
+    publisher = await make_publisher(30)
     with pytest.raises(nats.errors.NoRespondersError):
         await asyncio.wait_for(publisher._publish("shipskip.test.nostream", b"{}", "x"), 10)
 
 
-async def test_a_publish_nobody_acknowledges_fails_after_its_deadline(nc: NATS) -> None:
+async def test_a_publish_nobody_acknowledges_fails_after_its_deadline(nc: NATS, make_publisher: MakePublisher) -> None:
     subject = "shipskip.test.silent." + secrets.token_hex(4)
     silent = await nc.subscribe(subject)  # a responder that never answers: no "no responders" either
     await nc.flush()
-    publisher = VotePublisher(nc, nc.jetstream(), timeout_s=0.2)
+    publisher = await make_publisher(0.2)
     results = await asyncio.gather(
         *(publisher._publish(subject, b"{}", secrets.token_hex(4)) for _ in range(5)), return_exceptions=True
     )
@@ -79,7 +104,7 @@ async def test_a_publish_nobody_acknowledges_fails_after_its_deadline(nc: NATS) 
     assert publisher._timer is None  # nothing due: no timer left running
 
 
-async def test_an_error_from_jetstream_is_a_refusal(nc: NATS) -> None:
+async def test_an_error_from_jetstream_is_a_refusal(nc: NATS, make_publisher: MakePublisher) -> None:
     subject = "shipskip.test.refusing." + secrets.token_hex(4)
 
     async def refuse(msg: Msg) -> None:
@@ -87,14 +112,49 @@ async def test_an_error_from_jetstream_is_a_refusal(nc: NATS) -> None:
 
     await nc.subscribe(subject, cb=refuse)
     await nc.flush()
-    publisher = VotePublisher(nc, nc.jetstream(), timeout_s=5)
+    publisher = await make_publisher(5)
     ack = await publisher._publish(subject, b"{}", "x")
     assert ack.error == {"code": 503, "err_code": 10077, "description": "maximum messages exceeded"}
 
 
 async def test_a_closed_connection_refuses_at_once(servers: ServerAddresses) -> None:
     client = await nats.connect(servers.nats_url)
-    publisher = VotePublisher(client, client.jetstream(), timeout_s=30)
+    publisher = VotePublisher(client, timeout_s=30)
     await client.close()
     with pytest.raises(StreamUnavailable, match="not reachable"):
         await publisher.publish(_vote(), "x")
+
+
+async def test_its_own_connection_lost_fails_what_is_in_flight_at_once_and_comes_back(
+    nc: NATS, make_publisher: MakePublisher
+) -> None:
+    publisher = await make_publisher(30)
+    link = publisher._link
+    if link is None:
+        pytest.skip("nats-py's connection: its reconnects are nats-py's")
+    subject = "shipskip.test.silent." + secrets.token_hex(4)
+    silent = await nc.subscribe(subject)  # nobody answers: the publishes wait for their acks
+    await nc.flush()
+    waiting = [asyncio.ensure_future(publisher._publish(subject, b"{}", secrets.token_hex(4))) for _ in range(3)]
+    await asyncio.sleep(0.2)
+    assert link._connection is not None
+    assert link._connection._transport is not None
+    link._connection._transport.abort()  # the connection is lost (as when the server's process dies)
+    results = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 5)  # not their 30 s
+    assert all(isinstance(result, LinkDown) for result in results), results
+    with pytest.raises(StreamUnavailable, match="not reachable"):
+        await publisher.publish(_vote(), "x")
+    for _ in range(100):  # it connects again within a second or so
+        if publisher.connected:
+            break
+        await asyncio.sleep(0.05)
+    assert publisher.connected
+    await silent.unsubscribe()
+    assert not await publisher.publish(_vote(), new_event_id())
+
+
+async def test_a_url_its_own_connection_does_not_speak_goes_through_nats_py(nc: NATS) -> None:
+    publisher = VotePublisher(nc, timeout_s=5)
+    await publisher.start("tls://127.0.0.1:1", "shipskip-test")
+    assert publisher._link is None
+    assert not await publisher.publish(_vote(), new_event_id())
