@@ -10,7 +10,7 @@ import pytest
 from contracts.subjects import CATALOG_BUCKET, VOTES_STREAM
 from infra.stack.bootstrap import bootstrap
 from infra.stack.servers import ServerAddresses
-from services.shared.jetstream import votes_stream_config
+from services.shared.jetstream import until_placed, votes_stream_config
 from tests.faults.cluster import NatsCluster, connect
 from tests.faults.ingest import LOAD_ENV, Ingest, assert_exact
 from tests.support import Pipeline, service_env, wait_until
@@ -27,8 +27,9 @@ async def prepare(addresses: ServerAddresses) -> None:
     nc = await connect(addresses.nats_url)
     try:
         js = nc.jetstream()
-        await js.add_stream(votes_stream_config(120.0, replicas=3))
-        await js.create_key_value(bucket=CATALOG_BUCKET, history=16, replicas=3)
+        # As the services do: a cluster still forming has no peers for three replicas yet.
+        await until_placed(lambda: js.add_stream(votes_stream_config(120.0, replicas=3)), "votes stream")
+        await until_placed(lambda: js.create_key_value(bucket=CATALOG_BUCKET, history=16, replicas=3), "catalogue")
     finally:
         await nc.close()
     await bootstrap(addresses.nats_url, addresses.database_url)
