@@ -9,19 +9,15 @@ time per publish and the publishes a second.
 """
 
 import asyncio
-import resource
 import secrets
-import sys
-import tempfile
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import nats
-import uvloop
 
+from bench.one_path import cpu_s, run_on_embedded_servers
 from contracts.events import VoteCast
-from infra.stack.servers import EmbeddedServers
+from infra.stack.servers import ServerAddresses
 from services.shared.event_ids import new_event_id
 from services.shared.jetstream import ensure_votes_stream
 from services.votes.publisher import VotePublisher
@@ -29,12 +25,8 @@ from services.votes.publisher import VotePublisher
 _CONCURRENCY = 32
 
 
-def _cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-async def _measure(nats_url: str, publishes: int, rounds: int) -> None:
+async def _measure(servers: ServerAddresses, publishes: int, rounds: int) -> None:
+    nats_url = servers.nats_url
     nc = await nats.connect(nats_url)
     await ensure_votes_stream(nc.jetstream(), 120)
     vote = VoteCast(
@@ -51,9 +43,9 @@ async def _measure(nats_url: str, publishes: int, rounds: int) -> None:
                 await publisher.publish(vote, new_event_id())
 
         await asyncio.gather(*(publish(50) for _ in range(_CONCURRENCY)))  # warm-up
-        cpu, wall = _cpu_s(), time.perf_counter()
+        cpu, wall = cpu_s(), time.perf_counter()
         await asyncio.gather(*(publish(publishes // _CONCURRENCY) for _ in range(_CONCURRENCY)))
-        cpu, wall = _cpu_s() - cpu, time.perf_counter() - wall
+        cpu, wall = cpu_s() - cpu, time.perf_counter() - wall
         done = publishes // _CONCURRENCY * _CONCURRENCY
         print(
             f"{connection:8} {1e6 * cpu / done:6.1f} µs of CPU a publish, {done / wall:7,.0f} publishes/s", flush=True
@@ -63,13 +55,7 @@ async def _measure(nats_url: str, publishes: int, rounds: int) -> None:
 
 
 def main() -> None:
-    publishes = int(sys.argv[1]) if len(sys.argv) > 1 else 19_200
-    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
-    with (
-        tempfile.TemporaryDirectory(prefix="shipskip-publish-cpu-") as folder,
-        EmbeddedServers(Path(folder)) as servers,
-    ):
-        uvloop.run(_measure(servers.addresses.nats_url, publishes, rounds))
+    run_on_embedded_servers("publish-cpu", _measure, 19_200)
 
 
 if __name__ == "__main__":

@@ -16,19 +16,15 @@ fine enough for A/B comparisons of the vote path (run it in two checkouts, alter
 import asyncio
 import json
 import os
-import resource
-import sys
 import tempfile
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
-import uvloop
-
+from bench.one_path import cpu_s, run_on_embedded_servers
 from bench.stack import service_env
 from infra.stack.bootstrap import bootstrap
-from infra.stack.servers import EmbeddedServers, ServerAddresses
+from infra.stack.servers import ServerAddresses
 
 _CONCURRENCY = 32
 _VOTERS = 2000
@@ -37,11 +33,6 @@ _TOOLS = ("llama-4-scout-fine-tuning-toolkit", "windsurf-swe-1")
 _HOST = [(b"host", b"127.0.0.1:8081")]
 
 App = Any  # an ASGI app
-
-
-def _cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 async def _call(app: App, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes = b"") -> Any:
@@ -122,9 +113,9 @@ async def _measure(servers: ServerAddresses, votes: int, rounds: int) -> None:
     await asyncio.gather(*(cast(200) for _ in range(_CONCURRENCY)))  # warm-up
     for _ in range(rounds):
         statuses.clear()
-        cpu, wall = _cpu_s(), time.perf_counter()
+        cpu, wall = cpu_s(), time.perf_counter()
         await asyncio.gather(*(cast(votes // _CONCURRENCY) for _ in range(_CONCURRENCY)))
-        cpu, wall = _cpu_s() - cpu, time.perf_counter() - wall
+        cpu, wall = cpu_s() - cpu, time.perf_counter() - wall
         done = sum(statuses.values())
         print(
             f"{1e6 * cpu / done:6.1f} µs of CPU a vote, {done / wall:7,.0f} votes/s, answers {dict(statuses)}",
@@ -135,13 +126,7 @@ async def _measure(servers: ServerAddresses, votes: int, rounds: int) -> None:
 
 
 def main() -> None:
-    votes = int(sys.argv[1]) if len(sys.argv) > 1 else 32_000
-    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
-    with (
-        tempfile.TemporaryDirectory(prefix="shipskip-votes-cpu-") as folder,
-        EmbeddedServers(Path(folder)) as servers,
-    ):
-        uvloop.run(_measure(servers.addresses, votes, rounds))
+    run_on_embedded_servers("votes-cpu", _measure, 32_000)
 
 
 if __name__ == "__main__":
