@@ -203,7 +203,12 @@ class _Connection(asyncio.Protocol):
                 self._got_info = True
                 self._handshake(json.loads(line[5:]))
         elif line.startswith(b"-ERR"):
-            self._fail(f"the server refused: {line[5:].decode(errors='replace')}")
+            reason = line[5:].decode(errors="replace")
+            if "permissions violation" in reason.lower():
+                # The server keeps the connection: only that publish is refused (it fails at its deadline).
+                log.warning("nats (vote publishes): %s", reason)
+            else:
+                self._fail(f"the server refused: {reason}")
         elif line != b"+OK":
             raise ValueError(f"unknown operation {line[:20]!r}")
 

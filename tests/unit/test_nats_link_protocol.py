@@ -103,6 +103,15 @@ async def test_an_error_from_the_server_ends_the_connection() -> None:
     assert transport.ended
 
 
+async def test_a_refused_publish_keeps_the_connection() -> None:
+    lost: list[object] = []
+    made, transport = connection([], lost)
+    made.data_received(INFO + b"PONG\r\n-ERR 'Permissions Violation for Publish to \"votes.v1.x\"'\r\n")
+    assert not lost
+    assert not made.lost
+    assert not transport.ended
+
+
 async def test_garbage_ends_the_connection() -> None:
     lost: list[object] = []
     made, _ = connection([], lost)
