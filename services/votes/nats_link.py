@@ -177,6 +177,8 @@ class _Connection(asyncio.Protocol):
                     continue
                 position = start
                 self._control(line)
+                if self.lost:
+                    return  # ended by what the server said (-ERR): nothing after it counts
         except ValueError as exc:
             self._fail(f"unreadable data from the server: {exc}")
             return
