@@ -1,11 +1,11 @@
 """The vote POST answered without Litestar's per-request handler machinery, with the same answers.
 
-Litestar still routes the request (path template, path parameters, body size limit of the route) and runs every
-middleware listed before this one (CORS); this one, the innermost, takes over where the route would build its
-parameter model, call the handler and turn the returned Response into ASGI messages. ``routes.cast`` runs as the
-handler would run it, and its reply goes out with the bytes and headers Litestar would send (``Reply``). A refusal
-(an ApiError, Litestar's 413, anything unexpected) goes through Litestar's own ExceptionHandlerMiddleware with the
-route's handlers, as the handler's would, so every error answer is unchanged.
+Litestar, or ``cast_front.py`` for it, still routes the request (path template, path parameters, body size limit of
+the route) and runs every middleware listed before this one (CORS); this one, the innermost, takes over where the
+route would build its parameter model, call the handler and turn the returned Response into ASGI messages.
+``routes.cast`` runs as the handler would run it, and its reply goes out with the bytes and headers Litestar would
+send (``Reply``). A refusal (an ApiError, Litestar's 413, anything unexpected) goes through Litestar's own
+ExceptionHandlerMiddleware with the route's handlers, as the handler's would, so every error answer is unchanged.
 
 Only routes flagged with ``opt={CAST_FAST_PATH: True}`` are taken; everything else passes through untouched.
 """

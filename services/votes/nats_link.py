@@ -230,16 +230,23 @@ class _Connection(asyncio.Protocol):
 class NatsLink:
     """Vote publishes on a connection of their own (see the module's docstring)."""
 
-    def __init__(self, servers: list[Server], name: str, connect_timeout_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        servers: list[Server],
+        name: str,
+        on_reply: ReplyHandler,
+        on_lost: Callable[[], None],
+        connect_timeout_s: float = 2.0,
+    ) -> None:
+        """``on_lost``: the connection went, with whatever was in flight on it."""
         if not servers:
             raise LinkUnsupported("no server")
         self._servers = servers
         self._name = name
+        self._on_reply = on_reply
+        self._on_lost = on_lost
         self._connect_timeout_s = connect_timeout_s
         self._inbox = b"_INBOX.%s." % secrets.token_hex(11).encode()
-        self.inbox = self._inbox.decode()
-        self._on_reply: ReplyHandler = _ignore_reply
-        self._on_lost: Callable[[], None] = _nothing
         self._connection: _Connection | None = None
         self._reconnecting: asyncio.Task[None] | None = None
         self._closed = False
@@ -249,10 +256,9 @@ class NatsLink:
         connection = self._connection
         return connection is not None and not connection.lost and connection.ready.done()
 
-    async def start(self, on_reply: ReplyHandler, on_lost: Callable[[], None]) -> None:
+    async def start(self) -> None:
         """Connect to the first server that answers, else keep trying in the background; LinkUnsupported when a
-        server wants what this does not speak. ``on_lost``: the connection went, with whatever was in flight."""
-        self._on_reply, self._on_lost = on_reply, on_lost
+        server wants what this does not speak."""
         for server in self._servers:
             try:
                 await self._connect(server)
@@ -264,7 +270,7 @@ class NatsLink:
     def publish(self, subject: str, reply_token: str, msg_id: str, payload: bytes) -> None:
         """Send one publish with a Nats-Msg-Id (JetStream's dedup) whose reply comes to ``reply_token``."""
         connection = self._connection
-        if connection is None or connection.lost or not connection.ready.done():
+        if connection is None or not self.connected:
             raise LinkDown("not connected to NATS")
         header = b"NATS/1.0\r\nNats-Msg-Id: %s\r\n\r\n" % msg_id.encode()
         sizes = len(header), len(header) + len(payload)
@@ -313,11 +319,3 @@ class NatsLink:
             self._reconnecting.cancel()
         if self._connection is not None:
             self._connection.close()
-
-
-def _ignore_reply(token: str, data: bytes, status: str | None) -> None:
-    pass
-
-
-def _nothing() -> None:
-    pass

@@ -62,8 +62,8 @@ class VotePublisher:
     async def start(self, nats_url: str, name: str) -> None:
         """Publish on a connection of its own to ``nats_url`` where it speaks that URL, else on nats-py's."""
         try:
-            link = NatsLink(parse_servers(nats_url), name)
-            await link.start(self._on_link_reply, self._on_link_lost)
+            link = NatsLink(parse_servers(nats_url), name, self._resolve, self._fail_in_flight)
+            await link.start()
         except LinkUnsupported as exc:
             log.info("vote publishes go through nats-py's connection: %s", exc)
             return
@@ -130,9 +130,10 @@ class VotePublisher:
 
     async def _on_reply(self, msg: Msg) -> None:
         status = msg.headers.get("Status") if msg.headers else None
-        self._on_link_reply(msg.subject.rpartition(".")[2], msg.data, status)
+        self._resolve(msg.subject.rpartition(".")[2], msg.data, status)
 
-    def _on_link_reply(self, token: str, data: bytes, status: str | None) -> None:
+    def _resolve(self, token: str, data: bytes, status: str | None) -> None:
+        """A reply on the inbox, from either connection: the ack (or refusal) of the publish ``token``."""
         future = self._waiting.get(token)
         if future is None or future.done():
             return  # timed out already, or its caller gave up
@@ -144,7 +145,7 @@ class VotePublisher:
         except msgspec.DecodeError as exc:
             future.set_exception(nats.errors.Error(f"unreadable acknowledgement: {exc}"))
 
-    def _on_link_lost(self) -> None:
+    def _fail_in_flight(self) -> None:
         # Their acks went with the connection: each caller answers 503 now rather than at its deadline.
         for future in self._waiting.values():
             if not future.done():
