@@ -375,10 +375,13 @@ def test_answers_are_json_and_never_500(votes: ServiceProcess, client: httpx.Cli
 # -- the vote POST routed in front of Litestar (services/votes/cast_front.py) -----------------------------------
 
 _VARYING = {"x-request-id", "date", "ratelimit"}  # the request's id, the clock, counters one vote further on
+_SERVERS_OWN = {"connection"}
+"""Hop-by-hop, granian's and not the app's: a refusal answered before the body was read gets "connection: close"
+when the body had not all arrived by then (seen once in a fresh-clone run, on one of the two paths)."""
 
 
 def _answer(response: httpx.Response) -> tuple[int, list[tuple[str, str]], object]:
-    headers = [(k, "" if k in _VARYING else v) for k, v in response.headers.items()]
+    headers = [(k, "" if k in _VARYING else v) for k, v in response.headers.items() if k not in _SERVERS_OWN]
     body = response.json()
     if isinstance(body, dict) and body.get("event_id"):
         body["event_id"] = "<new>"
