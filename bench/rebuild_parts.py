@@ -31,7 +31,7 @@ from infra.stack.bootstrap import DEMO_CATALOG, bootstrap
 from infra.stack.servers import EmbeddedServers
 from services.tally.fold import FoldState, fold
 from services.tally.rebuild import rebuild
-from services.tally.replay import delivery_sequences
+from services.tally.replay_wire import delivery_sequences
 from services.tally.store import StreamRecord, decode_records
 
 _BATCH = 5000

@@ -164,6 +164,7 @@ async def start_rebuild(request: Request[Any, Any, Any]) -> Response[bytes]:
             comparison_id=body.comparison_id,
             on_progress=lambda progress: setattr(job, "progress", progress),
             memory_ballots=context.settings.rebuild_memory_ballots,
+            nats_url=context.settings.servers.nats_url,
         )
         return {"position": report.position, "events": report.events, "seconds": round(report.seconds, 2)}
 
@@ -182,6 +183,7 @@ async def start_verify(request: Request[Any, Any, Any]) -> Response[bytes]:
             ballots_per_client_day=context.settings.ballots_per_client_day,
             comparison_id=body.comparison_id,
             on_progress=lambda progress: setattr(job, "progress", progress),
+            nats_url=context.settings.servers.nats_url,
         )
         return _differences(position, differences)
 

@@ -72,6 +72,7 @@ async def _dispatch(args: argparse.Namespace, settings: TallySettings, nc: objec
                 on_progress=ProgressBar(),
                 partitions=args.partitions,
                 memory_ballots=settings.rebuild_memory_ballots,
+                nats_url=settings.servers.nats_url,
             )
         except RebuildRunning as exc:
             print(f"shipskip rebuild: {exc}", file=sys.stderr)
@@ -86,7 +87,12 @@ async def _dispatch(args: argparse.Namespace, settings: TallySettings, nc: objec
         return 0
     if args.command == "verify":
         position, differences = await verify(
-            nc, pool, ballots_per_client_day=limit, comparison_id=args.comparison, on_progress=ProgressBar()
+            nc,
+            pool,
+            ballots_per_client_day=limit,
+            comparison_id=args.comparison,
+            on_progress=ProgressBar(),
+            nats_url=settings.servers.nats_url,
         )
         print(f"\nverified up to stream position {position}: {len(differences)} differences")
         for d in differences:

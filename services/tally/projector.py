@@ -35,7 +35,7 @@ from services.tally.pools import folding_pool
 from services.tally.projector_metrics import ProjectorMetrics
 from services.tally.projector_monitor import projector_monitor
 from services.tally.pull import PullBatches, PullRefused
-from services.tally.replay import delivery_sequences
+from services.tally.replay_wire import delivery_sequences
 from services.tally.routing import consumer_filters, recorded_routing, stream_routing
 from services.tally.settings import TallySettings
 from services.tally.store import BatchResult, Projection, StreamRecord

@@ -8,12 +8,13 @@ would leave out of the rebuilt rows events the projector had counted.
 import asyncio
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import nats
 import pytest
 from nats.aio.client import Client as NATS
 
-from contracts.subjects import votes_subject
+from contracts.subjects import VOTES_STREAM, votes_subject
 from infra.stack.servers import ServerAddresses
 from services.tally.replay import StreamReplay
 from services.tally.store import StreamRecord
@@ -30,8 +31,19 @@ async def reader(servers: ServerAddresses) -> AsyncIterator[NATS]:
     await nc.close()
 
 
+@pytest.fixture(params=["own connection", "nats-py"])
+def replay_url(request: pytest.FixtureRequest, servers: ServerAddresses) -> str | None:
+    """The replay's two ways to read: a pull consumer over its own connection, or nats-py's ordered consumer."""
+    return servers.nats_url if request.param == "own connection" else None
+
+
+def make_replay(reader: NATS, url: str | None, batch_size: int) -> StreamReplay:
+    replay = StreamReplay(reader.jetstream(), batch_size=batch_size, nats_url=url)
+    return replay
+
+
 async def test_a_replay_at_the_end_of_the_stream_still_folds_what_was_appended_since(
-    servers: ServerAddresses, reader: NATS
+    servers: ServerAddresses, reader: NATS, replay_url: str | None
 ) -> None:
     await publish_raw(servers, [(SUBJECT, b"%d" % i) for i in range(3000)])
     folded: list[int] = []
@@ -39,9 +51,10 @@ async def test_a_replay_at_the_end_of_the_stream_still_folds_what_was_appended_s
     async def take(records: list[StreamRecord]) -> None:
         folded.extend(record.seq for record in records)
 
-    replay = StreamReplay(reader.jetstream(), batch_size=500)
+    replay = make_replay(reader, replay_url, 500)
     await replay.open()
     try:
+        assert replay.own_connection == (replay_url is not None)
         assert replay.total == 3000
         await replay.fold_until(3000, take)
         assert folded == list(range(1, 3001))
@@ -72,14 +85,16 @@ def append_from_another_thread(servers: ServerAddresses, count: int) -> int:
         return thread.submit(asyncio.run, append()).result()
 
 
-async def test_a_replay_stops_at_the_target_and_hands_on_the_rest_later(servers: ServerAddresses, reader: NATS) -> None:
+async def test_a_replay_stops_at_the_target_and_hands_on_the_rest_later(
+    servers: ServerAddresses, reader: NATS, replay_url: str | None
+) -> None:
     await publish_raw(servers, [(SUBJECT, b"%d" % i) for i in range(1000)])
     batches: list[list[int]] = []
 
     async def take(records: list[StreamRecord]) -> None:
         batches.append([record.seq for record in records])
 
-    replay = StreamReplay(reader.jetstream(), batch_size=300)
+    replay = make_replay(reader, replay_url, 300)
     await replay.open()
     try:
         # The fold takes what has arrived, so on a loaded machine the first batch could be shorter than 300 (seen
@@ -95,3 +110,66 @@ async def test_a_replay_stops_at_the_target_and_hands_on_the_rest_later(servers:
         assert max(len(batch) for batch in batches) <= 300
     finally:
         await replay.close()
+
+
+async def test_its_own_connection_asks_for_no_more_than_the_buffer_has_room_for(
+    servers: ServerAddresses, reader: NATS
+) -> None:
+    await publish_raw(servers, [(SUBJECT, b"%d" % i) for i in range(3000)])
+    replay = make_replay(reader, servers.nats_url, 200)
+    await replay.open()
+    try:
+        await asyncio.sleep(0.5)  # nothing folded: the server sends what was asked for, then waits
+        assert replay.reached == 800  # 4 batches: the buffer's bound
+        folded: list[int] = []
+
+        async def take(records: list[StreamRecord]) -> None:
+            folded.extend(record.seq for record in records)
+
+        await replay.fold_until(3000, take)
+        assert folded == list(range(1, 3001))
+    finally:
+        await replay.close()
+
+
+@pytest.mark.parametrize("trouble", ["consumer deleted", "connection lost"])
+async def test_its_own_consumer_is_made_again_from_where_it_was(
+    servers: ServerAddresses, reader: NATS, trouble: str
+) -> None:
+    await publish_raw(servers, [(SUBJECT, b"%d" % i) for i in range(3000)])
+    folded: list[int] = []
+
+    async def take(records: list[StreamRecord]) -> None:
+        folded.extend(record.seq for record in records)
+
+    before = [info.name async for info in consumer_names(reader)]
+    replay = make_replay(reader, servers.nats_url, 300)
+    await replay.open()
+    try:
+        await replay.fold_until(900, take)
+        session = replay._session
+        assert session is not None
+        first = session.consumer
+        if trouble == "consumer deleted":
+            await reader.jetstream().delete_consumer(VOTES_STREAM, first)
+        else:
+            connection = session._connection
+            assert connection is not None
+            assert connection._transport is not None
+            connection._transport.abort()
+        async with asyncio.timeout(20):
+            await replay.fold_until(3000, take)
+        assert folded == list(range(1, 3001))  # nothing left out, nothing twice
+        assert replay._session is not None
+        assert replay._session.consumer != first
+        consumers = [info.name async for info in consumer_names(reader)]
+        assert first not in consumers
+    finally:
+        await replay.close()
+    assert replay._session is None
+    assert [info.name async for info in consumer_names(reader)] == before  # the replay leaves nothing behind
+
+
+async def consumer_names(nc: NATS) -> AsyncIterator[Any]:
+    for info in await nc.jetstream().consumers_info(VOTES_STREAM):
+        yield info
