@@ -10,7 +10,10 @@ rebuild benchmark's replay stream), then times each stage of a replay on its own
 - ``read+reply``: the same, the stream sequence cut from the reply subject instead (no metadata object);
 - ``decode``: ``decode_records`` over the kept records (msgspec, the event contracts);
 - ``fold``: the pure fold over all of them in memory, 5,000 events a call, as verify folds;
-- ``rebuild``: the rebuild itself (services/tally/rebuild.py), in this process: all of the above and the writes.
+- ``replay own`` and ``replay nats-py``: the replay (services/tally/replay.py) through its own connection and
+  through nats-py's ordered consumer, handing batches to a fold that does nothing;
+- ``rebuild own`` and ``rebuild nats-py``: the rebuild itself (services/tally/rebuild.py), in this process, all of
+  the above and the writes, with the replay reading each way, alternately, twice.
 """
 
 import asyncio
@@ -31,6 +34,7 @@ from infra.stack.bootstrap import DEMO_CATALOG, bootstrap
 from infra.stack.servers import EmbeddedServers
 from services.tally.fold import FoldState, fold
 from services.tally.rebuild import rebuild
+from services.tally.replay import StreamReplay
 from services.tally.replay_wire import delivery_sequences
 from services.tally.store import StreamRecord, decode_records
 
@@ -90,12 +94,30 @@ async def measure(nats_url: str, database_url: str, count: int) -> None:
     nc = await nats.connect(nats_url, pending_size=64 * 1024 * 1024)
     pool = await asyncpg.create_pool(database_url, min_size=2, max_size=4)
     try:
-        started = time.perf_counter()
-        await rebuild(nc, pool, database_url, ballots_per_client_day=_NO_QUOTA)
-        _timed("rebuild", started, count)
+        # The replay's two ways to read (replay.py), counting only, then the rebuild through each, alternately.
+        for name, url in (("replay own", nats_url), ("replay nats-py", None)):
+            started = time.perf_counter()
+            await _drain(StreamReplay(nc.jetstream(), nats_url=url), count)
+            _timed(name, started, count)
+        for _ in range(2):
+            for name, url in (("rebuild own", nats_url), ("rebuild nats-py", None)):
+                started = time.perf_counter()
+                await rebuild(nc, pool, database_url, ballots_per_client_day=_NO_QUOTA, nats_url=url)
+                _timed(name, started, count)
     finally:
         await pool.close()
         await nc.close()
+
+
+async def _drain(replay: StreamReplay, count: int) -> None:
+    async def count_only(_: list[StreamRecord]) -> None:
+        pass
+
+    await replay.open()
+    try:
+        await replay.fold_until(count, count_only)
+    finally:
+        await replay.close()
 
 
 def main() -> None:
