@@ -149,3 +149,38 @@ def test_votes_arriving_during_a_rebuild_with_the_projector_behind_are_all_count
     # The same rows once more from a rebuild of the whole stream, now that nothing moves.
     assert run_cli(pipeline.env, "rebuild").returncode == 0
     assert asyncio.run(snapshot(servers)) == after
+
+
+async def table_shapes(servers: ServerAddresses) -> list[tuple[Any, ...]]:
+    """Every index and constraint of the live projection tables, by name and definition."""
+    conn = await asyncpg.connect(servers.database_url)
+    try:
+        indexes = await conn.fetch(
+            "select tablename, indexname, indexdef from pg_indexes where schemaname = 'public'"
+            " and tablename = any($1::text[]) order by 1, 2",
+            list(TABLES),
+        )
+        constraints = await conn.fetch(
+            "select conrelid::regclass::text, conname, pg_get_constraintdef(oid) from pg_constraint"
+            " where connamespace = 'public'::regnamespace and conrelid::regclass::text = any($1::text[]) order by 1, 2",
+            list(TABLES),
+        )
+        return [tuple(row) for row in [*indexes, *constraints]]
+    finally:
+        await conn.close()
+
+
+def test_the_rebuilt_tables_take_the_live_ones_names_and_shape(
+    pipeline: Pipeline, servers: ServerAddresses, projected: Snapshot
+) -> None:
+    # The swap moves the rebuilt tables into the live schema: their indexes are named as the migrations named them.
+    before = asyncio.run(table_shapes(servers))
+    assert (
+        "ballots",
+        "ballots_by_voter",
+        "CREATE INDEX ballots_by_voter ON public.ballots USING btree (voter_id)",
+    ) in before
+    for _ in range(2):
+        rebuilt = run_cli(pipeline.env, "rebuild")
+        assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+        assert asyncio.run(table_shapes(servers)) == before
