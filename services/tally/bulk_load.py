@@ -112,13 +112,39 @@ def _take_in_worker(seqs: list[int], subjects: list[str], data: list[bytes]) -> 
     return dead, len(_worker_fold.state.ballots)
 
 
-def _rows_in_worker() -> Rows:
+def _copy_in_worker(database_url: str, schema: str, position: int) -> int:
+    """Write the pass's rows into ``schema`` from the worker, which holds them; the ballots written.
+
+    Sending them to the parent to write cost as much as writing them (200,000 ballots: 0.46 s to build, pickle
+    and send, against 0.14 s for the COPY)."""
     assert _worker_fold is not None, "the worker starts with _start_worker"
-    return _worker_fold.rows()
+    rows = _worker_fold.rows()
+    rows["projection_position"] = [(POSITION_ROW, position)] if position else []
+    asyncio.run(_copy_rows(database_url, schema, rows))
+    return len(rows["ballots"])
+
+
+async def _copy_rows(database_url: str, schema: str, rows: Rows) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        async with conn.transaction():
+            for table, table_rows in rows.items():
+                if table_rows:
+                    await conn.copy_records_to_table(
+                        table, records=table_rows, columns=_COLUMNS[table], schema_name=schema
+                    )
+    finally:
+        await conn.close()
 
 
 async def bulk_load(
-    pool: asyncpg.Pool, projection: Projection, replay: StreamReplay, head: int, progress: FoldBatch, max_ballots: int
+    pool: asyncpg.Pool,
+    database_url: str,
+    projection: Projection,
+    replay: StreamReplay,
+    head: int,
+    progress: FoldBatch,
+    max_ballots: int,
 ) -> int:
     """Fold the stream up to ``head`` (or ``max_ballots``) in memory and write it into ``projection``'s schema.
 
@@ -156,12 +182,4 @@ async def bulk_load(
         finally:
             for future in in_flight:  # failed or interrupted: what is still in flight is not wanted
                 future.cancel()
-        rows = await loop.run_in_executor(worker, _rows_in_worker)
-    rows["projection_position"] = [(POSITION_ROW, replay.folded_to)] if replay.folded_to else []
-    async with pool.acquire() as conn, conn.transaction():
-        for table, table_rows in rows.items():
-            if table_rows:
-                await conn.copy_records_to_table(
-                    table, records=table_rows, columns=_COLUMNS[table], schema_name=projection.schema
-                )
-    return len(rows["ballots"])
+        return await loop.run_in_executor(worker, _copy_in_worker, database_url, projection.schema, replay.folded_to)

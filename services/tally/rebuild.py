@@ -178,7 +178,7 @@ async def rebuild(
         await run.start()
         try:
             report = await _rebuild_locked(
-                nc, pool, run, ballots_per_client_day, comparison_id, partitions, memory_ballots, nats_url
+                nc, pool, database_url, run, ballots_per_client_day, comparison_id, partitions, memory_ballots, nats_url
             )
         except BaseException as exc:  # interrupted or failed: the live tables are as they were
             await run.finish("failed", f"{type(exc).__name__}: {exc}")
@@ -192,6 +192,7 @@ async def rebuild(
 async def _rebuild_locked(
     nc: NATS,
     pool: asyncpg.Pool,
+    database_url: str,
     run: _Run,
     ballots_per_client_day: int,
     comparison_id: str | None,
@@ -220,7 +221,7 @@ async def _rebuild_locked(
     try:
         head = await _stream_head(nc)
         # In memory and written at once while the stream is long; through the tables for what is left.
-        await bulk_load(pool, projection, replay, head, show_progress, memory_ballots)
+        await bulk_load(pool, database_url, projection, replay, head, show_progress, memory_ballots)
         await _index_as_live(pool)
         await replay.fold_until(head, fold_into_rebuild)
         # Catch up with what arrived meanwhile, a few rounds at most: the swap folds the rest under the lock.
