@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from services.tally.fold import FoldState, TallyKey, bucket, fold
+from services.tally.fold import FoldState, TallyKey, bucket, fold_into
 from services.tally.replay import FoldBatch, StreamReplay
 from services.tally.store import POSITION_ROW, Projection, StreamRecord, decode_records, record_dead_letters
 
@@ -59,9 +59,7 @@ class BulkFold:
     def take(self, records: Iterable[tuple[int, str, bytes]]) -> DeadLetters:
         """Fold one batch in memory; its dead letters are returned for the caller to record."""
         events, dead = decode_records(records)
-        outcome = fold(events, self.state, ballots_per_client_day=self.ballots_per_client_day)
-        self.state.absorb(outcome)
-        self.voided.update(outcome.voided)
+        fold_into(events, self.state, self.voided, ballots_per_client_day=self.ballots_per_client_day)
         return dead
 
     def tally_rows(self) -> list[tuple[str, str, int, int, int, int]]:

@@ -62,13 +62,17 @@ class FoldState:
             return self._by_voter.get(voter, set())
         return {key for key in self.ballots if key[2] == voter}
 
-    def absorb(self, outcome: "FoldOutcome") -> None:
-        """Take a batch's outcome in, as the tables take its writes: one state then folds a stream batch by batch."""
+    def voter_index(self) -> dict[str, set[BallotKey]]:
+        """Ballot keys per voter, built on first use and kept from then on by ``absorb`` and ``fold_into``."""
         if self._by_voter is None:
             self._by_voter = {}
             for key in self.ballots:
                 self._by_voter.setdefault(key[2], set()).add(key)
-        by_voter, ballots = self._by_voter, self.ballots
+        return self._by_voter
+
+    def absorb(self, outcome: "FoldOutcome") -> None:
+        """Take a batch's outcome in, as the tables take its writes: one state then folds a stream batch by batch."""
+        by_voter, ballots = self.voter_index(), self.ballots
         for key in outcome.ballots:  # not keys() - keys(): that walks every ballot held, each batch
             if key not in ballots:
                 by_voter.setdefault(key[2], set()).add(key)
@@ -183,17 +187,58 @@ class _Batch:
         else:
             self.set_ballot(key, before, Ballot(None, seq, counted))
 
+    def keys_of_voter(self, voter: str) -> set[BallotKey]:
+        """The voter's ballots held before the batch and set by it."""
+        return self.state.keys_of_voter(voter) | {k for k in self.out.ballots if k[2] == voter}
+
     def void(self, seq: int, event: VoterVoided) -> None:
         if self.is_voided(event.voter_id):
             return
         self.out.voided[event.voter_id] = (seq, event.reason)
-        keys = self.state.keys_of_voter(event.voter_id) | {k for k in self.out.ballots if k[2] == event.voter_id}
-        for key in keys:
+        for key in self.keys_of_voter(event.voter_id):
             before = self.ballot(key)
             assert before is not None
             if before.counted is not False:
                 # The ballot keeps its own sequence: later casts by the voter are still ordered against it.
                 self.set_ballot(key, before, before._replace(counted=False))
+
+
+class _InPlace(_Batch):
+    """A batch that changes the state itself: its ballots and quotas are the state's, its voids gather in ``voided``,
+    and no tally deltas are kept (whoever folds a whole stream this way counts the ballots at the end)."""
+
+    def __init__(self, state: FoldState, ballots_per_client_day: int, voided: dict[str, tuple[int, str]]) -> None:
+        self.state = state
+        self.limit = ballots_per_client_day
+        self.out = FoldOutcome(ballots=state.ballots, quotas=state.quotas, voided=voided)
+        self._ballots_out = state.ballots
+        self._ballots_in = {}
+        self._by_voter = state.voter_index()
+
+    def set_ballot(self, key: BallotKey, before: Ballot | None, after: Ballot) -> None:
+        if before is None:
+            self._by_voter.setdefault(key[2], set()).add(key)
+        self._ballots_out[key] = after
+
+    def keys_of_voter(self, voter: str) -> set[BallotKey]:
+        return set(self.state.keys_of_voter(voter))  # the index holds every ballot: no scan of the batch's
+
+
+def fold_into(
+    events: Iterable[tuple[int, Event]],
+    state: FoldState,
+    voided: dict[str, tuple[int, str]],
+    *,
+    ballots_per_client_day: int,
+) -> None:
+    """Apply ``(seq, event)`` pairs to ``state`` itself: what ``state.absorb(fold(...))`` leaves, for folds of a
+    whole stream in memory (a rebuild's first pass). Its voids go to ``voided`` (voter -> seq, reason), not to
+    ``state.voided``. It keeps no outcome of the batch and no tally deltas: 1,000,000 events fold in about a
+    seventh less time than batch outcomes taken in one by one (README, Performance)."""
+    batch = _InPlace(state, ballots_per_client_day, voided)
+    apply = batch.apply
+    for seq, event in sorted(events, key=itemgetter(0)):
+        apply(seq, event)
 
 
 def fold(

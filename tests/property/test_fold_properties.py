@@ -14,7 +14,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contracts.events import Event, VoteCast, VoterVoided
-from services.tally.fold import Ballot, BallotKey, Counts, FoldOutcome, FoldState, ballot_keys, fold, quota_key
+from services.tally.fold import (
+    Ballot,
+    BallotKey,
+    Counts,
+    FoldOutcome,
+    FoldState,
+    ballot_keys,
+    fold,
+    fold_into,
+    quota_key,
+)
 from tests.property.model import Model, Tallies, draw_deliveries, nonzero, streams
 
 limits = st.integers(min_value=1, max_value=3)
@@ -89,6 +99,27 @@ def test_one_state_absorbing_batch_after_batch_gives_the_clean_pass(
     assert state.ballots == clean.ballots
     assert state.quotas == clean.quotas
     assert state.voided == clean.voided
+    for voter in {key[2] for key in clean.ballots}:
+        assert state.keys_of_voter(voter) == {key for key in clean.ballots if key[2] == voter}
+
+
+@settings(max_examples=300)
+@given(stream=streams(), limit=limits, data=st.data())
+def test_folding_into_the_state_batch_after_batch_gives_the_clean_pass(
+    stream: list[Event], limit: int, data: st.DataObject
+) -> None:
+    # A rebuild's first pass: the state changed in place, no outcome per batch.
+    clean = clean_pass(stream, limit)
+    cuts = sorted(data.draw(st.sets(st.integers(min_value=1, max_value=max(1, len(stream) - 1)))))
+    state = FoldState()
+    voided: dict[str, tuple[int, str]] = {}
+    pairs = list(enumerate(stream, start=1))
+    for start, end in itertools.pairwise([0, *cuts, len(stream)]):
+        fold_into(pairs[start:end], state, voided, ballots_per_client_day=limit)
+    assert state.ballots == clean.ballots
+    assert state.quotas == clean.quotas
+    assert set(voided) == clean.voided
+    assert voided == {e.voter_id: (seq, e.reason) for seq, e in reversed(pairs) if isinstance(e, VoterVoided)}
     for voter in {key[2] for key in clean.ballots}:
         assert state.keys_of_voter(voter) == {key for key in clean.ballots if key[2] == voter}
 
