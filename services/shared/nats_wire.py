@@ -15,6 +15,7 @@ pings, every ``PING_INTERVAL_S``, find a server that went silent: two unanswered
 import asyncio
 import json
 import logging
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
@@ -63,6 +64,11 @@ class Server:
         if self.user is not None:
             options["user"], options["pass"] = self.user, self.password
         return json.dumps(options, separators=(",", ":")).encode()
+
+
+def new_inbox() -> bytes:
+    """A connection's own inbox prefix, ``_INBOX.<random>.``: replies come to it plus a token."""
+    return b"_INBOX.%s." % secrets.token_hex(11).encode()
 
 
 def parse_servers(url: str) -> list[Server]:

@@ -2,17 +2,17 @@
 
 Folding through the tables costs every batch a round of reads (ballots, voids, quotas it touches) and four
 upserts; a rebuild starts from nothing, so one state in memory holds all it would read, and COPY writes the rows
-once at the end. The fold is the same pure function the projector runs, batch by batch as it would see them, so
-the rows are the ones the batch-by-batch path writes (services/tally/store.py), tally rows holding zero included.
+once at the end. The fold is the same pure function the projector runs, batch by batch as it would see them
+(``fold_into``: into the state itself), so the rows are the ones the batch-by-batch path writes
+(services/tally/store.py), tally rows holding zero included.
 
-The fold runs in a worker process of its own while this one reads the stream: reading (nats-py) and decoding and
-folding cost about the same, so on two cores they overlap (1,000,000 events, interleaved A/B on one stack: 25.5 s
-against 32.4 s in one process). The worker is started with ``spawn``, not ``fork``: the rebuild may run inside a
-server's worker process (the read API's /admin).
+The fold runs in a worker process of its own while this one reads the stream: decoding and folding cost the worker
+about twice what reading costs this process (replay_wire.py), so on two cores they overlap and the worker sets the
+pace. The worker also writes the rows it holds, on a connection of its own. It is started with ``spawn``, not
+``fork``: the rebuild may run inside a server's worker process (the read API's /admin).
 
 Memory is bounded: past ``max_ballots`` ballots (SHIPSKIP_REBUILD_MEMORY_BALLOTS) the pass stops, its rows are
-written, and the rebuild folds the rest of the stream through the tables as before.
-"""
+written, and the rebuild folds the rest of the stream through the tables as before."""
 
 import asyncio
 import multiprocessing

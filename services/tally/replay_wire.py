@@ -16,7 +16,6 @@ stream sequence it has.
 import contextlib
 import itertools
 import logging
-import secrets
 from collections import deque
 from collections.abc import Callable
 
@@ -26,7 +25,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from contracts.subjects import VOTES_STREAM
-from services.shared.nats_wire import Server, WireConnection, open_connection, status_of
+from services.shared.nats_wire import Server, WireConnection, new_inbox, open_connection, status_of
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +94,7 @@ class PullSession:
         self._on_delivery = on_delivery
         self._on_trouble = on_trouble
         self._room = room
-        self._inbox = b"_INBOX.%s." % secrets.token_hex(11).encode()
+        self._inbox = new_inbox()
         self._tokens = itertools.count()
         self._requests: deque[list[int]] = deque()
         """[token, messages still to come] of each pull request outstanding, in the order the server serves them."""

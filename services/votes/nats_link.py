@@ -18,7 +18,6 @@ inbox, and the message ids are event ids.
 
 import asyncio
 import logging
-import secrets
 from collections.abc import Callable
 
 from services.shared.nats_wire import (
@@ -26,6 +25,7 @@ from services.shared.nats_wire import (
     LinkUnsupported,
     Server,
     WireConnection,
+    new_inbox,
     open_connection,
     parse_servers,
     status_of,
@@ -83,7 +83,7 @@ class NatsLink:
         self._on_reply = on_reply
         self._on_lost = on_lost
         self._connect_timeout_s = connect_timeout_s
-        self._inbox = b"_INBOX.%s." % secrets.token_hex(11).encode()
+        self._inbox = new_inbox()
         self._connection: WireConnection | None = None
         self._reconnecting: asyncio.Task[None] | None = None
         self._closed = False

@@ -67,6 +67,13 @@ class Store:
         return nonzero({key: Counts(*values) for key, values in self.counts.items()})
 
 
+def cut_anywhere(stream: list[Event], data: st.DataObject) -> list[list[tuple[int, Event]]]:
+    """The stream's (seq, event) pairs in batches cut where hypothesis draws."""
+    cuts = sorted(data.draw(st.sets(st.integers(min_value=1, max_value=max(1, len(stream) - 1)))))
+    pairs = list(enumerate(stream, start=1))
+    return [pairs[start:end] for start, end in itertools.pairwise([0, *cuts, len(stream)])]
+
+
 def clean_pass(stream: list[Event], limit: int) -> Store:
     store = Store()
     store.commit(fold(list(enumerate(stream, start=1)), FoldState(), ballots_per_client_day=limit))
@@ -91,11 +98,9 @@ def test_one_state_absorbing_batch_after_batch_gives_the_clean_pass(
 ) -> None:
     # As a rebuild's first pass and verify fold: the whole state in memory, a void finding ballots by its index.
     clean = clean_pass(stream, limit)
-    cuts = sorted(data.draw(st.sets(st.integers(min_value=1, max_value=max(1, len(stream) - 1)))))
     state = FoldState()
-    pairs = list(enumerate(stream, start=1))
-    for start, end in itertools.pairwise([0, *cuts, len(stream)]):
-        state.absorb(fold(pairs[start:end], state, ballots_per_client_day=limit))
+    for batch in cut_anywhere(stream, data):
+        state.absorb(fold(batch, state, ballots_per_client_day=limit))
     assert state.ballots == clean.ballots
     assert state.quotas == clean.quotas
     assert state.voided == clean.voided
@@ -110,15 +115,14 @@ def test_folding_into_the_state_batch_after_batch_gives_the_clean_pass(
 ) -> None:
     # A rebuild's first pass: the state changed in place, no outcome per batch.
     clean = clean_pass(stream, limit)
-    cuts = sorted(data.draw(st.sets(st.integers(min_value=1, max_value=max(1, len(stream) - 1)))))
     state = FoldState()
     voided: dict[str, tuple[int, str]] = {}
-    pairs = list(enumerate(stream, start=1))
-    for start, end in itertools.pairwise([0, *cuts, len(stream)]):
-        fold_into(pairs[start:end], state, voided, ballots_per_client_day=limit)
+    for batch in cut_anywhere(stream, data):
+        fold_into(batch, state, voided, ballots_per_client_day=limit)
     assert state.ballots == clean.ballots
     assert state.quotas == clean.quotas
     assert set(voided) == clean.voided
+    pairs = list(enumerate(stream, start=1))
     assert voided == {e.voter_id: (seq, e.reason) for seq, e in reversed(pairs) if isinstance(e, VoterVoided)}
     for voter in {key[2] for key in clean.ballots}:
         assert state.keys_of_voter(voter) == {key for key in clean.ballots if key[2] == voter}
