@@ -105,17 +105,22 @@ class StreamReplay:
     async def _open_own(self, start_seq: int) -> ConsumerInfo | None:
         assert self._nats_url is not None
         try:
-            server = parse_servers(self._nats_url)[0]
-        except (LinkUnsupported, IndexError) as exc:
-            log.info("the replay reads through nats-py: %s", exc or "no server")
+            servers = parse_servers(self._nats_url)
+        except LinkUnsupported as exc:
+            log.info("the replay reads through nats-py: %s", exc)
             return None
         session = PullSession(
-            self._js, server, self._subjects, self._batch_size, self._deliver, self._on_trouble, self._free
+            self._js, servers, self._subjects, self._batch_size, self._deliver, self._on_trouble, self._free
         )
         try:
             info = await session.open(start_seq)
         except LinkUnsupported as exc:
             log.info("the replay reads through nats-py: %s", exc)
+            return None
+        except LinkDown as exc:
+            if start_seq > 1:
+                raise  # making it again after trouble: _restart tries once more
+            log.warning("the replay reads through nats-py: %s", exc)
             return None
         self._session, self._consumer_seq = session, 0
         session.ask()

@@ -18,6 +18,7 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -25,7 +26,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from contracts.subjects import VOTES_STREAM
-from services.shared.nats_wire import Server, WireConnection, new_inbox, open_connection, status_of
+from services.shared.nats_wire import LinkDown, Server, WireConnection, new_inbox, open_connection, status_of
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ class PullSession:
     def __init__(
         self,
         js: JetStreamContext,
-        server: Server,
+        servers: list[Server],
         subjects: list[str],
         batch_size: int,
         on_delivery: OnDelivery,
@@ -88,7 +89,7 @@ class PullSession:
     ) -> None:
         """``room``: how many more messages the caller can take now (what is asked for stays within it)."""
         self._js = js
-        self._server = server
+        self._servers = servers
         self._subjects = subjects
         self._batch_size = batch_size
         self._on_delivery = on_delivery
@@ -122,13 +123,21 @@ class PullSession:
         self.consumer = info.name
         self._next_subject = b"$JS.API.CONSUMER.MSG.NEXT.%s.%s " % (VOTES_STREAM.encode(), info.name.encode())
         try:
-            self._connection = await open_connection(
-                self._server, lambda: _PullConnection(self._server, self._inbox, self), timeout_s
-            )
+            self._connection = await self._connect(timeout_s)
         except BaseException:
             await self._delete_consumer()
             raise
         return info
+
+    async def _connect(self, timeout_s: float) -> WireConnection:
+        """The first of the servers that answers (the nodes of a cluster); LinkDown when none does."""
+        failures = []
+        for server in self._servers:
+            try:
+                return await open_connection(server, partial(_PullConnection, server, self._inbox, self), timeout_s)
+            except (OSError, TimeoutError, LinkDown) as exc:
+                failures.append(f"{server.host}:{server.port}: {exc or type(exc).__name__}")
+        raise LinkDown("no NATS server answered the replay: " + "; ".join(failures))
 
     async def info(self) -> ConsumerInfo:
         info: ConsumerInfo = await self._js.consumer_info(VOTES_STREAM, self.consumer)

@@ -6,6 +6,7 @@ would leave out of the rebuilt rows events the projector had counted.
 """
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -173,3 +174,26 @@ async def test_its_own_consumer_is_made_again_from_where_it_was(
 async def consumer_names(nc: NATS) -> AsyncIterator[Any]:
     for info in await nc.jetstream().consumers_info(VOTES_STREAM):
         yield info
+
+
+@pytest.mark.parametrize("reachable", [True, False], ids=["second server answers", "none answers"])
+async def test_its_own_connection_takes_the_first_server_that_answers_else_nats_py(
+    servers: ServerAddresses, reader: NATS, reachable: bool
+) -> None:
+    await publish_raw(servers, [(SUBJECT, b"%d" % i) for i in range(500)])
+    with socket.socket() as unused:  # a port nobody listens on: bound, never listening
+        unused.bind(("127.0.0.1", 0))
+        down = f"nats://127.0.0.1:{unused.getsockname()[1]}"
+        replay = make_replay(reader, f"{down},{servers.nats_url}" if reachable else down, 100)
+        await replay.open()
+    folded: list[int] = []
+
+    async def take(records: list[StreamRecord]) -> None:
+        folded.extend(record.seq for record in records)
+
+    try:
+        assert replay.own_connection == reachable  # else nats-py's connection, which the caller gave it, reads
+        await replay.fold_until(500, take)
+        assert folded == list(range(1, 501))
+    finally:
+        await replay.close()
