@@ -221,6 +221,12 @@ def status_of(buffer: bytearray, start: int, headers: int) -> str | None:
     return None
 
 
+def status_description(buffer: bytearray, start: int, headers: int) -> str:
+    """What follows a status message's code ("NATS/1.0 409 Consumer Deleted" -> "Consumer Deleted"), or ""."""
+    line_end = buffer.find(b"\r\n", start, start + headers)
+    return bytes(buffer[start + 13 : line_end]).decode(errors="replace") if line_end > start + 13 else ""
+
+
 async def open_connection(server: Server, make: Callable[[], WireConnection], timeout_s: float) -> WireConnection:
     """Connect and wait for the handshake's PONG; LinkDown, LinkUnsupported, OSError or TimeoutError if not."""
     loop = asyncio.get_running_loop()

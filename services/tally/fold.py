@@ -129,10 +129,10 @@ _BUCKETS: dict[tuple[str | None, bool | None], int | None] = {
 
 
 class _Batch:
-    def __init__(self, state: FoldState, ballots_per_client_day: int) -> None:
+    def __init__(self, state: FoldState, ballots_per_client_day: int, out: FoldOutcome | None = None) -> None:
         self.state = state
         self.limit = ballots_per_client_day
-        self.out = FoldOutcome()
+        self.out = out if out is not None else FoldOutcome()
         # Read for every event (a rebuild folds the whole stream through here): bound once.
         self._ballots_out = self.out.ballots
         self._ballots_in = state.ballots
@@ -173,7 +173,7 @@ class _Batch:
             self.void(seq, event)
             return
         key = (event.comparison_id, event.tool_id, event.voter_id)
-        before = self._ballots_out.get(key) or self._ballots_in.get(key)
+        before = self.ballot(key)
         if before is None:
             counted = None
         elif before.seq >= seq:
@@ -208,11 +208,10 @@ class _InPlace(_Batch):
     and no tally deltas are kept (whoever folds a whole stream this way counts the ballots at the end)."""
 
     def __init__(self, state: FoldState, ballots_per_client_day: int, voided: dict[str, tuple[int, str]]) -> None:
-        self.state = state
-        self.limit = ballots_per_client_day
-        self.out = FoldOutcome(ballots=state.ballots, quotas=state.quotas, voided=voided)
-        self._ballots_out = state.ballots
-        self._ballots_in = {}
+        super().__init__(
+            state, ballots_per_client_day, FoldOutcome(ballots=state.ballots, quotas=state.quotas, voided=voided)
+        )
+        self._ballots_in = {}  # the state's ballots are the batch's own: nothing else to look in
         self._by_voter = state.voter_index()
 
     def set_ballot(self, key: BallotKey, before: Ballot | None, after: Ballot) -> None:

@@ -94,7 +94,7 @@ class StreamReplay:
         return self._session is not None
 
     async def open(self) -> None:
-        info = await self._open_own(1) if self._nats_url is not None else None
+        info = await self._open_own(1, may_fall_back=True) if self._nats_url is not None else None
         if info is None:
             info = await self._open_nats_py()
         delivered = info.delivered.consumer_seq if info.delivered is not None else 0
@@ -102,7 +102,9 @@ class StreamReplay:
         if self.total == 0:
             self._at_end = True
 
-    async def _open_own(self, start_seq: int) -> ConsumerInfo | None:
+    async def _open_own(self, start_seq: int, *, may_fall_back: bool) -> ConsumerInfo | None:
+        """The replay's own consumer and connection from ``start_seq``; None where the URL or server is not spoken
+        (and, ``may_fall_back``, where no server answers): nats-py reads instead."""
         assert self._nats_url is not None
         try:
             servers = parse_servers(self._nats_url)
@@ -118,7 +120,7 @@ class StreamReplay:
             log.info("the replay reads through nats-py: %s", exc)
             return None
         except LinkDown as exc:
-            if start_seq > 1:
+            if not may_fall_back:
                 raise  # making it again after trouble: _restart tries once more
             log.warning("the replay reads through nats-py: %s", exc)
             return None
@@ -188,7 +190,7 @@ class StreamReplay:
     async def _on_message(self, msg: Msg) -> None:
         seq, consumer_seq, pending = delivery_sequences(msg.reply)
         self._deliver(seq, consumer_seq, pending, msg.subject, msg.data)
-        if len(self._buffer) >= 4 * self._batch_size:
+        if self._free() <= 0:
             self._room.clear()
             await self._room.wait()
 
@@ -208,7 +210,7 @@ class StreamReplay:
                 await old.close()
             for attempt in range(10):
                 try:
-                    if await self._open_own(self.reached + 1) is None:
+                    if await self._open_own(self.reached + 1, may_fall_back=False) is None:
                         self._trouble = "the replay's own connection is no longer spoken by the server"
                     break
                 except (OSError, TimeoutError, LinkDown) as exc:

@@ -26,7 +26,15 @@ from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from contracts.subjects import VOTES_STREAM
-from services.shared.nats_wire import LinkDown, Server, WireConnection, new_inbox, open_connection, status_of
+from services.shared.nats_wire import (
+    LinkDown,
+    Server,
+    WireConnection,
+    new_inbox,
+    open_connection,
+    status_description,
+    status_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +77,9 @@ class _PullConnection(WireConnection):
                 subject = self._subjects[parts[1]] = parts[1].decode()
             self._session.delivered(seq, consumer_seq, pending, subject, bytes(buffer[start + headers : start + total]))
         elif parts[1].startswith(self._inbox):
-            line_end = buffer.find(b"\r\n", start, start + headers)
-            description = bytes(buffer[start + 13 : line_end]).decode(errors="replace") if line_end > 0 else ""
-            self._session.ended(parts[1][len(self._inbox) :], status_of(buffer, start, headers), description)
+            status = status_of(buffer, start, headers)
+            description = status_description(buffer, start, headers)
+            self._session.ended(parts[1][len(self._inbox) :], status, description)
 
 
 class PullSession:

@@ -20,7 +20,7 @@ import msgspec
 from asyncpg.pool import PoolConnectionProxy
 
 from contracts.events import Event, VoteCast, VoterVoided, decode_event
-from contracts.subjects import MODERATION_SUBJECT, VOTES_SUBJECT_PREFIX, published_subject, votes_subject
+from contracts.subjects import MODERATION_SUBJECT, published_subject, votes_subject
 from services.tally.fold import Ballot, Counts, FoldOutcome, FoldState, ballot_keys, fold, quota_key
 from services.tally.partitions import Partition, PartitionGone
 
@@ -66,9 +66,8 @@ def decode_records(
 
     Records or plain (seq, subject, data) tuples: the rebuild's worker zips the columns it is sent, since making
     a StreamRecord of each cost it an eighth of its time (a NamedTuple is built by a Python-level ``__new__``).
-    The subject an event belongs on is written out here rather than through ``expected_subject``, and the
-    published subject of each stored one worked out once a call: a rebuild's worker spends most of its time here
-    and in the fold, per event.
+    The published subject of each stored one is worked out once a call: a rebuild's worker spends most of its
+    time here and in the fold, per event.
     """
     events: list[tuple[int, Event]] = []
     dead: list[tuple[StreamRecord, str]] = []
@@ -79,7 +78,7 @@ def decode_records(
         except msgspec.DecodeError as exc:
             dead.append((StreamRecord(seq, subject, data), f"undecodable event: {exc}"))
             continue
-        expected = MODERATION_SUBJECT if isinstance(event, VoterVoided) else VOTES_SUBJECT_PREFIX + event.comparison_id
+        expected = expected_subject(event)
         stored_as = published.get(subject)
         if stored_as is None:
             stored_as = published[subject] = published_subject(subject)  # stored routed or not (routing.py)
