@@ -266,6 +266,12 @@ async def _prepare_schema(pool: asyncpg.Pool) -> None:
             await conn.execute(
                 f"create table {REBUILD_SCHEMA}.{table} (like {LIVE_SCHEMA}.{table} including all excluding indexes)"
             )
+            # ``like`` copies no storage parameters: the live table's (ballots' fillfactor) must outlive the swap.
+            options = await conn.fetchval(
+                "select reloptions from pg_class where oid = $1::regclass", f"{LIVE_SCHEMA}.{table}"
+            )
+            if options:
+                await conn.execute(f"alter table {REBUILD_SCHEMA}.{table} set ({', '.join(options)})")
 
 
 async def _index_as_live(pool: asyncpg.Pool) -> None:

@@ -152,7 +152,8 @@ def test_votes_arriving_during_a_rebuild_with_the_projector_behind_are_all_count
 
 
 async def table_shapes(servers: ServerAddresses) -> list[tuple[Any, ...]]:
-    """Every index and constraint of the live projection tables, by name and definition."""
+    """Every index and constraint of the live projection tables, by name and definition, and their storage
+    parameters."""
     conn = await asyncpg.connect(servers.database_url)
     try:
         indexes = await conn.fetch(
@@ -165,7 +166,12 @@ async def table_shapes(servers: ServerAddresses) -> list[tuple[Any, ...]]:
             " where connamespace = 'public'::regnamespace and conrelid::regclass::text = any($1::text[]) order by 1, 2",
             list(TABLES),
         )
-        return [tuple(row) for row in [*indexes, *constraints]]
+        options = await conn.fetch(
+            "select relname, reloptions from pg_class where relnamespace = 'public'::regnamespace"
+            " and relname = any($1::text[]) order by 1",
+            list(TABLES),
+        )
+        return [tuple(row) for row in [*indexes, *constraints, *options]]
     finally:
         await conn.close()
 
@@ -180,6 +186,7 @@ def test_the_rebuilt_tables_take_the_live_ones_names_and_shape(
         "ballots_by_voter",
         "CREATE INDEX ballots_by_voter ON public.ballots USING btree (voter_id)",
     ) in before
+    assert ("ballots", ["fillfactor=80"]) in before  # room for HOT updates (migration 0005)
     for _ in range(2):
         rebuilt = run_cli(pipeline.env, "rebuild")
         assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
