@@ -104,14 +104,17 @@ class NatsLink:
                 log.warning("nats (vote publishes): %s:%d: %s", server.host, server.port, exc or type(exc).__name__)
         self._reconnecting = asyncio.get_running_loop().create_task(self._reconnect())
 
-    def publish(self, subject: str, reply_token: str, msg_id: str, payload: bytes) -> None:
-        """Send one publish with a Nats-Msg-Id (JetStream's dedup) whose reply comes to ``reply_token``."""
+    def publish(self, subject: str, reply_token: str, msg_id: str | None, payload: bytes) -> None:
+        """Send one publish, with a Nats-Msg-Id (JetStream's dedup) when given, whose reply comes to ``reply_token``."""
         connection = self._connection
         if connection is None or not self.connected:
             raise LinkDown("not connected to NATS")
+        reply = self._inbox + reply_token.encode()
+        if msg_id is None:
+            connection.write(b"PUB %s %s %d\r\n%s\r\n" % (subject.encode(), reply, len(payload), payload))
+            return
         header = b"NATS/1.0\r\nNats-Msg-Id: %s\r\n\r\n" % msg_id.encode()
         sizes = len(header), len(header) + len(payload)
-        reply = self._inbox + reply_token.encode()
         connection.write(b"HPUB %s %s %d %d\r\n%s%s\r\n" % (subject.encode(), reply, *sizes, header, payload))
 
     async def _connect(self, server: Server) -> None:

@@ -79,8 +79,12 @@ class VotePublisher:
     def connected(self) -> bool:
         return self._link.connected if self._link is not None else self._nc.is_connected
 
-    async def publish(self, event: VoteEvent, msg_id: str) -> bool:
-        """Store the event; True when JetStream already held it (a retry inside the duplicate window)."""
+    async def publish(self, event: VoteEvent, msg_id: str | None) -> bool:
+        """Store the event; True when JetStream already held it (a retry inside the duplicate window).
+
+        ``msg_id``, JetStream's dedup key, is given for what may be published again (a request under an
+        Idempotency-Key); without one the event is stored as it comes, and JetStream keeps no dedup entry for it.
+        """
         # A disconnected client would queue the publish and wait out the timeout; refuse at once instead.
         if not self.connected:
             raise StreamUnavailable("the vote stream is not reachable")
@@ -96,7 +100,7 @@ class VotePublisher:
             raise StreamUnavailable(f"the vote stream refused the vote: {ack.error.get('description', ack.error)}")
         return ack.duplicate
 
-    async def _publish(self, subject: str, payload: bytes, msg_id: str) -> _Ack:
+    async def _publish(self, subject: str, payload: bytes, msg_id: str | None) -> _Ack:
         link = self._link
         inbox = "" if link is not None else self._inbox or await self._subscribed()
         token = str(next(self._tokens))
@@ -110,7 +114,8 @@ class VotePublisher:
             if link is not None:
                 link.publish(subject, token, msg_id, payload)
             else:
-                await self._nc.publish(subject, payload, reply=inbox + token, headers={"Nats-Msg-Id": msg_id})
+                headers = {"Nats-Msg-Id": msg_id} if msg_id is not None else None
+                await self._nc.publish(subject, payload, reply=inbox + token, headers=headers)
             return await future
         finally:
             self._waiting.pop(token, None)

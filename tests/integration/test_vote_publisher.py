@@ -14,7 +14,7 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from contracts.events import VoteCast, encode_event
+from contracts.events import VoteCast, decode_event, encode_event
 from contracts.subjects import VOTES_STREAM, votes_subject
 from infra.stack.servers import ServerAddresses
 from services.shared.event_ids import new_event_id
@@ -82,6 +82,25 @@ async def test_each_of_many_votes_in_flight_is_stored_once(nc: NATS, make_publis
     }
     assert stored == {vote.event_id for vote in votes}
     assert not publisher._waiting  # nothing left behind
+
+
+async def test_votes_without_a_message_id_are_each_stored_without_headers(
+    nc: NATS, make_publisher: MakePublisher
+) -> None:
+    # No Idempotency-Key, no dedup entry: the same event published twice is stored twice (nothing publishes one
+    # again but a retry under a key, which has its message id).
+    publisher = await make_publisher(5)
+    js = nc.jetstream()
+    before = (await js.stream_info(VOTES_STREAM)).state.last_seq
+    votes = [_vote() for _ in range(40)]
+    duplicates = await asyncio.gather(*(publisher.publish(vote, None) for vote in [*votes, *votes[:10]]))
+    assert not any(duplicates)
+    assert (await js.stream_info(VOTES_STREAM)).state.last_seq == before + 50
+    stored = [await js.get_msg(VOTES_STREAM, seq) for seq in range(before + 1, before + 51)]
+    assert sorted(decode_event(message.data).event_id for message in stored) == sorted(
+        vote.event_id for vote in [*votes, *votes[:10]]
+    )
+    assert all(not message.header for message in stored)
 
 
 async def test_a_subject_no_stream_takes_is_refused_at_once(make_publisher: MakePublisher) -> None:
