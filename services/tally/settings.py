@@ -15,6 +15,10 @@ class TallySettings(msgspec.Struct, frozen=True):
     """Messages fetched and folded per Postgres transaction, at most."""
     batch_linger_s: float
     """While votes keep coming, how long after one fetch the next one is made, at least (projector.py)."""
+    busy_linger_s: float
+    """The same while they come faster than ``busy_rate`` (Projector._linger_s)."""
+    busy_rate: float
+    """Events a second past which the projector lingers ``busy_linger_s``."""
     max_ack_pending: int
     duplicate_window_s: float
     ballots_per_client_day: int
@@ -38,6 +42,8 @@ class TallySettings(msgspec.Struct, frozen=True):
             min_ballots=env.integer("SHIPSKIP_MIN_BALLOTS", 10, minimum=1),
             batch_size=env.integer("SHIPSKIP_BATCH_SIZE", 1000, minimum=1, maximum=100_000),
             batch_linger_s=env.integer("SHIPSKIP_BATCH_LINGER_MS", 25, minimum=0, maximum=1000) / 1000,
+            busy_linger_s=env.integer("SHIPSKIP_BUSY_LINGER_MS", 100, minimum=0, maximum=1000) / 1000,
+            busy_rate=env.integer("SHIPSKIP_BUSY_RATE", 4000, minimum=1),
             max_ack_pending=env.integer("SHIPSKIP_MAX_ACK_PENDING", 20_000, minimum=1),
             duplicate_window_s=env.number("SHIPSKIP_DUPLICATE_WINDOW_S", 120.0, minimum=1.0),
             ballots_per_client_day=env.integer("SHIPSKIP_BALLOTS_PER_CLIENT_DAY", 100, minimum=1),

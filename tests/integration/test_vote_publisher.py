@@ -97,7 +97,7 @@ async def test_votes_without_a_message_id_are_each_stored_without_headers(
     assert not any(duplicates)
     assert (await js.stream_info(VOTES_STREAM)).state.last_seq == before + 50
     stored = [await js.get_msg(VOTES_STREAM, seq) for seq in range(before + 1, before + 51)]
-    assert sorted(decode_event(message.data).event_id for message in stored) == sorted(
+    assert sorted(decode_event(message.data or b"").event_id for message in stored) == sorted(
         vote.event_id for vote in [*votes, *votes[:10]]
     )
     assert all(not message.header for message in stored)
