@@ -5,7 +5,6 @@ the vote count, so a 202 is only answered once JetStream acknowledged it.
 """
 
 import hashlib
-from dataclasses import dataclass
 
 import msgspec
 
@@ -24,8 +23,7 @@ BALLOT_MEMORY_S = 7 * 86400
 RETRACTED = "none"
 
 
-@dataclass(frozen=True)
-class Submission:
+class Submission(msgspec.Struct, frozen=True):
     event: VoteEvent
     idempotency_key: str | None
     request_hash: str
