@@ -15,6 +15,7 @@ Memory is bounded: past ``max_ballots`` ballots (SHIPSKIP_REBUILD_MEMORY_BALLOTS
 written, and the rebuild folds the rest of the stream through the tables as before."""
 
 import asyncio
+import gc
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -107,6 +108,10 @@ def _take_in_worker(seqs: list[int], subjects: list[str], data: list[bytes]) -> 
     pickle as one constructor call each, which costs the worker more than the fold."""
     assert _worker_fold is not None, "the worker starts with _start_worker"
     dead = _worker_fold.take(zip(seqs, subjects, data, strict=True))
+    # What the fold keeps (ballots, quotas, tallies) lives until the rows are written, and it grows by the batch:
+    # Python's full collections walked all of it again and again. Frozen, a collection walks only what came since
+    # (refcounting still frees what dies; the fold makes no cycles). 1,000,000 events: 7.1-7.7 s -> 5.2-5.8 s.
+    gc.freeze()
     return dead, len(_worker_fold.state.ballots)
 
 
