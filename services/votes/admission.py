@@ -102,7 +102,7 @@ class Gate:
         if not claim.limits and claim.record_key is None:
             if claim.ballot_key is None:
                 return Admission(Outcome.PROCEED)
-            return await self._swap_ballot(claim, claim.ballot_key, claim.ballot or "")
+            return await self._swap_ballot(claim, claim.ballot_key)
         keys = [limit_key(limit, subject) for limit, subject in claim.limits]
         if claim.record_key is not None:
             keys.append(claim.record_key)
@@ -135,10 +135,11 @@ class Gate:
             return self._admit_locally(claim)
         return self._parse(claim, reply)
 
-    async def _swap_ballot(self, claim: Claim, key: str, ballot: str) -> Admission:
+    async def _swap_ballot(self, claim: Claim, key: str) -> Admission:
         """The ballot alone (no limit applies, no Idempotency-Key): what the script's last step does, as one native
         ``SET key ballot EX ttl GET`` (Redis 6.2 on). No script call, no TIME, one command instead of two."""
         pipe = self._link.pipe
+        ballot = claim.ballot or ""
 
         async def run(client: Redis) -> tuple[Any]:
             # In a tuple: a key that held nothing reads None, which ``run`` also answers while Redis is down.
