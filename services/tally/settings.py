@@ -42,7 +42,7 @@ class TallySettings(msgspec.Struct, frozen=True):
             min_ballots=env.integer("SHIPSKIP_MIN_BALLOTS", 10, minimum=1),
             batch_size=env.integer("SHIPSKIP_BATCH_SIZE", 1000, minimum=1, maximum=100_000),
             batch_linger_s=env.integer("SHIPSKIP_BATCH_LINGER_MS", 25, minimum=0, maximum=1000) / 1000,
-            busy_linger_s=env.integer("SHIPSKIP_BUSY_LINGER_MS", 100, minimum=0, maximum=1000) / 1000,
+            busy_linger_s=env.integer("SHIPSKIP_BUSY_LINGER_MS", 300, minimum=0, maximum=1000) / 1000,
             busy_rate=env.integer("SHIPSKIP_BUSY_RATE", 4000, minimum=1),
             max_ack_pending=env.integer("SHIPSKIP_MAX_ACK_PENDING", 20_000, minimum=1),
             duplicate_window_s=env.number("SHIPSKIP_DUPLICATE_WINDOW_S", 120.0, minimum=1.0),
