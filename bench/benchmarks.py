@@ -26,7 +26,7 @@ from bench.profile import profile_process
 from bench.registry import Context, benchmark
 from bench.soak import run_soak
 from contracts.subjects import TALLY_CONSUMER, VOTES_STREAM, VOTES_SUBJECTS
-from infra.stack.processes import ServiceName
+from services.serve import ServiceName
 from services.shared.jetstream import ensure_votes_stream
 from services.tally.store import PROJECTION_TABLES
 

@@ -10,10 +10,10 @@ rebuild benchmark's replay stream), then times each stage of a replay on its own
 - ``read+reply``: the same, the stream sequence cut from the reply subject instead (no metadata object);
 - ``decode``: ``decode_records`` over the kept records (msgspec, the event contracts);
 - ``fold``: the pure fold over all of them in memory, 5,000 events a call, as verify folds;
-- ``replay own`` and ``replay nats-py``: the replay (services/tally/replay.py) through its own connection and
+- ``replay own`` and ``replay nats-py``: the replay (services/tally/rebuild/replay.py) through its own connection and
   through nats-py's ordered consumer, handing batches to a fold that does nothing;
-- ``rebuild own`` and ``rebuild nats-py``: the rebuild itself (services/tally/rebuild.py), in this process, all of
-  the above and the writes, with the replay reading each way, alternately, twice.
+- ``rebuild own`` and ``rebuild nats-py``: the rebuild itself (services/tally/rebuild/rebuild.py), in this process,
+  all of the above and the writes, with the replay reading each way, alternately, twice.
 """
 
 import asyncio
@@ -33,9 +33,9 @@ from contracts.subjects import VOTES_ALL, VOTES_STREAM
 from infra.stack.bootstrap import DEMO_CATALOG, bootstrap
 from infra.stack.servers import EmbeddedServers
 from services.tally.fold import FoldState, fold
-from services.tally.rebuild import rebuild
-from services.tally.replay import StreamReplay
-from services.tally.replay_wire import delivery_sequences
+from services.tally.rebuild.rebuild import rebuild
+from services.tally.rebuild.replay import StreamReplay
+from services.tally.rebuild.replay_wire import delivery_sequences
 from services.tally.store import StreamRecord, decode_records
 
 _BATCH = 5000

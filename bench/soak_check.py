@@ -24,8 +24,8 @@ from contracts.events import VoteCast, VoteRetracted
 from contracts.http import CommunityBatch
 from contracts.subjects import VOTES_STREAM
 from services.tally.fold import FoldState, fold
-from services.tally.rebuild import tallies_of
-from services.tally.replay import StreamReplay
+from services.tally.rebuild.rebuild import tallies_of
+from services.tally.rebuild.replay import StreamReplay
 from services.tally.store import StreamRecord, decode_records, read_position, read_tallies
 
 Tallies = dict[str, dict[str, tuple[int, int]]]

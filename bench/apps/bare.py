@@ -18,7 +18,7 @@ from contracts.catalog import decode_catalog
 from contracts.http import VoteAccepted, VoteRequest
 from infra.stack.bootstrap import DEMO_CATALOG
 from services.shared.event_ids import new_event_id
-from services.tally.figures import comparison_figures
+from services.tally.read.figures import comparison_figures
 
 _encoder = msgspec.json.Encoder()
 

@@ -23,7 +23,7 @@ from contracts.catalog import Comparison, Tool, decode_catalog
 from contracts.http import VoteAccepted, VoteRequest
 from infra.stack.bootstrap import DEMO_CATALOG
 from services.shared.event_ids import new_event_id
-from services.tally.figures import comparison_figures
+from services.tally.read.figures import comparison_figures
 from services.votes.identity import Hasher, TokenRefused, VoterTokens
 
 SCHEMA_SQL = """

@@ -13,34 +13,10 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import httpx
 
-ServiceName = Literal["votes", "read", "projector"]
-
-FACTORIES: dict[ServiceName, str] = {
-    "votes": "services.votes.app:create_app",
-    "read": "services.tally.api:create_app",
-}
-"""The granian application factory of each HTTP service."""
-
-
-def service_command(name: ServiceName, port: int | None = None, workers: int = 1, host: str = "127.0.0.1") -> list[str]:
-    """The process a service runs as: granian for the HTTP services (what ``shipskip serve`` executes)."""
-    if name == "projector":
-        return [sys.executable, "-m", "services.cli", "projector"]
-    assert port is not None
-    return [
-        sys.executable, "-m", "granian",
-        "--interface", "asgi",
-        "--host", host,
-        "--port", str(port),
-        "--workers", str(workers),
-        "--no-ws",
-        "--log-level", "warning",
-        "--factory", FACTORIES[name],
-    ]  # fmt: skip
+from services.serve import ServiceName, service_command
 
 
 def launch_command(name: ServiceName, port: int | None = None, workers: int = 1) -> list[str]:
@@ -132,7 +108,7 @@ def start_service(
     log_dir.mkdir(parents=True, exist_ok=True)
     if name == "read":
         # granian counts an open push stream as a request in flight: the read API needs room for many
-        # (services/tally/live_settings.py sizes its stream limit from the same variable).
+        # (services/tally/read/settings.py sizes its stream limit from the same variable).
         env = {"GRANIAN_BACKPRESSURE": "8192", **env}
     log_path = log_dir / f"{name}.log"
     log_start = log_path.stat().st_size if log_path.exists() else 0

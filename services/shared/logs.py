@@ -57,7 +57,7 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """``12:00:01.123 INFO services.tally.projector [req 1f2e…]: message key=value``, then any traceback."""
+    """``12:00:01.123 INFO services.tally.projector.projector [req 1f2e…]: message key=value``, then any traceback."""
 
     def format(self, record: logging.LogRecord) -> str:
         request_id = REQUEST_ID.get()

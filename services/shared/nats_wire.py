@@ -3,7 +3,8 @@
 nats-py turns every message into a ``Msg`` that goes through a subscription's queue and task before its callback
 runs, and queues a flush for a task of its own on every publish. Two paths carry too many messages for that: the
 vote publisher's acks (services/votes/nats_link.py) and a rebuild's replay of the stream
-(services/tally/replay_wire.py). Each has a connection of its own built on ``WireConnection``: INFO, CONNECT, one
+(services/tally/rebuild/replay_wire.py).
+Each has a connection of its own built on ``WireConnection``: INFO, CONNECT, one
 inbox subscription, PING/PONG both ways, -ERR, and every MSG/HMSG handed to the subclass's ``message`` straight
 from ``data_received``; what it writes during one turn of the event loop goes out in one write.
 

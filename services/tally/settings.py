@@ -3,7 +3,7 @@
 import msgspec
 
 from services.shared.config import ConfigError, Env, ServerSettings
-from services.tally.bulk_load import MAX_BALLOTS
+from services.tally.rebuild.bulk_load import MAX_BALLOTS
 
 
 class TallySettings(msgspec.Struct, frozen=True):
@@ -30,7 +30,7 @@ class TallySettings(msgspec.Struct, frozen=True):
     projector_partitions: tuple[int, ...] = (0,)
     """The partitions this projector process folds."""
     rebuild_memory_ballots: int = MAX_BALLOTS
-    """Ballots a rebuild folds in memory before it folds the rest through the tables (services/tally/bulk_load.py)."""
+    """Ballots a rebuild folds in memory before it folds the rest through the tables (tally/rebuild/bulk_load.py)."""
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> "TallySettings":

@@ -5,7 +5,7 @@ quotas, voids), writes the changes, the dead letters and the new position, all o
 ``eventsourcing`` library's tracking-record pattern). Writes are set-based (``unnest``), one statement a table.
 
 A ``Projection`` works on the tables of one schema: ``public`` holds the live projection, a rebuild folds into
-a schema of its own with the same tables and then copies them over (services/tally/rebuild.py). A live projector
+a schema of its own with the same tables and then copies them over (services/tally/rebuild/rebuild.py). A live projector
 folds one partition (services/tally/partitions.py): the comparisons it owns and every void, with a position row
 of its own; the rebuild, verify and dead-letter retries fold everything.
 """

@@ -26,8 +26,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from infra.stack.processes import ServiceName
 from infra.stack.servers import ServerAddresses
+from services.serve import ServiceName
 from tests.support import Pipeline, new_voter, running_pipeline
 
 EXAMPLES = 50

@@ -14,8 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from infra.stack.processes import service_command, stop_process
+from infra.stack.processes import stop_process
 from infra.stack.servers import ServerAddresses, free_port
+from services.serve import service_command
 from tests.integration.metrics_text import scrape
 from tests.support import reset_servers, service_env, wait_until
 

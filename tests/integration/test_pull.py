@@ -17,8 +17,8 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from contracts.subjects import VOTES_STREAM, votes_subject
 from infra.stack.servers import ServerAddresses
-from services.tally.pull import PullBatches, PullRefused
-from services.tally.replay_wire import delivery_sequences
+from services.tally.projector.pull import PullBatches, PullRefused
+from services.tally.rebuild.replay_wire import delivery_sequences
 from tests.support import publish_raw, reset_servers
 
 SUBJECT = votes_subject("llama-4-scout-vs-windsurf-swe-1")

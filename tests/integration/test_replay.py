@@ -17,7 +17,7 @@ from nats.aio.client import Client as NATS
 
 from contracts.subjects import VOTES_STREAM, votes_subject
 from infra.stack.servers import ServerAddresses
-from services.tally.replay import StreamReplay
+from services.tally.rebuild.replay import StreamReplay
 from services.tally.store import StreamRecord
 from tests.support import publish_raw, reset_servers
 

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from infra.stack.processes import ServiceName, launch_command
+from infra.stack.processes import launch_command
 from infra.stack.servers import free_port
+from services.serve import ServiceName
 from services.tally.settings import TallySettings
 
 VALID = {

@@ -28,12 +28,11 @@ import yaml
 from litestar.handlers import HTTPRouteHandler
 
 from contracts.catalog import decode_catalog
-from infra.stack.processes import FACTORIES, ServiceName
 from infra.stack.servers import nats_server_path
 from services.cli import build_parser
-from services.serve import check_settings
+from services.serve import FACTORIES, ServiceName, check_settings
 from services.shared.config import Env, ServerSettings
-from services.tally.live_settings import LiveSettings
+from services.tally.read.settings import LiveSettings
 from services.tally.settings import TallySettings
 from services.votes.settings import VotesSettings
 
@@ -263,7 +262,7 @@ def routes_of(module_names: list[str]) -> set[str]:
 
 def projector_paths() -> set[str]:
     """The paths the projector's monitoring endpoint serves (a small server of its own, not Litestar)."""
-    source = ROOT / "services" / "tally" / "projector_monitor.py"
+    source = ROOT / "services" / "tally" / "projector" / "monitor.py"
     return set(re.findall(r'"(/[a-z]+)":', source.read_text())) if source.exists() else set()
 
 
@@ -271,7 +270,7 @@ SERVICE_ROUTES = {
     "serve votes": lambda: routes_of(
         ["services.votes.routes", "services.votes.widget.pages", "services.shared.ops_routes"]
     ),
-    "serve read": lambda: routes_of(["services.tally.api", "services.shared.ops_routes"]),
+    "serve read": lambda: routes_of(["services.tally.read.app", "services.shared.ops_routes"]),
     "projector": projector_paths,
 }
 

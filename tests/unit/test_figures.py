@@ -2,7 +2,7 @@
 
 import pytest
 
-from services.tally.figures import share_pct, wilson_pct
+from services.tally.read.figures import share_pct, wilson_pct
 
 
 @pytest.mark.parametrize(

@@ -7,10 +7,10 @@ import pytest
 
 from contracts.catalog import Comparison, PanelVerdict, Tool
 from contracts.notices import TallyChanged, ToolTally, decode_notice, encode_notice
-from services.tally.figures import comparison_figures, tool_figures, wilson_pct
-from services.tally.http_cache import CachedJson, entity_tag, none_match
-from services.tally.sse_frames import event_frame
-from services.tally.standings import NoticeChain, Standing, merge_snapshot, newer_than, standing_of
+from services.tally.read.figures import comparison_figures, tool_figures, wilson_pct
+from services.tally.read.http_cache import CachedJson, entity_tag, none_match
+from services.tally.read.sse_frames import event_frame
+from services.tally.read.standings import NoticeChain, Standing, merge_snapshot, newer_than, standing_of
 
 Z = NormalDist().inv_cdf(0.975)
 

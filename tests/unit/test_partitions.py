@@ -9,9 +9,9 @@ from contracts.notices import TallyChanged, decode_notice
 from contracts.subjects import MODERATION_SUBJECT, published_subject, votes_subject
 from services.shared.config import ConfigError, Env
 from services.tally.partitions import Partition, fnv1a_32, layout_of, partition_name, partition_of
+from services.tally.read.standings import NoticeChain
 from services.tally.routing import OTHER_ROUTING, consumer_filters, routing_of, routing_transform
 from services.tally.settings import TallySettings
-from services.tally.standings import NoticeChain
 
 BASE = {
     "SHIPSKIP_NATS_URL": "nats://127.0.0.1:1",

@@ -1,9 +1,9 @@
-"""How long the live projector lets its next batch gather (services/tally/projector.py, ``Projector._linger_s``)."""
+"""How long the live projector lets its next batch gather (tally/projector/projector.py, ``Projector._linger_s``)."""
 
 from typing import Any, cast
 
 from services.shared.config import Env
-from services.tally.projector import Projector
+from services.tally.projector.projector import Projector
 from services.tally.settings import TallySettings
 
 BASE = {

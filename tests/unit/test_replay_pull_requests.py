@@ -1,5 +1,5 @@
-"""The replay's pull requests (services/tally/replay_wire.py): what it asks the server for stays within the room the
-replay has, a request that expires (408) is asked again, and what ends the consumer is trouble.
+"""The replay's pull requests (services/tally/rebuild/replay_wire.py): what it asks the server for stays within the
+room the replay has, a request that expires (408) is asked again, and what ends the consumer is trouble.
 
 The integration tests (tests/integration/test_replay.py) read real streams; here the session's bookkeeping is fed
 deliveries and status messages directly, and what it writes is read back.
@@ -11,7 +11,7 @@ import re
 import pytest
 
 from services.shared.nats_wire import Server, WireConnection
-from services.tally.replay_wire import PullSession, _PullConnection
+from services.tally.rebuild.replay_wire import PullSession, _PullConnection
 
 
 class Wire:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from services.tally.replay_wire import delivery_sequences
+from services.tally.rebuild.replay_wire import delivery_sequences
 
 
 def test_the_older_nine_token_form() -> None:

@@ -27,10 +27,10 @@ from contracts.notices import decode_notice
 from contracts.subjects import TALLY_NOTICE_PREFIX, TALLY_RELOAD_SUBJECT
 from services.shared.catalog_view import CatalogView
 from services.tally.changes import comparison_positions, partition_change_positions
-from services.tally.figures import comparison_figures
-from services.tally.http_cache import CachedJson
-from services.tally.sse_frames import event_frame
-from services.tally.standings import (
+from services.tally.read.figures import comparison_figures
+from services.tally.read.http_cache import CachedJson
+from services.tally.read.sse_frames import event_frame
+from services.tally.read.standings import (
     NO_BALLOTS,
     NoticeChain,
     Standing,

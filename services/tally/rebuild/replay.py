@@ -23,7 +23,7 @@ from nats.js.api import ConsumerConfig, ConsumerInfo, DeliverPolicy
 
 from contracts.subjects import MODERATION_SUBJECT, VOTES_ALL, VOTES_STREAM, VOTES_SUBJECT_PREFIX, votes_subject
 from services.shared.nats_wire import LinkDown, LinkUnsupported, parse_servers
-from services.tally.replay_wire import PullSession, delivery_sequences
+from services.tally.rebuild.replay_wire import PullSession, delivery_sequences
 from services.tally.store import StreamRecord
 
 log = logging.getLogger(__name__)

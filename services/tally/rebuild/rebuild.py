@@ -20,11 +20,11 @@ import asyncpg
 from nats.aio.client import Client as NATS
 
 from contracts.subjects import TALLY_RELOAD_SUBJECT, VOTES_STREAM
-from services.tally.bulk_load import MAX_BALLOTS, bulk_load
 from services.tally.fold import Counts, FoldState, bucket, fold
 from services.tally.layout import layout_count, lock_layout, partition_positions, set_layout
 from services.tally.partitions import Partition
-from services.tally.replay import StreamReplay
+from services.tally.rebuild.bulk_load import MAX_BALLOTS, bulk_load
+from services.tally.rebuild.replay import StreamReplay
 from services.tally.routing import record_routing, route_stream
 from services.tally.store import (
     LIVE_SCHEMA,

@@ -12,8 +12,8 @@ from contextlib import suppress
 
 from prometheus_client import Counter, Gauge
 
-from services.tally.sse import FiguresBroadcast
-from services.tally.view import CommunityView
+from services.tally.read.sse import FiguresBroadcast
+from services.tally.read.view import CommunityView
 
 SAMPLE_S = 1.0
 

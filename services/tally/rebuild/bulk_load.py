@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from services.tally.fold import FoldState, TallyKey, bucket, fold_into
-from services.tally.replay import FoldBatch, StreamReplay
+from services.tally.rebuild.replay import FoldBatch, StreamReplay
 from services.tally.store import POSITION_ROW, Projection, StreamRecord, decode_records, record_dead_letters
 
 MAX_BALLOTS = 2_000_000

@@ -2,7 +2,7 @@
 
 - ``/healthz``: the process is alive; the position of each partition it folds.
 - ``/readyz``: NATS (JetStream answers for the stream) and Postgres reachable: 503 naming what is not.
-- ``/metrics``: services/tally/projector_metrics.py, the lag read from the server at each scrape.
+- ``/metrics``: services/tally/projector/metrics.py, the lag read from the server at each scrape.
 """
 
 from collections.abc import Callable
@@ -14,7 +14,7 @@ from nats.aio.client import Client as NATS
 from services.shared.metrics import CONTENT_TYPE, render_registry
 from services.shared.monitor_server import Answer, MonitorServer, json_answer
 from services.shared.readiness import nats_check, postgres_check, readiness
-from services.tally.projector_metrics import ProjectorMetrics
+from services.tally.projector.metrics import ProjectorMetrics
 
 
 class ProjectorHealth(msgspec.Struct, frozen=True):

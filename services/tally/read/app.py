@@ -1,8 +1,8 @@
-"""The read API application factory (``granian --factory services.tally.api:create_app``).
+"""The read API application factory (``granian --factory services.tally.read.app:create_app``).
 
-Every read is answered from the in-memory ``CommunityView`` (services/tally/view.py): the figures of a comparison
+Every read is answered from the in-memory ``CommunityView`` (services/tally/read/view.py): the figures of a comparison
 are pre-encoded with their ETag and sent as is, and the live stream fans each change out to every open page
-(services/tally/sse.py). Postgres is read only to load or reload the view.
+(services/tally/read/sse.py). Postgres is read only to load or reload the view.
 """
 
 import os
@@ -46,13 +46,13 @@ from services.shared.openapi import answers
 from services.shared.ops_routes import OPS_ROUTES
 from services.shared.readiness import Check, nats_check, postgres_check
 from services.shared.telemetry_settings import TelemetrySettings
-from services.tally.figures import share_pct
-from services.tally.http_cache import PUBLIC_ORIGINS, request_header
-from services.tally.live_settings import LiveSettings
-from services.tally.read_metrics import ReadMetrics
+from services.tally.read.figures import share_pct
+from services.tally.read.http_cache import PUBLIC_ORIGINS, request_header
+from services.tally.read.metrics import ReadMetrics
+from services.tally.read.settings import LiveSettings
+from services.tally.read.sse import FiguresBroadcast, close_on_stop_signal
+from services.tally.read.view import CommunityView, Rendered
 from services.tally.settings import TallySettings
-from services.tally.sse import FiguresBroadcast, close_on_stop_signal
-from services.tally.view import CommunityView, Rendered
 
 MAX_BATCH = 50
 STREAM_HEADERS = {

@@ -32,10 +32,10 @@ from services.tally.changes import record_changes
 from services.tally.layout import claim_layout
 from services.tally.partitions import UNPARTITIONED, Partition, PartitionGone
 from services.tally.pools import folding_pool
-from services.tally.projector_metrics import ProjectorMetrics
-from services.tally.projector_monitor import projector_monitor
-from services.tally.pull import PullBatches, PullRefused
-from services.tally.replay_wire import delivery_sequences
+from services.tally.projector.metrics import ProjectorMetrics
+from services.tally.projector.monitor import projector_monitor
+from services.tally.projector.pull import PullBatches, PullRefused
+from services.tally.rebuild.replay_wire import delivery_sequences
 from services.tally.routing import consumer_filters, recorded_routing, stream_routing
 from services.tally.settings import TallySettings
 from services.tally.store import BatchResult, Projection, StreamRecord

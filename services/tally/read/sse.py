@@ -14,8 +14,8 @@ import threading
 from collections.abc import AsyncIterator, Callable
 from types import FrameType
 
-from services.tally.sse_frames import KEEPALIVE, RETRY
-from services.tally.view import CommunityView, Rendered
+from services.tally.read.sse_frames import KEEPALIVE, RETRY
+from services.tally.read.view import CommunityView, Rendered
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Rebuild and verify (``shipskip rebuild``/``verify``, ``/admin/rebuild``): replay the stream into fresh tables."""
