@@ -94,6 +94,17 @@ def test_too_many_new_voters_from_one_network_are_told_when_to_come_back(
         re.compile(r"^Too many new voters from your network — try again in (59|60) min\.$")
     )
     expect(ship).to_have_attribute("aria-pressed", "false")
+    # What the widget read, a page of this origin can read: the API's CORS exposes the rate-limit fields.
+    exposed = second.evaluate(
+        """async api => {
+            const answer = await fetch(api + '/v1/voters', {method: 'POST', credentials: 'include'});
+            return [answer.status, answer.headers.get('Retry-After'), answer.headers.get('RateLimit-Policy')];
+        }""",
+        stingy.url,
+    )
+    assert exposed[0] == 429
+    assert 3500 < int(exposed[1]) <= 3600
+    assert exposed[2] == '"voter-tokens";q=1;w=3600'
     told = [m for m in console if "SHIPSKIP_LIMIT_TOKENS_PER_ADDRESS" in m]
     assert told, console
     assert "1 per 3600 s" in told[0]
@@ -211,3 +222,22 @@ def test_a_vote_made_offline_is_sent_when_the_visitor_is_back(browser: Browser, 
     page.context.set_offline(False)
     expect(status).to_have_text("Thanks — your Ship is counted.", timeout=5000)
     page.context.close()
+
+
+def test_a_page_whose_storage_is_blocked_keeps_one_voter(browser: Browser, site: Pipeline) -> None:
+    """Storage blocked (a privacy setting): the page still votes as one voter, not a new one per click."""
+    context = new_context(browser)
+    context.add_init_script(
+        "for (const name of ['getItem', 'setItem', 'removeItem']) Storage.prototype[name] = "
+        "() => { throw new DOMException('blocked', 'SecurityError'); };"
+    )
+    page = context.new_page()
+    issued: list[Request] = []
+    page.on("request", lambda request: issued.append(request) if request.url.endswith("/v1/voters") else None)
+    page.goto(f"{site.votes_url}/compare/{SMOL}")
+    windsurf = card(page, WINDSURF_NAME)
+    for verdict in ("Ship", "Skip"):
+        windsurf.get_by_role("button", name=verdict).click()
+        expect(note(page, WINDSURF_NAME)).to_have_text(f"Thanks — your {verdict} is counted.")
+    assert len(issued) == 1
+    context.close()

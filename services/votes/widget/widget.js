@@ -207,9 +207,16 @@
   }
 
   const tokenRequests = {}; // one token request per votes API at a time, shared by the page's widgets
+  const tokens = {}; // and the token itself, for pages whose storage is blocked (one voter per page, at least)
+
+  function keepToken(api, token) {
+    if (token) tokens[api] = token;
+    else delete tokens[api];
+    storage(TOKEN_KEY + api, token);
+  }
 
   function voterToken(api) {
-    const stored = storage(TOKEN_KEY + api);
+    const stored = storage(TOKEN_KEY + api) || tokens[api];
     if (stored) return Promise.resolve(stored);
     if (!tokenRequests[api]) {
       tokenRequests[api] = (async () => {
@@ -221,7 +228,7 @@
         }
         if (!response.ok) throw await answerFailure(response, "token");
         const body = await response.json();
-        storage(TOKEN_KEY + api, body.voter_token);
+        keepToken(api, body.voter_token);
         return body.voter_token;
       })().finally(() => delete tokenRequests[api]);
     }
@@ -254,7 +261,8 @@
     const failure = { stage, status, code: body.error || null, detail: body.detail || "", retryAfter };
     if (status === 429) {
       const policy = policyOf(response);
-      return Object.assign(failure, { kind: "limited", policy: policy.name, quota: policy.quota });
+      const name = policy.name || (stage === "token" ? "voter-tokens" : null); // the one limit on new tokens
+      return Object.assign(failure, { kind: "limited", policy: name, quota: policy.quota });
     }
     if (status === 401) return Object.assign(failure, { kind: "token" });
     if (status >= 500) return Object.assign(failure, { kind: "server" });
@@ -622,8 +630,8 @@
           }
           if (response.ok) return;
           failure = await answerFailure(response, "vote");
-          if (failure.kind === "token" && storage(TOKEN_KEY + this.votesApi) === token) {
-            storage(TOKEN_KEY + this.votesApi, null); // expired or signed with a retired key
+          if (failure.kind === "token" && (storage(TOKEN_KEY + this.votesApi) || tokens[this.votesApi]) === token) {
+            keepToken(this.votesApi, null); // expired, or signed with a retired key
           }
         } catch (error) {
           if (!error || !error.kind) throw error; // a bug, not an answer
