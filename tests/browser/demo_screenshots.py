@@ -5,10 +5,13 @@
 Starts the embedded NATS, Postgres and Redis on free ports and the three services, casts votes through the votes
 API as separate voters (one tool with enough ballots for a share, the other not yet), and has Debian's Chromium
 take the page at 1280 px, at 375 px (a phone) and in the dark theme, one viewport high each so the files stay
-small. ``take_screenshots`` alone is also run by the browser tests, against their stack, so this cannot rot.
+small (and a quarter of that where Debian's pngquant is installed: 256 colours are plenty for a flat page).
+``take_screenshots`` alone is also run by the browser tests, against their stack, so this cannot rot.
 """
 
 import asyncio
+import shutil
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -74,6 +77,12 @@ def take_screenshots(browser: Browser, votes_url: str, out_dir: Path) -> list[Pa
     return written
 
 
+def shrink(path: Path) -> None:
+    pngquant = shutil.which("pngquant")
+    if pngquant:
+        subprocess.run([pngquant, "--force", "--skip-if-larger", "--output", str(path), str(path)], check=False)
+
+
 def main(out_dir: Path) -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="shipskip-screenshots-"))
     with EmbeddedServers(data_dir) as servers:
@@ -89,6 +98,7 @@ def main(out_dir: Path) -> None:
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
                 for path in take_screenshots(browser, pipeline.votes_url, out_dir):
+                    shrink(path)
                     print(f"{path} ({path.stat().st_size // 1024} KiB)")
                 browser.close()
         finally:

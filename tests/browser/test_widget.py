@@ -4,6 +4,8 @@ Everything is real: the page comes from the votes service, votes go through it i
 folds them, and the figure comes back through the read API's push stream.
 """
 
+from pathlib import Path
+
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
@@ -20,6 +22,8 @@ from tests.browser.support import (
 from tests.support import Pipeline
 
 pytestmark = needs_chromium
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
 def figure_row(page: Page, name: str) -> list[dict[str, object]]:
@@ -62,6 +66,8 @@ def test_the_page_shows_panel_community_and_entry_as_the_site_does(browser: Brow
         assert buttons["y"] >= figures["y"] + figures["height"]  # the buttons below the figures
     expect(card(page, LLAMA_NAME)).not_to_contain_text("Reviewers")
     expect(page.locator("blockquote")).to_have_count(8)
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "comparison-page.png"), full_page=True)
     page.context.close()
 
 

@@ -283,10 +283,10 @@
     // GET tells them apart: the API answers it to every origin, but with CORS headers to allowed ones only.
     if (navigator.onLine === false) return { kind: "offline", stage };
     const origin = new URL(api || location.href, location.href).origin;
-    if (origin !== location.origin && !(await answers(origin + "/healthz", "cors"))) {
-      if (await answers(origin + "/healthz", "no-cors")) return { kind: "origin", stage, api: origin };
+    if (origin !== location.origin && !(await answers(api + "/healthz", "cors"))) {
+      if (await answers(api + "/healthz", "no-cors")) return { kind: "origin", stage, api };
     }
-    return { kind: "unreachable", stage, api: origin };
+    return { kind: "unreachable", stage, api: api || location.origin };
   }
 
   const RETRIED = { offline: true, unreachable: true, server: true };
@@ -303,8 +303,8 @@
         (failure.quota || "the voter-tokens limit") + "). Visitors behind one office, school or mobile-carrier " +
         "address share it; the limit is SHIPSKIP_LIMIT_TOKENS_PER_ADDRESS on the votes service.");
     } else if (failure.kind === "limited") {
-      console.warn(where + 'the votes API refused a vote under its "' + failure.policy + '" rate limit (' +
-        failure.quota + "); retry in " + failure.retryAfter + " s.");
+      console.warn(where + "the votes API refused a vote under its " + (failure.policy || "a") + " rate limit (" +
+        (failure.quota || "429") + "); retry in " + failure.retryAfter + " s.");
     } else if (failure.kind === "refused" || failure.kind === "token") {
       console.error(where + "the votes API at " + api + " refused the " + failure.stage + " request: " +
         failure.status + " " + failure.code + ": " + failure.detail);
@@ -345,7 +345,8 @@
     }
 
     receive(figures, live) {
-      this.figures = figures;
+      // A fetch answered after a newer pushed event must not take the figures back (position: the stream's seq).
+      if (!this.figures || !(figures.position < this.figures.position)) this.figures = figures;
       this.failed = false;
       this.freshAt = Date.now();
       if (live) this.live = true;
@@ -682,7 +683,14 @@
   function start() {
     const places = document.querySelectorAll("[data-shipskip]");
     for (let i = 0; i < places.length; i++) {
-      if (!places[i].__shipskip) places[i].__shipskip = new Widget(places[i]);
+      const place = places[i];
+      if (place.__shipskip) continue;
+      if (!place.getAttribute("data-comparison") || !place.getAttribute("data-tool")) {
+        console.error("shipskip widget: a [data-shipskip] place needs data-comparison and data-tool", place);
+        place.__shipskip = true;
+        continue;
+      }
+      place.__shipskip = new Widget(place);
     }
   }
 
