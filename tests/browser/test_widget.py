@@ -6,16 +6,19 @@ folds them, and the figure comes back through the read API's push stream.
 
 from pathlib import Path
 
+import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Page, Response, expect
 
 from tests.browser.support import (
+    LLAMA,
     LLAMA_NAME,
     SMOL,
     WINDSURF_NAME,
     card,
     community,
     needs_chromium,
+    new_context,
     note,
     open_page,
 )
@@ -47,7 +50,6 @@ def test_the_page_shows_panel_community_and_entry_as_the_site_does(browser: Brow
     page = open_page(browser, site)
     response = page.request.get(page.url)
     assert response.headers["content-type"] == "text/html; charset=utf-8"
-    assert page.request.get(f"{site.votes_url}/widget.js").headers["content-type"] == "text/javascript; charset=utf-8"
     # An icon of the page's own, so that the browser does not ask for /favicon.ico (which is not there).
     icon = page.locator("link[rel=icon]").get_attribute("href", timeout=1000)
     assert icon is not None
@@ -69,6 +71,32 @@ def test_the_page_shows_panel_community_and_entry_as_the_site_does(browser: Brow
     SCREENSHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "comparison-page.png"), full_page=True)
     page.context.close()
+
+
+def test_the_widget_travels_compressed_to_browsers_that_take_it(browser: Browser, site: Pipeline) -> None:
+    loaded: list[Response] = []
+    page = new_context(browser).new_page()
+    page.on("response", lambda response: loaded.append(response) if "/widget.js" in response.url else None)
+    page.goto(f"{site.votes_url}/compare/{LLAMA}")
+    expect(page.get_by_role("button", name="Ship").first).to_be_visible()  # it ran
+    assert len(loaded) == 1
+    headers = loaded[0].all_headers()
+    assert headers["content-encoding"] == "gzip"
+    assert headers["content-type"] == "text/javascript; charset=utf-8"
+    assert "accept-encoding" in headers["vary"].lower()
+    page.context.close()
+    with httpx.Client() as client:
+        plain = client.get(f"{site.votes_url}/widget.js", headers={"Accept-Encoding": "identity"})
+        packed = client.get(f"{site.votes_url}/widget.js", headers={"Accept-Encoding": "gzip"})
+        assert "content-encoding" not in plain.headers
+        assert packed.headers["content-encoding"] == "gzip"
+        assert packed.content == plain.content  # httpx undid the gzip
+        assert int(packed.headers["content-length"]) < len(plain.content) / 2
+        assert packed.headers["etag"] != plain.headers["etag"]  # a cache must not mix the two up
+        again = client.get(
+            f"{site.votes_url}/widget.js", headers={"Accept-Encoding": "gzip", "If-None-Match": packed.headers["etag"]}
+        )
+        assert again.status_code == 304
 
 
 def test_a_click_counts_and_another_browser_sees_it_live(browser: Browser, site: Pipeline) -> None:
