@@ -44,7 +44,10 @@ def test_unavailable_then_not_enough_votes_then_the_age_of_stale_figures(
         expect(detail).to_have_text(f"Not enough votes yet ({shown + 1} of 10)", timeout=3000)
         expect(age).to_have_text("")
 
-        read.stop()  # the stream is gone; the figures stay, and soon say how old they are
+        # The stream is gone; the figures stay, and soon say how old they are. Once the browser's attempt to
+        # reconnect (2 s later, in real time) has failed, the widget has surely seen the loss.
+        with page.expect_event("requestfailed", lambda request: request.url.endswith("/stream"), timeout=15_000):
+            read.stop()
         page.clock.fast_forward(30_000)
         expect(age).to_have_text("")  # a moment's loss (a restart, a reconnect) says nothing
         page.clock.fast_forward("05:00")
