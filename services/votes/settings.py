@@ -10,7 +10,7 @@ from services.votes.limits import Limit, parse_limit
 LIMIT_DEFAULTS = {
     "voter": ("SHIPSKIP_LIMIT_VOTES_PER_VOTER", "30/1m,10"),
     "address": ("SHIPSKIP_LIMIT_VOTES_PER_ADDRESS", "300/1m,60"),
-    "voter-tokens": ("SHIPSKIP_LIMIT_TOKENS_PER_ADDRESS", "20/1h,5"),
+    "voter-tokens": ("SHIPSKIP_LIMIT_TOKENS_PER_ADDRESS", "300/1h,100"),
     "comparison": ("SHIPSKIP_LIMIT_VOTES_PER_COMPARISON", "2000/1s,2000"),
 }
 

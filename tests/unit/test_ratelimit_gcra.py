@@ -29,7 +29,7 @@ def test_defaults_and_the_off_switch() -> None:
     limits = RateLimits.from_env(Env({}, {}))
     assert limits.per_voter == Limit("voter", 30, 60, 10)
     assert limits.per_address == Limit("address", 300, 60, 60)
-    assert limits.tokens_per_address == Limit("voter-tokens", 20, 3600, 5)
+    assert limits.tokens_per_address == Limit("voter-tokens", 300, 3600, 100)
     assert limits.per_comparison == Limit("comparison", 2000, 1, 2000)
     off = RateLimits.from_env(Env({"SHIPSKIP_RATE_LIMITS": "off"}, {}))
     assert off == RateLimits(None, None, None, None)

@@ -1,37 +1,203 @@
 /* shipskip widget: Ship / Skip buttons and the live Community figure for one tool of one comparison.
  *
  * Embed once per page:   <script src="https://votes.example/widget.js" defer></script>
- * Mark each place:       <div data-shipskip data-comparison="ID" data-tool="TOOL_ID"
- *                             data-votes-api="https://votes.example" data-read-api="https://read.example"></div>
+ * Mark each place:       <div data-shipskip data-comparison="ID" data-tool="TOOL_ID"></div>
+ *
+ * Attributes of a place (only data-comparison and data-tool are required):
+ *   data-part        "figure" (the Community figure), "vote" (the buttons and what became of the visitor's vote),
+ *                    or absent for both, figure first
+ *   data-tool-name   the tool's name, read out with the buttons ("Ship Acme Coder"); else the read API's name
+ *   data-votes-api   the votes API's base URL; by default the origin this script came from
+ *   data-read-api    the read API's base URL (figures); by default the votes API's
+ *   data-theme       "light", "dark" or "auto" (follows prefers-color-scheme); absent: the page's own text colour
+ *   data-lang        the language of the widget's words (en, de); absent: the page's <html lang>, then English
+ *
+ * Colours are CSS custom properties, inherited through the shadow root, so the host page sets them on the place:
+ *   [data-shipskip] { --shipskip-ship: #0a7; }
+ * --shipskip-text, --shipskip-muted, --shipskip-ship, --shipskip-skip, --shipskip-on-choice (text on a chosen
+ * button), --shipskip-button-bg, --shipskip-border, --shipskip-focus. Shapes and sizes through ::part(): figure,
+ * value, label, detail, age, vote, buttons, button, ship, skip, note.
  *
  * Plain JavaScript, no build step, no dependencies. Styles live in a shadow root, so they cannot leak into the
- * host page (and the page's cannot break the widget); fonts are inherited from the page.
+ * host page (and the page's cannot break the widget); fonts are inherited from the page. Each part has a build
+ * function (its elements, once) and a paint function (its words, on every change); every word is in STRINGS.
+ * What a site owner has to fix (an origin the API does not allow, a wrong tool id) is said in the console.
  */
-(function () {
+(() => {
   "use strict";
-  var VERSION = "1";
-  var TOKEN_KEY = "shipskip.voter";
-  var CHOICE_KEY = "shipskip.choice.";
-  var streams = {};   // one EventSource per read API and comparison, shared by that comparison's widgets
-  var tokenPromise = {};
+  const VERSION = "2";
+  const TOKEN_KEY = "shipskip.voter@"; // + the votes API base: a voter token per API, kept across pages
+  const CHOICE_KEY = "shipskip.choice.";
+  const MAX_RETRIES = 4; // after the first try of a vote: 1, 2, 4, 8 s apart unless the API says otherwise
+  const MAX_WAIT_S = 30; // a longer Retry-After is told to the visitor instead of waited out
+  const SENDING_AFTER_MS = 400; // a vote confirmed sooner says nothing in between
+  const STALE_AFTER_MS = 60000; // figures older than this, with no live stream, show their age
+  const POLL_MS = 30000; // without the stream, the figures are fetched this often
+  const REOPEN_MS = 15000; // a stream the browser gave up on is opened again after this
+  const script = document.currentScript;
+  const SCRIPT_ORIGIN = script && script.src ? new URL(script.src, location.href).origin : "";
 
-  var CSS =
-    ":host{display:block;font:inherit;color:inherit}" +
-    ".ss{display:flex;flex-direction:column;gap:.4em}" +
-    ".row{display:flex;gap:.5em}" +
-    "button{font:inherit;cursor:pointer;padding:.35em .9em;border-radius:999px;border:1px solid currentColor;" +
-    "background:transparent;color:inherit}" +
-    "button[aria-pressed=true]{background:#1f7a4d;border-color:#1f7a4d;color:#fff}" +
-    "button.skip[aria-pressed=true]{background:#9b2c2c;border-color:#9b2c2c}" +
-    "button:focus-visible{outline:2px solid #2563eb;outline-offset:2px}" +
-    "button[disabled]{opacity:.6;cursor:wait}" +
-    ".figure{font-weight:600}.note{font-size:.85em;min-height:1.2em;opacity:.85}";
+  const STRINGS = {
+    en: {
+      ship: "Ship",
+      skip: "Skip",
+      verdictOn: "Your verdict on {tool}",
+      community: "Community",
+      votes: { one: "{n} vote", other: "{n} votes" },
+      notEnough: "Not enough votes yet ({n} of {min})",
+      unavailable: "Figures unavailable",
+      updatedAgo: "Updated {ago} ago",
+      seconds: "{n} s",
+      minutes: "{n} min",
+      hours: "{n} h",
+      sending: "Sending your vote…",
+      counted: { ship: "Thanks — your Ship is counted.", skip: "Thanks — your Skip is counted." },
+      retracted: "Your vote was taken back.",
+      retrying: "Not confirmed yet — trying again in {wait}…",
+      offline: "You are offline — your vote will be sent when you are back online.",
+      notSent: "Your vote was not sent: the vote service cannot be reached. Check your connection and try again.",
+      notCounted: "The vote service is having trouble: your vote was not counted. Try again in {wait}.",
+      unconfirmed: "We could not confirm your vote. It may have been counted; voting again will not count it twice.",
+      limited: {
+        "voter-tokens": "Too many new voters from your network — try again in {wait}.",
+        voter: "You have voted a lot in a short time — try again in {wait}.",
+        address: "Too many votes from your network — try again in {wait}.",
+        comparison: "Very many people are voting on this right now — try again in {wait}.",
+      },
+      notHere: "Voting is not available on this site right now.",
+      refused: "This vote cannot be taken. Please reload the page and try again.",
+    },
+    de: {
+      ship: "Einsetzen",
+      skip: "Auslassen",
+      verdictOn: "Ihr Urteil zu {tool}",
+      community: "Community",
+      votes: { one: "{n} Stimme", other: "{n} Stimmen" },
+      notEnough: "Noch zu wenige Stimmen ({n} von {min})",
+      unavailable: "Zahlen nicht verfügbar",
+      updatedAgo: "Stand vor {ago}",
+      seconds: "{n} s",
+      minutes: "{n} Min.",
+      hours: "{n} Std.",
+      sending: "Ihre Stimme wird gesendet …",
+      counted: { ship: "Danke – Ihr „Einsetzen“ ist gezählt.", skip: "Danke – Ihr „Auslassen“ ist gezählt." },
+      retracted: "Ihre Stimme wurde zurückgenommen.",
+      retrying: "Noch nicht bestätigt – neuer Versuch in {wait} …",
+      offline: "Sie sind offline – Ihre Stimme wird gesendet, sobald Sie wieder online sind.",
+      notSent: "Ihre Stimme wurde nicht gesendet: Der Abstimmungsdienst ist nicht erreichbar. Prüfen Sie Ihre " +
+        "Verbindung und versuchen Sie es erneut.",
+      notCounted: "Der Abstimmungsdienst hat Probleme: Ihre Stimme wurde nicht gezählt. Versuchen Sie es in {wait} " +
+        "erneut.",
+      unconfirmed: "Ihre Stimme konnte nicht bestätigt werden. Vielleicht wurde sie gezählt; erneutes Abstimmen " +
+        "zählt sie nicht doppelt.",
+      limited: {
+        "voter-tokens": "Zu viele neue Abstimmende aus Ihrem Netzwerk – versuchen Sie es in {wait} erneut.",
+        voter: "Sie haben in kurzer Zeit sehr oft abgestimmt – versuchen Sie es in {wait} erneut.",
+        address: "Zu viele Stimmen aus Ihrem Netzwerk – versuchen Sie es in {wait} erneut.",
+        comparison: "Gerade stimmen sehr viele hierüber ab – versuchen Sie es in {wait} erneut.",
+      },
+      notHere: "Abstimmen ist auf dieser Website gerade nicht möglich.",
+      refused: "Diese Stimme kann nicht angenommen werden. Bitte laden Sie die Seite neu und versuchen Sie es erneut.",
+    },
+  };
+
+  // ---- words -------------------------------------------------------------------------------------------------
+
+  function language(el) {
+    const wanted = el.getAttribute("data-lang") || (el.closest("[lang]") || document.documentElement).lang || "";
+    const tag = wanted.toLowerCase();
+    if (STRINGS[tag]) return tag;
+    const primary = tag.split("-")[0];
+    return STRINGS[primary] ? primary : "en";
+  }
+
+  function fill(template, values) {
+    return template.replace(/\{(\w+)\}/g, (whole, name) => (name in values ? String(values[name]) : whole));
+  }
+
+  class Words {
+    constructor(lang) {
+      this.lang = lang;
+      this.t = STRINGS[lang];
+      this.plurals = new Intl.PluralRules(lang);
+      this.numbers = new Intl.NumberFormat(lang);
+      this.percents = new Intl.NumberFormat(lang, { style: "percent", maximumFractionDigits: 0 });
+    }
+
+    count(forms, n) {
+      return fill(forms[this.plurals.select(n)] || forms.other, { n: this.numbers.format(n) });
+    }
+
+    percent(pct) {
+      return this.percents.format(pct / 100);
+    }
+
+    duration(seconds) {
+      // Rounded up: "try again in 3 min" must not send the visitor back too early.
+      if (seconds < 90) return fill(this.t.seconds, { n: Math.max(1, Math.ceil(seconds)) });
+      if (seconds < 5400) return fill(this.t.minutes, { n: Math.ceil(seconds / 60) });
+      return fill(this.t.hours, { n: Math.ceil(seconds / 3600) });
+    }
+
+    age(seconds) {
+      // Rounded down: "updated 5 min ago" must not claim newer figures than they are.
+      if (seconds < 90) return fill(this.t.seconds, { n: Math.floor(seconds) });
+      if (seconds < 5400) return fill(this.t.minutes, { n: Math.floor(seconds / 60) });
+      return fill(this.t.hours, { n: Math.floor(seconds / 3600) });
+    }
+  }
+
+  // ---- looks -------------------------------------------------------------------------------------------------
+
+  const PALETTES = {
+    light: { text: "#1c1b19", muted: "#6b6760", ship: "#1f7a4d", skip: "#9b2c2c", "on-choice": "#fff",
+      "button-bg": "#fff", border: "#b9b5ad", focus: "#2563eb" },
+    dark: { text: "#ecebe8", muted: "#a8a49c", ship: "#3fb27f", skip: "#e07070", "on-choice": "#111",
+      "button-bg": "#24231f", border: "#5a5750", focus: "#7aa7ff" },
+  };
+
+  function palette(colours) {
+    // Each colour is the host page's --shipskip-NAME when set, else the theme's own.
+    const names = Object.keys(colours).filter((name) => name !== "text");
+    return "color:var(--shipskip-text," + colours.text + ");" +
+      names.map((name) => "--_" + name + ":var(--shipskip-" + name + "," + colours[name] + ")").join(";");
+  }
+
+  const CSS =
+    // Without data-theme the widget takes the page's text colour and keeps its own ship/skip colours.
+    ":host{display:block;font:inherit;color:var(--shipskip-text,inherit);" +
+    "--_muted:var(--shipskip-muted,color-mix(in srgb,currentColor 65%,transparent));" +
+    "--_ship:var(--shipskip-ship,#1f7a4d);--_skip:var(--shipskip-skip,#9b2c2c);--_on-choice:var(--shipskip-on-choice,#fff);" +
+    "--_button-bg:var(--shipskip-button-bg,transparent);--_border:var(--shipskip-border,currentColor);" +
+    "--_focus:var(--shipskip-focus,#2563eb)}" +
+    ":host([data-theme=light]){" + palette(PALETTES.light) + "}" +
+    ":host([data-theme=dark]){" + palette(PALETTES.dark) + "}" +
+    ":host([data-theme=auto]){" + palette(PALETTES.light) + "}" +
+    "@media (prefers-color-scheme:dark){:host([data-theme=auto]){" + palette(PALETTES.dark) + "}}" +
+    ".ss{display:flex;flex-direction:column;gap:.6em}" +
+    ".value{font-size:1.4em;font-weight:650}" +
+    ".label{font-size:.75em;text-transform:uppercase;letter-spacing:.05em;color:var(--_muted)}" +
+    ".detail,.age{font-size:.75em;color:var(--_muted)}.age:empty,.detail:empty{display:none}" +
+    ".buttons{display:flex;flex-wrap:wrap;gap:.5em}" +
+    "button{position:relative;font:inherit;cursor:pointer;min-height:44px;min-width:44px;padding:.35em 1.1em;border-radius:999px;" +
+    "border:1px solid var(--_border);background:var(--_button-bg);color:inherit}" +
+    "button.ship[aria-pressed=true]{background:var(--_ship);border-color:var(--_ship);color:var(--_on-choice)}" +
+    "button.skip[aria-pressed=true]{background:var(--_skip);border-color:var(--_skip);color:var(--_on-choice)}" +
+    "button:focus-visible{outline:2px solid var(--_focus);outline-offset:2px}" +
+    "button[aria-disabled=true]{opacity:.7;cursor:progress}" +
+    ".vh{position:absolute;width:1px;height:1px;overflow:hidden;clip-path:inset(50%);white-space:nowrap}" +
+    ".note{font-size:.85em;min-height:1.2em;color:var(--_muted)}";
+
+  // ---- storage and tokens ------------------------------------------------------------------------------------
 
   function storage(key, value) {
     try {
       if (value === undefined) return window.localStorage.getItem(key);
-      if (value === null) window.localStorage.removeItem(key); else window.localStorage.setItem(key, value);
-    } catch (e) { /* storage may be blocked; the cookie still identifies the voter */ }
+      if (value === null) window.localStorage.removeItem(key);
+      else window.localStorage.setItem(key, value);
+    } catch (e) {
+      /* storage may be blocked; the cookie still identifies the voter */
+    }
     return null;
   }
 
@@ -40,168 +206,495 @@
     return String(Date.now()) + Math.random().toString(16).slice(2);
   }
 
+  const tokenRequests = {}; // one token request per votes API at a time, shared by the page's widgets
+  const tokens = {}; // and the token itself, for pages whose storage is blocked (one voter per page, at least)
+
+  function keepToken(api, token) {
+    if (token) tokens[api] = token;
+    else delete tokens[api];
+    storage(TOKEN_KEY + api, token);
+  }
+
   function voterToken(api) {
-    var stored = storage(TOKEN_KEY + "@" + api);
+    const stored = storage(TOKEN_KEY + api) || tokens[api];
     if (stored) return Promise.resolve(stored);
-    if (!tokenPromise[api]) {
-      tokenPromise[api] = fetch(api + "/v1/voters", { method: "POST", credentials: "include" })
-        .then(function (r) {
-          if (!r.ok) throw r;
-          return r.json();
-        })
-        .then(function (body) {
-          storage(TOKEN_KEY + "@" + api, body.voter_token);
-          return body.voter_token;
-        })
-        .catch(function (error) {
-          delete tokenPromise[api];
-          throw error;
-        });
+    if (!tokenRequests[api]) {
+      tokenRequests[api] = (async () => {
+        let response;
+        try {
+          response = await fetch(api + "/v1/voters", { method: "POST", credentials: "include" });
+        } catch (e) {
+          throw await networkFailure(api, "token");
+        }
+        if (!response.ok) throw await answerFailure(response, "token");
+        const body = await response.json();
+        keepToken(api, body.voter_token);
+        return body.voter_token;
+      })().finally(() => delete tokenRequests[api]);
     }
-    return tokenPromise[api];
+    return tokenRequests[api];
   }
 
-  function figureText(tool) {
-    if (!tool) return "—";
-    if (tool.ship_pct === null || tool.ship_pct === undefined) {
-      return "— (" + tool.votes + (tool.votes === 1 ? " vote" : " votes") + ")";
-    }
-    return Math.round(tool.ship_pct) + "% ship · " + tool.votes + " votes";
+  // ---- why a request did not go through ----------------------------------------------------------------------
+
+  // A failure: { kind, stage ("token" or "vote"), status, code, detail, retryAfter (s), policy, quota }.
+  // kinds: offline, unreachable (network or the API gone), origin (the API refuses this page's origin),
+  // server (5xx), limited (429), token (401: the voter token was refused), refused (any other 4xx).
+
+  function policyOf(response) {
+    // RateLimit-Policy: "voter-tokens";q=300;w=3600 (exposed to cross-origin pages by the API's CORS).
+    const field = response.headers.get("RateLimit-Policy") || "";
+    const match = /^"([^"]+)";q=(\d+);w=(\d+)/.exec(field);
+    return match ? { name: match[1], quota: match[2] + " per " + match[3] + " s" } : { name: null, quota: null };
   }
 
-  function subscribe(readApi, comparison, listener) {
-    var key = readApi + " " + comparison;
-    var entry = streams[key];
-    if (!entry) {
-      entry = streams[key] = { listeners: [], last: null, source: null };
-      var url = readApi + "/v1/comparisons/" + encodeURIComponent(comparison) + "/community";
-      var deliver = function (figures) {
-        entry.last = figures;
-        entry.listeners.forEach(function (fn) { fn(figures); });
+  async function answerFailure(response, stage) {
+    let body = {};
+    try {
+      body = await response.json();
+    } catch (e) {
+      /* a proxy's error page: the status says enough */
+    }
+    const header = parseInt(response.headers.get("Retry-After") || "", 10);
+    const retryAfter = Number.isFinite(header) ? header : (typeof body.retry_after === "number" ? body.retry_after : null);
+    const status = response.status;
+    const failure = { stage, status, code: body.error || null, detail: body.detail || "", retryAfter };
+    if (status === 429) {
+      const policy = policyOf(response);
+      const name = policy.name || (stage === "token" ? "voter-tokens" : null); // the one limit on new tokens
+      return Object.assign(failure, { kind: "limited", policy: name, quota: policy.quota });
+    }
+    if (status === 401) return Object.assign(failure, { kind: "token" });
+    if (status >= 500) return Object.assign(failure, { kind: "server" });
+    return Object.assign(failure, { kind: "refused" });
+  }
+
+  async function answers(url, mode) {
+    try {
+      await fetch(url, { mode, cache: "no-store", credentials: "omit" });
+      return true;
+    } catch (e) {
+      return false;
+    }
+  }
+
+  async function networkFailure(api, stage) {
+    // fetch says only "TypeError" both when the network is down and when CORS refused the answer. An ordinary
+    // GET tells them apart: the API answers it to every origin, but with CORS headers to allowed ones only.
+    if (navigator.onLine === false) return { kind: "offline", stage };
+    const origin = new URL(api || location.href, location.href).origin;
+    if (origin !== location.origin && !(await answers(api + "/healthz", "cors"))) {
+      if (await answers(api + "/healthz", "no-cors")) return { kind: "origin", stage, api };
+    }
+    return { kind: "unreachable", stage, api: api || location.origin };
+  }
+
+  const RETRIED = { offline: true, unreachable: true, server: true };
+
+  function consoleNote(failure, widget) {
+    const where = 'shipskip widget (data-comparison="' + widget.comparison + '" data-tool="' + widget.tool + '"): ';
+    const api = failure.api || widget.votesApi || location.origin;
+    if (failure.kind === "origin") {
+      console.error(where + "the votes API at " + api + " does not allow pages of " + location.origin + ". Add " +
+        location.origin + " to SHIPSKIP_CORS_ORIGINS (comma-separated origins) on the votes service and restart " +
+        "it. If it is listed already, a proxy in front of the API is answering without CORS headers.");
+    } else if (failure.kind === "limited" && failure.policy === "voter-tokens") {
+      console.warn(where + "the votes API refused a new voter token: too many new voters from one address (" +
+        (failure.quota || "the voter-tokens limit") + "). Visitors behind one office, school or mobile-carrier " +
+        "address share it; the limit is SHIPSKIP_LIMIT_TOKENS_PER_ADDRESS on the votes service.");
+    } else if (failure.kind === "limited") {
+      console.warn(where + "the votes API refused a vote under its " + (failure.policy || "a") + " rate limit (" +
+        (failure.quota || "429") + "); retry in " + failure.retryAfter + " s.");
+    } else if (failure.kind === "refused" || failure.kind === "token") {
+      console.error(where + "the votes API at " + api + " refused the " + failure.stage + " request: " +
+        failure.status + " " + failure.code + ": " + failure.detail);
+    } else if (failure.kind === "server") {
+      console.warn(where + "the votes API at " + api + " answered " + failure.status + " " + (failure.code || "") +
+        " to the " + failure.stage + " request.");
+    } else {
+      console.warn(where + "cannot reach the votes API at " + api + " (" + failure.kind + ").");
+    }
+  }
+
+  // ---- live figures ------------------------------------------------------------------------------------------
+
+  const feeds = {}; // one Feed per read API and comparison, shared by that comparison's widgets
+
+  class Feed {
+    constructor(readApi, comparison) {
+      this.url = readApi + "/v1/comparisons/" + encodeURIComponent(comparison) + "/community";
+      this.figures = null;
+      this.live = false; // the stream is open: the figures are current
+      this.failed = false; // figures could not be had
+      this.freshAt = 0; // when the figures were last known current (Date.now())
+      this.listeners = [];
+      this.source = null;
+      this.timer = null;
+      this.warned = false;
+      this.fetch();
+      this.open();
+    }
+
+    listen(fn) {
+      this.listeners.push(fn);
+      fn();
+    }
+
+    changed() {
+      this.listeners.forEach((fn) => fn());
+    }
+
+    receive(figures, live) {
+      // A fetch answered after a newer pushed event must not take the figures back (position: the stream's seq).
+      if (!this.figures || !(figures.position < this.figures.position)) this.figures = figures;
+      this.failed = false;
+      this.freshAt = Date.now();
+      if (live) this.live = true;
+      this.changed();
+    }
+
+    async fetch() {
+      try {
+        const response = await fetch(this.url, { cache: "no-cache" });
+        if (!response.ok) throw new Error("the read API answered " + response.status);
+        this.receive(await response.json(), false);
+      } catch (error) {
+        this.trouble(error);
+      }
+    }
+
+    open() {
+      if (!window.EventSource) return this.lost();
+      const source = (this.source = new EventSource(this.url + "/stream"));
+      source.onopen = () => {
+        this.live = true;
+        this.freshAt = Date.now();
+        this.watch(false);
+        this.changed();
       };
-      fetch(url).then(function (r) { return r.ok ? r.json() : null; }).then(function (f) { if (f) deliver(f); });
-      if (window.EventSource) {
-        entry.source = new EventSource(url + "/stream");
-        entry.source.onmessage = function (event) {
-          try { deliver(JSON.parse(event.data)); } catch (e) { /* a malformed event changes nothing */ }
-        };
-        entry.source.addEventListener("figures", entry.source.onmessage);
+      source.onmessage = (event) => {
+        try {
+          this.receive(JSON.parse(event.data), true);
+        } catch (e) {
+          /* a malformed event changes nothing */
+        }
+      };
+      source.onerror = () => {
+        if (source.readyState === EventSource.CLOSED) {
+          // Refused (an HTTP error, a full server): the browser will not try again by itself.
+          this.source = null;
+          setTimeout(() => this.open(), REOPEN_MS);
+        }
+        if (this.live) this.freshAt = Date.now(); // current until this moment
+        this.lost();
+        if (!this.figures) this.trouble(new Error("the figures stream is unavailable"));
+      };
+    }
+
+    lost() {
+      this.live = false;
+      this.watch(true);
+      this.changed();
+    }
+
+    watch(on) {
+      // Without the stream: fetch now and then, and repaint so that the figures' age shows.
+      if (on && !this.timer) {
+        let ticks = 0;
+        this.timer = setInterval(() => {
+          ticks += 1;
+          if (ticks % (POLL_MS / 10000) === 0) this.fetch();
+          this.changed();
+        }, 10000);
+      } else if (!on && this.timer) {
+        clearInterval(this.timer);
+        this.timer = null;
       }
     }
-    entry.listeners.push(listener);
-    if (entry.last) listener(entry.last);
-  }
 
-  function Widget(el) {
-    this.el = el;
-    this.comparison = el.getAttribute("data-comparison");
-    this.tool = el.getAttribute("data-tool");
-    this.votesApi = (el.getAttribute("data-votes-api") || "").replace(/\/$/, "");
-    this.readApi = (el.getAttribute("data-read-api") || this.votesApi).replace(/\/$/, "");
-    this.choiceKey = CHOICE_KEY + this.comparison + "." + this.tool;
-    this.choice = storage(this.choiceKey);
-    this.figures = null;
-    this.render();
-  }
-
-  Widget.prototype.render = function () {
-    var root = this.el.attachShadow ? this.el.attachShadow({ mode: "open" }) : this.el;
-    root.innerHTML =
-      "<style>" + CSS + "</style>" +
-      '<div class="ss" part="widget">' +
-      '<div class="row" role="group" aria-label="Your verdict">' +
-      '<button type="button" class="ship" aria-pressed="false">Ship</button>' +
-      '<button type="button" class="skip" aria-pressed="false">Skip</button></div>' +
-      '<div class="figure" aria-live="polite" aria-atomic="true">—</div>' +
-      '<div class="note" role="status"></div></div>';
-    this.buttons = { ship: root.querySelector(".ship"), skip: root.querySelector(".skip") };
-    this.figure = root.querySelector(".figure");
-    this.note = root.querySelector(".note");
-    var self = this;
-    ["ship", "skip"].forEach(function (verdict) {
-      self.buttons[verdict].addEventListener("click", function () { self.click(verdict); });
-    });
-    this.showChoice();
-    subscribe(this.readApi, this.comparison, function (figures) { self.update(figures); });
-  };
-
-  Widget.prototype.showChoice = function () {
-    for (var verdict in this.buttons) {
-      this.buttons[verdict].setAttribute("aria-pressed", String(this.choice === verdict));
+    trouble(error) {
+      if (this.figures) return;
+      this.failed = true;
+      if (!this.warned) {
+        this.warned = true;
+        console.warn("shipskip widget: cannot load the figures from " + this.url + " (" + error.message + ")");
+      }
+      this.changed();
     }
-  };
 
-  Widget.prototype.update = function (figures) {
-    this.figures = figures;
-    var tool = null;
-    (figures.tools || []).forEach(function (t) { if (t.tool_id === this.tool) tool = t; }, this);
-    this.figure.textContent = "Community: " + figureText(tool);
-  };
+    ageSeconds() {
+      return (Date.now() - this.freshAt) / 1000;
+    }
 
-  Widget.prototype.busy = function (on) {
-    this.buttons.ship.disabled = on;
-    this.buttons.skip.disabled = on;
-  };
+    stale() {
+      return !this.live && this.figures !== null && Date.now() - this.freshAt > STALE_AFTER_MS;
+    }
+  }
 
-  Widget.prototype.click = function (verdict) {
-    var previous = this.choice;
-    var next = previous === verdict ? null : verdict;  // clicking the chosen button again takes it back
-    this.choice = next;
-    this.showChoice();
-    this.note.textContent = "";
-    this.busy(true);
-    var self = this;
-    this.send(next, newKey(), 0).then(
-      function () {
-        storage(self.choiceKey, next);
-        self.note.textContent = next ? "Thanks — your " + next + " is counted." : "Your vote was taken back.";
-      },
-      function (message) {
-        self.choice = previous;  // roll back
-        self.showChoice();
-        self.note.textContent = message;
+  function feed(readApi, comparison) {
+    const key = readApi + " " + comparison;
+    return feeds[key] || (feeds[key] = new Feed(readApi, comparison));
+  }
+
+  // ---- the parts ---------------------------------------------------------------------------------------------
+
+  function element(parent, tag, attributes, text) {
+    const el = document.createElement(tag);
+    for (const name in attributes) el.setAttribute(name, attributes[name]);
+    if (text) el.textContent = text;
+    parent.appendChild(el);
+    return el;
+  }
+
+  function setText(el, text) {
+    if (el.textContent !== text) el.textContent = text; // an unchanged text is not a change
+  }
+
+  // The Community figure: its value, "Community", the votes behind it and, when the stream is gone, its age.
+  function buildFigure(widget, root) {
+    const box = element(root, "div", { class: "figure", part: "figure" });
+    widget.els.value = element(box, "div", { class: "value", part: "value" }, "—");
+    widget.els.label = element(box, "div", { class: "label", part: "label" }, widget.words.t.community);
+    widget.els.detail = element(box, "div", { class: "detail", part: "detail" });
+    widget.els.age = element(box, "div", { class: "age", part: "age" });
+  }
+
+  function paintFigure(widget) {
+    const { words, feed, els } = widget;
+    const t = words.t;
+    const tool = widget.toolFigures();
+    let value = "—";
+    let detail = "";
+    if (tool && tool.ship_pct !== null && tool.ship_pct !== undefined) {
+      value = words.percent(tool.ship_pct);
+      detail = words.count(t.votes, tool.votes);
+    } else if (tool) {
+      detail = fill(t.notEnough, { n: words.numbers.format(tool.votes), min: words.numbers.format(feed.figures.min_ballots) });
+    } else if (feed.failed || feed.figures) {
+      detail = t.unavailable;
+      if (feed.figures && !widget.warned) {
+        widget.warned = true;
+        console.error('shipskip widget: data-tool="' + widget.tool + '" is not a tool of comparison "' +
+          widget.comparison + '" (its tools: ' + feed.figures.tools.map((t) => t.tool_id).join(", ") + ")");
       }
-    ).then(function () { self.busy(false); });
-  };
+    }
+    setText(els.value, value);
+    setText(els.detail, detail);
+    setText(els.age, feed.stale() ? fill(t.updatedAgo, { ago: words.age(feed.ageSeconds()) }) : "");
+  }
 
-  Widget.prototype.send = function (verdict, key, attempt) {
-    var self = this;
-    var base = this.votesApi + "/v1/comparisons/" + encodeURIComponent(this.comparison) + "/votes";
-    return voterToken(this.votesApi).then(function (token) {
-      var headers = { "X-Voter-Token": token, "Idempotency-Key": key };
-      var request = { method: "DELETE", headers: headers, credentials: "include" };
-      var url = base + "/" + encodeURIComponent(self.tool);
-      if (verdict) {
-        headers["Content-Type"] = "application/json";
-        request = { method: "POST", headers: headers, credentials: "include",
-          body: JSON.stringify({ tool_id: self.tool, verdict: verdict }) };
-        url = base;
-      }
-      return fetch(url, request);
-    }).then(function (response) {
-      if (response.ok) return response;
-      var retryAfter = parseInt(response.headers.get("Retry-After") || "1", 10);
-      if (response.status === 503 && attempt < 3) {
-        // The same Idempotency-Key: however many tries reach the stream, the vote is stored once.
-        return new Promise(function (resolve) { setTimeout(resolve, retryAfter * 1000); })
-          .then(function () { return self.send(verdict, key, attempt + 1); });
-      }
-      if (response.status === 429) throw "Too many votes — try again in " + retryAfter + " s.";
-      if (response.status === 401) { storage(TOKEN_KEY + "@" + self.votesApi, null); throw "Please try again."; }
-      throw "Your vote could not be counted (" + response.status + ").";
-    }, function (error) {
-      if (typeof error === "string") throw error;
-      throw "Your vote could not be sent — check your connection.";
+  // The buttons, and a status line that says what became of the visitor's own vote (and nothing else).
+  function buildVote(widget, root) {
+    const box = element(root, "div", { class: "vote", part: "vote" });
+    const group = (widget.els.group = element(box, "div", { class: "buttons", part: "buttons", role: "group" }));
+    widget.els.buttons = {};
+    widget.els.names = [];
+    ["ship", "skip"].forEach((verdict) => {
+      const button = element(group, "button", { type: "button", class: verdict, part: "button " + verdict,
+        "aria-pressed": "false" }, widget.words.t[verdict]);
+      widget.els.names.push(element(button, "span", { class: "vh" })); // the tool's name, for screen readers
+      button.addEventListener("click", () => widget.vote(verdict));
+      widget.els.buttons[verdict] = button;
     });
+    widget.els.note = element(box, "div", { class: "note", part: "note", role: "status" });
+  }
+
+  function paintVote(widget) {
+    const { els, words } = widget;
+    const name = widget.toolName();
+    els.group.setAttribute("aria-label", fill(words.t.verdictOn, { tool: name }));
+    els.names.forEach((span) => setText(span, " " + name));
+    for (const verdict in els.buttons) {
+      els.buttons[verdict].setAttribute("aria-pressed", String(widget.choice === verdict));
+      els.buttons[verdict].setAttribute("aria-disabled", String(widget.busy));
+    }
+    setText(els.note, widget.note);
+  }
+
+  // Later parts (a history sparkline, a "forget my votes" link) go here, each with its build and paint.
+  const PARTS = {
+    figure: { build: buildFigure, paint: paintFigure },
+    vote: { build: buildVote, paint: paintVote },
   };
+
+  // ---- a widget ----------------------------------------------------------------------------------------------
+
+  class Widget {
+    constructor(el) {
+      this.el = el;
+      this.comparison = el.getAttribute("data-comparison");
+      this.tool = el.getAttribute("data-tool");
+      const api = el.hasAttribute("data-votes-api") ? el.getAttribute("data-votes-api") : SCRIPT_ORIGIN;
+      this.votesApi = (api || "").replace(/\/$/, "");
+      this.readApi = (el.getAttribute("data-read-api") || this.votesApi).replace(/\/$/, "");
+      this.words = new Words(language(el));
+      this.choiceKey = CHOICE_KEY + this.comparison + "." + this.tool;
+      this.choice = storage(this.choiceKey);
+      this.busy = false;
+      this.note = "";
+      this.els = {};
+      const wanted = el.getAttribute("data-part");
+      this.parts = PARTS[wanted] ? [PARTS[wanted]] : [PARTS.figure, PARTS.vote];
+      const root = el.attachShadow ? el.attachShadow({ mode: "open" }) : el;
+      element(root, "style", {}, CSS);
+      const box = element(root, "div", { class: "ss", part: "widget" });
+      this.parts.forEach((part) => part.build(this, box));
+      this.feed = feed(this.readApi, this.comparison);
+      this.feed.listen(() => this.paint());
+    }
+
+    paint() {
+      this.parts.forEach((part) => part.paint(this));
+    }
+
+    toolFigures() {
+      const figures = this.feed && this.feed.figures;
+      return figures ? (figures.tools || []).find((tool) => tool.tool_id === this.tool) || null : null;
+    }
+
+    toolName() {
+      const figures = this.toolFigures();
+      return this.el.getAttribute("data-tool-name") || (figures && figures.name) || this.tool;
+    }
+
+    say(note) {
+      this.note = note;
+      this.paint();
+    }
+
+    async vote(verdict) {
+      if (this.busy) return; // one vote at a time: the buttons stay focusable, so clicks are ignored instead
+      const previous = this.choice;
+      const next = previous === verdict ? null : verdict; // clicking the chosen button again takes it back
+      this.choice = next;
+      this.busy = true;
+      this.say("");
+      this.sending = setTimeout(() => this.say(this.words.t.sending), SENDING_AFTER_MS);
+      try {
+        await this.send(next, newKey());
+        clearTimeout(this.sending);
+        storage(this.choiceKey, next);
+        this.busy = false;
+        this.say(next ? this.words.t.counted[next] : this.words.t.retracted);
+      } catch (failure) {
+        clearTimeout(this.sending);
+        this.choice = previous; // what the visitor sees is what the API holds (or, unconfirmed, held before)
+        this.busy = false;
+        if (!failure || !failure.kind) console.error(failure); // a bug in this script, not an answer
+        else consoleNote(failure, this);
+        this.say(failure && failure.kind ? this.explain(failure) : this.words.t.notSent);
+      }
+    }
+
+    explain(failure) {
+      const t = this.words.t;
+      const wait = (seconds) => this.words.duration(seconds);
+      switch (failure.kind) {
+        case "limited":
+          return fill(t.limited[failure.policy] || t.limited.address, { wait: wait(failure.retryAfter || 60) });
+        case "origin":
+          return t.notHere;
+        case "refused":
+        case "token":
+          return t.refused;
+        default:
+          if (failure.maybeStored) return t.unconfirmed;
+          if (failure.kind === "server") return fill(t.notCounted, { wait: wait(failure.retryAfter || 60) });
+          return t.notSent;
+      }
+    }
+
+    request(verdict, key, token) {
+      const base = this.votesApi + "/v1/comparisons/" + encodeURIComponent(this.comparison) + "/votes";
+      const headers = { "X-Voter-Token": token, "Idempotency-Key": key };
+      if (!verdict) {
+        return fetch(base + "/" + encodeURIComponent(this.tool), { method: "DELETE", headers, credentials: "include" });
+      }
+      headers["Content-Type"] = "application/json";
+      const body = JSON.stringify({ tool_id: this.tool, verdict });
+      return fetch(base, { method: "POST", headers, credentials: "include", body });
+    }
+
+    // One intended vote, under one Idempotency-Key however often it is sent: the API stores it at most once.
+    async send(verdict, key) {
+      let renewed = false;
+      let maybeStored = false; // a try that may have reached the stream (an unknown outcome)
+      for (let attempt = 0; ; attempt += 1) {
+        let failure;
+        try {
+          const token = await voterToken(this.votesApi);
+          let response;
+          try {
+            response = await this.request(verdict, key, token);
+          } catch (e) {
+            throw await networkFailure(this.votesApi, "vote");
+          }
+          if (response.ok) return;
+          failure = await answerFailure(response, "vote");
+          if (failure.kind === "token" && (storage(TOKEN_KEY + this.votesApi) || tokens[this.votesApi]) === token) {
+            keepToken(this.votesApi, null); // expired, or signed with a retired key
+          }
+        } catch (error) {
+          if (!error || !error.kind) throw error; // a bug, not an answer
+          failure = error;
+        }
+        if (failure.stage === "vote" && failure.kind !== "offline" && failure.kind !== "origin" &&
+          (failure.kind === "unreachable" || (failure.kind === "server" && failure.status !== 503))) {
+          maybeStored = true; // a 503 means not stored; a 504, another 5xx or a lost answer may have been
+        }
+        failure.maybeStored = maybeStored;
+        if (failure.kind === "token" && !renewed) {
+          renewed = true; // get a new token once, transparently
+          attempt -= 1;
+          continue;
+        }
+        if (!RETRIED[failure.kind] || attempt >= MAX_RETRIES) throw failure;
+        const told = failure.retryAfter;
+        if (told !== null && told !== undefined && told > MAX_WAIT_S) throw failure;
+        const seconds = told !== null && told !== undefined ? told : Math.min(8, 2 ** attempt) * (0.8 + 0.4 * Math.random());
+        clearTimeout(this.sending); // what happens now is said instead
+        if (failure.kind === "offline") {
+          this.say(this.words.t.offline);
+          await backOnline(MAX_WAIT_S * 1000);
+        } else {
+          this.say(fill(this.words.t.retrying, { wait: this.words.duration(seconds) }));
+          await sleep(seconds * 1000);
+        }
+      }
+    }
+  }
+
+  function sleep(ms) {
+    return new Promise((resolve) => setTimeout(resolve, ms));
+  }
+
+  function backOnline(ms) {
+    return new Promise((resolve) => {
+      const done = () => {
+        window.removeEventListener("online", done);
+        clearTimeout(timer);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      window.addEventListener("online", done);
+    });
+  }
 
   function start() {
-    var places = document.querySelectorAll("[data-shipskip]");
-    for (var i = 0; i < places.length; i++) {
-      if (!places[i].__shipskip) places[i].__shipskip = new Widget(places[i]);
+    const places = document.querySelectorAll("[data-shipskip]");
+    for (let i = 0; i < places.length; i++) {
+      const place = places[i];
+      if (place.__shipskip) continue;
+      if (!place.getAttribute("data-comparison") || !place.getAttribute("data-tool")) {
+        console.error("shipskip widget: a [data-shipskip] place needs data-comparison and data-tool", place);
+        place.__shipskip = true;
+        continue;
+      }
+      place.__shipskip = new Widget(place);
     }
   }
 
-  window.shipskip = { version: VERSION, start: start };
-  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start); else start();
+  window.shipskip = { version: VERSION, start };
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
 })();
