@@ -99,7 +99,7 @@ def _free_ports(count: int) -> list[int]:
 _SERVER_ENV: dict[str, dict[str, str]] = {
     # One Go scheduler thread: the embedded servers share a small machine with the services, and nats-server
     # otherwise spreads onto every core and spends a fifth more CPU per vote on the ingest benchmark (0.146 against
-    # 0.118 cores; make bench, README.md Performance). A GOMAXPROCS in the environment still wins.
+    # 0.118 cores; make bench, docs/performance-journal.md). A GOMAXPROCS in the environment still wins.
     "nats": {"GOMAXPROCS": "1"},
 }
 
