@@ -55,6 +55,9 @@ class BenchConfig:
     """Record a py-spy profile of a service during one ingest run (BENCH_PROFILE=1)."""
     profile_service: str = "votes"
     """Which service BENCH_PROFILE records: votes, projector or read (BENCH_PROFILE_SERVICE=projector)."""
+    nats_sync: str = ""
+    """JetStream's ``sync_interval`` for the embedded nats-server (BENCH_NATS_SYNC=always: every write is synced to
+    disk before it is acknowledged; or a duration such as 1s); empty: nats-server's own default, 2 minutes."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "BenchConfig":

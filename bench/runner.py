@@ -1,10 +1,11 @@
 """``python -m bench``: start the stack, run the registered benchmarks, write and print the results.
 
     python -m bench                  # everything (about 15 minutes); BENCH_QUICK=1 for a few seconds each
-    python -m bench --readme README.md   # also put the table into README.md's Performance section
+    python -m bench --doc docs/performance.md   # also put the tables into that page (as `make bench` does)
     BENCH_ONLY=ingest,read python -m bench
     python -m bench --only ingest        # ingest and the baselines it is compared with (bare and plain POST)
     python -m bench --only soak --soak-seconds 120   # the soak alone (10 minutes by default): soak.json, soak.md
+    BENCH_NATS_SYNC=always python -m bench --only ingest   # nats-server syncing every write before its ack
 
 Exits 1 when a benchmark failed to run, or when the soak's tallies are not exactly the accepted votes; a speed
 target that is not met is a finding, not a failure.
@@ -25,7 +26,7 @@ from bench.load import generator_name
 from bench.monitor import PipelineMonitor
 from bench.procs import machine
 from bench.registry import Context, schedule, selected, with_baselines
-from bench.report import Report, evaluate, markdown, summarise, update_readme, write
+from bench.report import Report, evaluate, markdown, summarise, update_section, write
 from bench.soak_report import SOAK_BEGIN, SOAK_END, SoakReport
 from bench.soak_report import markdown as soak_markdown
 from bench.soak_report import write as write_soak
@@ -63,19 +64,21 @@ def run_harness(
     config: BenchConfig,
     servers: ServerAddresses | None = None,
     command: str = "python -m bench",
-    readme: Path | None = None,
+    doc: Path | None = None,
 ) -> Report:
     """Start everything, run the benchmarks, stop everything; write latest.json and latest.md (unless the soak
-    ran alone), and soak.json and soak.md when the soak ran."""
+    ran alone), and soak.json and soak.md when the soak ran; and put them between their markers in ``doc``."""
     started = time.perf_counter()
     facts = machine()
-    stack = BenchStack.create(servers)
+    stack = BenchStack.create(servers, nats_sync=config.nats_sync)
     failures: list[str] = []
     ctx: Context | None = None
     try:
         log(f"starting the stack in {stack.work_dir} ({'given' if servers else 'embedded'} servers)")
         stack.start()
         ctx = Context(config, stack, PipelineMonitor(stack.addresses.nats_url, stack.addresses.database_url))
+        if config.nats_sync and servers is not None:
+            ctx.notes.append(f"BENCH_NATS_SYNC={config.nats_sync} not applied: the servers were given, not started")
         asyncio.run(_run_all(ctx, failures))
     finally:
         stack.stop(keep_logs_in=config.results_dir / "logs")
@@ -102,30 +105,34 @@ def run_harness(
     if not soak_alone(config):
         json_path, md_path = write(report, config.results_dir)
         log(f"wrote {json_path} and {md_path}")
-        if readme is not None and not config.quick:
-            if update_readme(readme, markdown(report)):
-                log(f"updated the Performance section of {readme}")
+        if doc is not None and not config.quick:
+            if update_section(doc, markdown(report)):
+                log(f"updated the benchmark table in {doc}")
             else:
-                log(f"{readme} has no bench markers; left as it is")
+                log(f"{doc} has no bench markers; left as it is")
     if report.soak is not None:
         json_path, md_path = write_soak(report.soak, config.results_dir)
         log(f"wrote {json_path} and {md_path}")
-        if readme is not None and not config.quick:
-            if update_readme(readme, soak_markdown(report.soak), SOAK_BEGIN, SOAK_END):
-                log(f"updated the soak results in the Reliability section of {readme}")
+        if doc is not None and not config.quick:
+            if update_section(doc, soak_markdown(report.soak), SOAK_BEGIN, SOAK_END):
+                log(f"updated the soak results in {doc}")
             else:
-                log(f"{readme} has no soak markers; left as it is")
+                log(f"{doc} has no soak markers; left as it is")
     return report
 
 
 def soak_alone(config: BenchConfig) -> bool:
-    """Only the soak was chosen: the other benchmarks' results (latest.*, Performance) are left as they are."""
+    """Only the soak was chosen: the other benchmarks' results (latest.*, their table) are left as they are."""
     return {b.name for b in selected(config)} == {"soak"}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--readme", type=Path, help="put the results into this README (Performance; soak: Reliability)")
+    parser.add_argument(
+        "--doc",
+        type=Path,
+        help="put the results between their markers in this Markdown file (make bench: docs/performance.md)",
+    )
     parser.add_argument("--command", default="make bench", help="how this run was started, for the report")
     parser.add_argument(
         "--only",
@@ -139,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         config = dataclasses.replace(config, only=with_baselines(args.only.split(",")))
     if args.soak_seconds is not None:
         config = dataclasses.replace(config, soak_s=args.soak_seconds)
-    report = run_harness(config, command=args.command, readme=args.readme)
+    report = run_harness(config, command=args.command, doc=args.doc)
     if not soak_alone(config):
         print(markdown(report))
     if report.soak is not None:

@@ -1,5 +1,5 @@
 """What the soak leaves behind: ``SoakReport``, its Markdown (tables of memory and load over time, errors by kind,
-the exactness check), ``bench/results/soak.json`` and ``soak.md``, and the README's soak section."""
+the exactness check), ``bench/results/soak.json`` and ``soak.md``, and its section in docs/performance.md."""
 
 from collections.abc import Sequence
 from pathlib import Path

@@ -9,6 +9,7 @@ beyond reach, since every benchmark vote comes from 127.0.0.1.
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -34,6 +35,8 @@ HASH_KEY = "bench-hash-key-" + "b" * 16
 TOKEN_TTL_S = 365 * 86400
 
 BASELINE_FACTORIES = {"bare": "bench.apps.bare:create_app", "plain": "bench.apps.plain:create_app"}
+NATS_SYNC = re.compile(r"always|[0-9]+(ms|s|m|h)")
+"""What ``BENCH_NATS_SYNC`` may be: nats-server's ``sync_interval`` values."""
 
 
 def service_env(servers: ServerAddresses) -> dict[str, str]:
@@ -134,15 +137,21 @@ class BenchStack:
     services: dict[ServiceName, ServiceProcess] = field(default_factory=dict)
     apps: dict[str, AppProcess] = field(default_factory=dict)
     catalog: Catalog = field(default_factory=lambda: decode_catalog(DEMO_CATALOG.read_bytes()))
+    nats_sync: str = ""
+    """``BENCH_NATS_SYNC``: JetStream's sync_interval for the embedded nats-server; empty: its default."""
     _own_work_dir: bool = False
 
     @classmethod
-    def create(cls, servers: ServerAddresses | None = None, work_dir: Path | None = None) -> "BenchStack":
+    def create(
+        cls, servers: ServerAddresses | None = None, work_dir: Path | None = None, nats_sync: str = ""
+    ) -> "BenchStack":
+        if nats_sync and not NATS_SYNC.fullmatch(nats_sync):
+            raise ValueError(f"BENCH_NATS_SYNC={nats_sync!r}: give always or a duration (500ms, 10s, 2m)")
         own = work_dir is None
         directory = Path(tempfile.mkdtemp(prefix="shipskip-bench-")) if work_dir is None else work_dir
         # The servers live below it, and PostgreSQL runs as an unprivileged account under root: let it pass.
         directory.chmod(directory.stat().st_mode | 0o011)
-        return cls(work_dir=directory, servers=servers, _own_work_dir=own)
+        return cls(work_dir=directory, servers=servers, nats_sync=nats_sync, _own_work_dir=own)
 
     @property
     def addresses(self) -> ServerAddresses:
@@ -159,9 +168,17 @@ class BenchStack:
 
     def start_servers(self) -> None:
         if self.servers is None:
-            self.embedded = EmbeddedServers(self.work_dir / "servers")
+            self.embedded = EmbeddedServers(self.work_dir / "servers", nats_config=self.nats_config_file())
             self.servers = self.embedded.start()
         asyncio.run(reset_servers(self.addresses))
+
+    def nats_config_file(self) -> Path | None:
+        """The nats-server configuration file of ``nats_sync``, written into the work folder; None without it."""
+        if not self.nats_sync:
+            return None
+        path = self.work_dir / "nats-sync.conf"
+        path.write_text(f'jetstream {{\n  sync_interval: "{self.nats_sync}"\n}}\n')
+        return path
 
     def start_processes(self) -> None:
         """The three shipskip services and both baseline apps, started side by side."""

@@ -90,8 +90,8 @@ class PartitionedPipeline:
 def partitioned_pipeline(
     servers: ServerAddresses, log_dir: Path, partitions: int, *, routed: bool = True, **extra_env: str
 ) -> Iterator[PartitionedPipeline]:
-    """``routed``: set up as the README says, with ``shipskip rebuild --partitions N`` before the projectors start,
-    so that the stream routes events by partition; without, each partition's consumer reads every event."""
+    """``routed``: set up as docs/operations.md says, with ``shipskip rebuild --partitions N`` before the projectors
+    start, so that the stream routes events by partition; without, each partition's consumer reads every event."""
     asyncio.run(reset_servers(servers, catalog_file=write_catalog(log_dir)))
     running = PartitionedPipeline(Pipeline(servers, service_env(servers, **extra_env), log_dir), partitions)
     if routed and partitions > 1:

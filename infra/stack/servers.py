@@ -99,7 +99,7 @@ def _free_ports(count: int) -> list[int]:
 _SERVER_ENV: dict[str, dict[str, str]] = {
     # One Go scheduler thread: the embedded servers share a small machine with the services, and nats-server
     # otherwise spreads onto every core and spends a fifth more CPU per vote on the ingest benchmark (0.146 against
-    # 0.118 cores; make bench, README.md Performance). A GOMAXPROCS in the environment still wins.
+    # 0.118 cores; make bench, docs/performance-journal.md). A GOMAXPROCS in the environment still wins.
     "nats": {"GOMAXPROCS": "1"},
 }
 
@@ -307,8 +307,10 @@ class EmbeddedServers:
     parent exits without ``stop()``.
     """
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, nats_config: Path | None = None) -> None:
         self.data_dir = Path(data_dir).absolute()
+        self.nats_config = nats_config
+        """A nats-server configuration file read before the flags (the bench's ``BENCH_NATS_SYNC``)."""
         self._ports: dict[ServerName, int] | None = None
         self._processes: dict[ServerName, subprocess.Popen[bytes]] = {}
         self._atexit_registered = False
@@ -411,7 +413,10 @@ class EmbeddedServers:
         if name == "nats":
             store = self.data_dir / "nats"
             store.mkdir(parents=True, exist_ok=True)
-            return [str(nats_server_path()), "-a", "127.0.0.1", "-p", port, "-js", "-sd", str(store)], None, None
+            command = [str(nats_server_path()), "-a", "127.0.0.1", "-p", port, "-js", "-sd", str(store)]
+            if self.nats_config is not None:
+                command[1:1] = ["-c", str(self.nats_config)]  # the flags after it win over the file
+            return command, None, None
         if name == "redis":
             work = self.data_dir / "redis"
             work.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,7 @@ msgspec and prometheus types, the catalogue). Python's oldest generation is coll
 requests run, and each full collection walks all of them with the event loop stopped: in the votes service under
 the ingest benchmark, 15 full collections in 13 s, the longest 47 ms, which was its p99 latency (49 ms; p50 9 ms).
 ``gc.freeze()`` moves what exists after start into a permanent generation that collections skip: the longest full
-collection is then 0.4 ms, and p99 18 ms (README.md, Performance). Objects made later are collected
+collection is then 0.4 ms, and p99 18 ms (docs/performance-journal.md). Objects made later are collected
 as before; a frozen object that loses its last reference is still freed (reference counting), only cycles among
 frozen objects would stay, and start-up makes none that it later drops.
 """

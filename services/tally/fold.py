@@ -233,7 +233,7 @@ def fold_into(
     """Apply ``(seq, event)`` pairs to ``state`` itself: what ``state.absorb(fold(...))`` leaves, for folds of a
     whole stream in memory (a rebuild's first pass). Its voids go to ``voided`` (voter -> seq, reason), not to
     ``state.voided``. It keeps no outcome of the batch and no tally deltas: 1,000,000 events fold in about a
-    seventh less time than batch outcomes taken in one by one (README, Performance)."""
+    seventh less time than batch outcomes taken in one by one (docs/performance-journal.md)."""
     batch = _InPlace(state, ballots_per_client_day, voided)
     apply = batch.apply
     for seq, event in sorted(events, key=itemgetter(0)):

@@ -18,6 +18,7 @@ from services.shared.logs import configure_logging
 from services.shared.metric_buffer import MetricBuffer, flushing
 from services.shared.metrics import WorkersExposition, use_run_folder
 from services.shared.observed_asgi import HttpMetrics, ObservedApp
+from services.shared.openapi_ui.pages import schema_pages
 from services.shared.ops_routes import OPS_ROUTES
 from services.shared.readiness import Check, nats_check
 from services.shared.telemetry_settings import TelemetrySettings
@@ -95,7 +96,7 @@ def create_app(settings: VotesSettings | None = None, telemetry: TelemetrySettin
         logging_config=None,  # configure_logging above: JSON lines, request ids
         # The vote POST's fast path is the innermost: CORS (and whatever else is listed) wraps it as any route.
         middleware=[DefineMiddleware(CorsMiddleware, origins=settings.cors_origins), CastFastPath],
-        openapi_config=OpenAPIConfig(title="shipskip votes", version="1"),
+        openapi_config=OpenAPIConfig(title="shipskip votes", version="1", render_plugins=schema_pages()),
         state=State({"exposition": WorkersExposition(metrics_folder, buffer)}),
     )
     # The vote POST is routed in front of Litestar (cast_front.py), to the same route app Litestar would call.

@@ -61,7 +61,7 @@ async def submit(context: VotesContext, submission: Submission) -> Reply:
     key = submission.idempotency_key
     # Only a request under an Idempotency-Key can be published again (a retry replays it): JetStream dedups that
     # one by its message id. Any other is a new event each time, and a dedup entry per vote would cost NATS 16 %
-    # more CPU per vote (BENCH_ONLY=ingest, README.md Performance) for nothing.
+    # more CPU per vote (BENCH_ONLY=ingest, docs/performance-journal.md) for nothing.
     msg_id = message_id(event.voter_id, key) if key is not None else None
     ballot = ballot_key(event.voter_id, event.comparison_id, event.tool_id)
     claim = Claim(

@@ -14,7 +14,7 @@ import pytest
 from bench.config import QUICK
 from bench.load import LoadSpec, VoteScenario, wrk_command
 from bench.registry import BENCHMARKS
-from bench.report import BEGIN, END, Report, update_readme
+from bench.report import BEGIN, END, Report, update_section
 from bench.runner import run_harness
 from bench.soak_report import SOAK_BEGIN, SOAK_END, SoakReport
 from infra.stack.servers import ServerAddresses
@@ -81,9 +81,9 @@ def test_a_tiny_run_of_the_harness_measures_every_path(servers: ServerAddresses,
 
 
 def test_the_soak_alone_leaves_the_other_results_and_fills_its_own(servers: ServerAddresses, tmp_path: Path) -> None:
-    """``make soak``: soak.json, soak.md and the README's soak section; latest.* and Performance untouched."""
-    readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n{BEGIN}\nperformance table\n{END}\n\n{SOAK_BEGIN}\nold soak\n{SOAK_END}\n")
+    """``make soak``: soak.json, soak.md and the soak's section of the page; latest.* and the bench table untouched."""
+    doc = tmp_path / "performance.md"
+    doc.write_text(f"# x\n{BEGIN}\nperformance table\n{END}\n\n{SOAK_BEGIN}\nold soak\n{SOAK_END}\n")
     config = dataclasses.replace(
         QUICK,
         quick=False,
@@ -96,7 +96,7 @@ def test_the_soak_alone_leaves_the_other_results_and_fills_its_own(servers: Serv
         soak_comparisons=2,
         results_dir=tmp_path / "results",
     )
-    report = run_harness(config, servers=servers, command="make soak", readme=readme)
+    report = run_harness(config, servers=servers, command="make soak", doc=doc)
     assert report.failures == []
     assert not (tmp_path / "results" / "latest.json").exists()
     soak = msgspec.json.decode((tmp_path / "results" / "soak.json").read_bytes(), type=SoakReport)
@@ -106,20 +106,20 @@ def test_the_soak_alone_leaves_the_other_results_and_fills_its_own(servers: Serv
     assert soak.exactness.accepted > 0
     # The servers are the suite's here (given, not started by the bench), so only the services are watched.
     assert [row.name for row in soak.memory] == ["votes", "read", "projector"]
-    text = readme.read_text()
+    text = doc.read_text()
     assert "performance table" in text
     assert "old soak" not in text
     assert "**Tallies after the drain: ✅ exact.**" in text
     assert (tmp_path / "results" / "soak.md").read_text() in text
 
 
-def test_the_readme_section_is_replaced_between_its_markers(tmp_path: Path) -> None:
-    readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n\n## Performance\n\n{BEGIN}\nold\n{END}\n\n## Next\n")
-    assert update_readme(readme, "new table\n")
-    assert readme.read_text() == f"# x\n\n## Performance\n\n{BEGIN}\nnew table\n{END}\n\n## Next\n"
-    readme.write_text("# no markers\n")
-    assert not update_readme(readme, "new table\n")
+def test_the_section_is_replaced_between_its_markers(tmp_path: Path) -> None:
+    doc = tmp_path / "performance.md"
+    doc.write_text(f"# x\n\n## Latest run\n\n{BEGIN}\nold\n{END}\n\n## Next\n")
+    assert update_section(doc, "new table\n")
+    assert doc.read_text() == f"# x\n\n## Latest run\n\n{BEGIN}\nnew table\n{END}\n\n## Next\n"
+    doc.write_text("# no markers\n")
+    assert not update_section(doc, "new table\n")
 
 
 def test_wrk_is_given_the_vote_ring() -> None:

@@ -177,7 +177,7 @@ def test_redis_stopped_under_load_votes_go_on_and_limits_are_shared_again_after(
             ingest.stop()
         assert votes.alive()
         assert set(ingest.outcomes.statuses) <= {200, 202}, ingest.outcomes.statuses
-        # While Redis is away a retried key may be answered with a new event_id (README), so count, not match, ids.
+        # While Redis is away a retried key may be answered with a new event_id (docs/operations.md): count, not match.
         assert_exact(pipeline, servers, ingest, same_event_ids=False)
 
 

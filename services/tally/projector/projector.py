@@ -153,11 +153,11 @@ class Projector:
 
         Each batch costs its fetch, its transaction and its notices whatever its size; at a few thousand votes per
         second a projector that fetches again at once folds batches of a few dozen, and it, Postgres and NATS
-        spent 0.78 cores on the ingest benchmark against 0.57 with batches gathered for 25 ms (README.md,
-        Performance), CPU that the votes service on the same machine needs. A vote after a quiet spell is folded
-        at once (its fetch was waiting for it); under load each waits at most ``SHIPSKIP_BATCH_LINGER_MS`` more
-        (``SHIPSKIP_BUSY_LINGER_MS`` past ``SHIPSKIP_BUSY_RATE``, ``_linger_s``). A projector behind (full batches)
-        never waits.
+        spent 0.78 cores on the ingest benchmark against 0.57 with batches gathered for 25 ms
+        (docs/performance-journal.md), CPU that the votes service on the same machine needs. A vote after a quiet
+        spell is folded at once (its fetch was waiting for it); under load each waits at most
+        ``SHIPSKIP_BATCH_LINGER_MS`` more (``SHIPSKIP_BUSY_LINGER_MS`` past ``SHIPSKIP_BUSY_RATE``, ``_linger_s``). A
+        projector behind (full batches) never waits.
         """
         delay = until - asyncio.get_running_loop().time()
         if delay > 0:
@@ -170,7 +170,7 @@ class Projector:
         Past 4,000 a second the CPU the projector, Postgres and NATS spend on each batch (its fetch, its ack, a
         dozen statements) is what the votes service on the same machine lacks. Batches gathered for 100 ms instead
         of 25 took 11 µs less of their CPU a vote and made 6 % more votes a second; 300 ms instead of 100 another
-        2.5 µs and 6 to 9 % (README.md, Performance), and a vote is still folded within about 0.4 s.
+        2.5 µs and 6 to 9 % (docs/performance-journal.md), and a vote is still folded within about 0.4 s.
 
         The rate is taken over whole windows of at least ``RATE_WINDOW_S``: the events the fetches brought since
         the window began, over the time since. A single batch would not do at 300 ms: at the freshness benchmark's

@@ -43,6 +43,7 @@ from services.shared.metric_buffer import MetricBuffer, flushing
 from services.shared.metrics import WorkersExposition, use_run_folder
 from services.shared.observed_asgi import HttpMetrics, ObservedApp
 from services.shared.openapi import answers
+from services.shared.openapi_ui.pages import schema_pages
 from services.shared.ops_routes import OPS_ROUTES
 from services.shared.readiness import Check, nats_check, postgres_check
 from services.shared.telemetry_settings import TelemetrySettings
@@ -290,7 +291,7 @@ def create_app(
         lifespan=lifespans,
         exception_handlers=EXCEPTION_HANDLERS,
         logging_config=None,  # configure_logging above: JSON lines, request ids
-        openapi_config=OpenAPIConfig(title="shipskip tally", version="1"),
+        openapi_config=OpenAPIConfig(title="shipskip tally", version="1", render_plugins=schema_pages()),
         state=State({"exposition": WorkersExposition(metrics_folder, buffer, metrics.sample)}),
     )
     return ObservedApp(app, HttpMetrics(buffer), telemetry.access_log)

@@ -1,9 +1,9 @@
 """A replay's own NATS connection: a pull consumer's deliveries read straight off the socket.
 
 A rebuild reads the whole stream, and in nats-py that reading was most of its reading process's CPU: a ``Msg``, a
-header dict and an ordered-consumer check per message, each through a subscription queue and task (README,
-Performance). Here the replay asks an ephemeral pull consumer (no acks, kept in memory) for batches over a
-connection of its own (services/shared/nats_wire.py), and each delivery is handed to ``on_delivery`` from
+header dict and an ordered-consumer check per message, each through a subscription queue and task
+(docs/performance-journal.md). Here the replay asks an ephemeral pull consumer (no acks, kept in memory) for batches
+over a connection of its own (services/shared/nats_wire.py), and each delivery is handed to ``on_delivery`` from
 ``data_received``: its sequences cut from the reply subject, its payload sliced out of the read buffer.
 
 The consumer is made, asked about and deleted through nats-py (JetStream's API: a few calls a replay). What is

@@ -1,4 +1,5 @@
-"""The README's Configuration table lists every variable the code reads, each with its default, and nothing else.
+"""docs/operations.md's Configuration table lists every variable the code reads, each with its default, and nothing
+else.
 
 The code's variables are found two ways: every ``SHIPSKIP_*``/``GRANIAN_*`` name quoted in the services' and the
 stack's source, and every name the settings objects actually ask ``Env`` for while being built (so a name put
@@ -26,15 +27,18 @@ VALID = {
     "SHIPSKIP_NATS_URL": "nats://127.0.0.1:1",
     "SHIPSKIP_DATABASE_URL": "postgresql://shipskip@127.0.0.1:1/shipskip",
     "SHIPSKIP_REDIS_URL": "redis://127.0.0.1:1/0",
-    "SHIPSKIP_TOKEN_KEYS": "readme-test-signing-key-0123456789",
-    "SHIPSKIP_HASH_KEY": "readme-test-hash-key-0123456789",
-    "SHIPSKIP_ADMIN_TOKEN": "readme-test-admin-token-0123456789",
+    "SHIPSKIP_TOKEN_KEYS": "docs-test-signing-key-0123456789",
+    "SHIPSKIP_HASH_KEY": "docs-test-hash-key-0123456789",
+    "SHIPSKIP_ADMIN_TOKEN": "docs-test-admin-token-0123456789",
 }
 
 
-def configuration_table(readme: str) -> dict[str, str]:
+OPERATIONS = ROOT / "docs" / "operations.md"
+
+
+def configuration_table(page: str) -> dict[str, str]:
     """Each variable named in the first cell of a row of the Configuration section's tables, with its default."""
-    section = readme.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    section = page.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
     rows: dict[str, str] = {}
     for line in section.splitlines():
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
@@ -91,13 +95,13 @@ def test_every_settings_class_is_found() -> None:
     assert {"ServerSettings", "VotesSettings", "TallySettings", "LiveSettings"} <= names
 
 
-def test_every_variable_the_code_reads_is_in_the_readme_with_its_default() -> None:
-    table = configuration_table((ROOT / "README.md").read_text())
+def test_every_variable_the_code_reads_is_in_the_table_with_its_default() -> None:
+    table = configuration_table(OPERATIONS.read_text())
     in_code = quoted_in_source()
     missing = {name: where for name, where in in_code.items() if name not in table}
-    assert not missing, f"not in README's Configuration table: {missing}"
+    assert not missing, f"not in docs/operations.md's Configuration table: {missing}"
     no_default = [name for name, default in table.items() if not default]
-    assert not no_default, f"no default given in README for {no_default}"
+    assert not no_default, f"no default given in docs/operations.md for {no_default}"
 
 
 def test_the_settings_read_no_variable_the_source_does_not_name() -> None:
@@ -106,10 +110,10 @@ def test_the_settings_read_no_variable_the_source_does_not_name() -> None:
     assert asked <= set(quoted_in_source()), asked - set(quoted_in_source())
 
 
-def test_the_readme_lists_no_variable_the_code_does_not_read() -> None:
-    table = configuration_table((ROOT / "README.md").read_text())
+def test_the_table_lists_no_variable_the_code_does_not_read() -> None:
+    table = configuration_table(OPERATIONS.read_text())
     stale = sorted(set(table) - set(quoted_in_source()))
-    assert not stale, f"README lists variables no code reads: {stale}"
+    assert not stale, f"docs/operations.md lists variables no code reads: {stale}"
 
 
 @pytest.mark.parametrize(
@@ -123,5 +127,5 @@ def test_the_readme_lists_no_variable_the_code_does_not_read() -> None:
 )
 def test_the_table_reader(row: str, expected: dict[str, str]) -> None:
     table = f"| variable | default | meaning |\n|---|---|---|\n{row}\n"
-    readme = f"# x\n\n## Configuration\n\n{table}\n## Next\n| `SHIPSKIP_Z` | 1 | z |\n"
-    assert configuration_table(readme) == expected
+    page = f"# x\n\n## Configuration\n\n{table}\n## Next\n| `SHIPSKIP_Z` | 1 | z |\n"
+    assert configuration_table(page) == expected
