@@ -6,16 +6,25 @@ Server addresses come from the environment or from the file ``shipskip run`` wri
 import argparse
 import asyncio
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Protocol
 
 from contracts.catalog import CatalogError, decode_catalog, encode_catalog
 from services.shared.config import ConfigError, Env, ServerSettings
 from services.shared.logs import configure_logging
 from services.shared.telemetry_settings import TelemetrySettings
 
+DESCRIPTION = (
+    "Run the local stack, run one service, manage the catalogue, and operate the tally: status, rebuild, verify,"
+    " dead letters, voters and moderation. Server addresses come from the environment or from the file that"
+    " shipskip run writes (.shipskip/stack.json)."
+)
+"""The help's description: plain text (the module's docstring has reStructuredText markup that --help shows)."""
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="shipskip", description=__doc__)
+    parser = argparse.ArgumentParser(prog="shipskip", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True)
 
     for name, help_text in (
@@ -50,29 +59,80 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("file", type=Path)
     catalog.add_parser("show", help="print the current catalogue as JSON")
 
-    rebuild = commands.add_parser(
-        "rebuild", help="replay the stream into fresh tables, catch up, and swap them in atomically"
-    )
+    _operator_commands(commands)
+    return parser
+
+
+class _Subcommands(Protocol):
+    """What ``add_subparsers`` returns, as far as it is used here."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser: ...
+
+
+def _operator_commands(commands: _Subcommands) -> None:
+    """The operator commands (services/operators/commands.py); each one's help is its description too."""
+
+    def add(parent: _Subcommands, name: str, text: str) -> argparse.ArgumentParser:
+        return parent.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+
+    rebuild = add(commands, "rebuild", "replay the stream into fresh tables, catch up, and swap them in atomically")
     rebuild.add_argument("--comparison", metavar="ID", help="rebuild only this comparison's rows")
     rebuild.add_argument(
         "--partitions",
-        type=_positive,
+        type=_at_most(MAX_PARTITIONS, "a number of partitions"),
         metavar="N",
         help="leave the projection in N partitions (the SHIPSKIP_PARTITIONS of the projectors to run next)",
     )
-    verify = commands.add_parser("verify", help="recompute the tallies from the stream and list differences")
+    verify = add(commands, "verify", "recompute the tallies from the stream and list differences (exit 1 if any)")
     verify.add_argument("--comparison", metavar="ID", help="verify only this comparison")
-    status = commands.add_parser("status", help="stream head, projector lag, dead letters, counts, rebuilds")
+    status = add(commands, "status", "stream head, projector lag, dead letters, counts, rebuilds")
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    dead = commands.add_parser("dead-letters", help="messages the projector could not fold").add_subparsers(
-        dest="dead_command", required=True
+    dead = add(commands, "dead-letters", "messages the projector could not fold: list, show, retry, discard")
+    actions = dead.add_subparsers(dest="dead_command", required=True)
+    listing = add(actions, "list", "show them with their reasons, oldest first")
+    listing.add_argument("--discarded", action="store_true", help="show the discarded ones instead, newest first")
+    listing.add_argument(
+        "--limit", type=_at_most(10_000, "a limit"), default=100, metavar="N", help="show at most N (default 100)"
     )
-    dead.add_parser("list", help="show them with their reasons")
-    dead.add_parser("retry", help="fold the ones today's reader can decode, keep the rest")
-    void = commands.add_parser("void-voter", help="remove a voter's ballots from every tally (moderation)")
-    void.add_argument("voter_id", help="the voter id as events and reports show it (32 hex characters)")
+    show = add(actions, "show", "show one in full: reason, subject, headers, the raw payload")
+    seq = _at_most(MAX_SEQ, "a stream sequence")
+    show.add_argument("seq", type=seq, metavar="SEQ", help="its stream sequence, as `list` shows it (#SEQ)")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    retry = add(actions, "retry", "fold them again with today's reader; those it still cannot decode stay")
+    retry.add_argument("seqs", type=seq, nargs="*", metavar="SEQ", help="only these (default: every one)")
+    discard = add(actions, "discard", "set one aside for good, with a reason (kept in dead_letters_discarded)")
+    discard.add_argument("seq", type=seq, metavar="SEQ", help="its stream sequence, as `list` shows it (#SEQ)")
+    discard.add_argument("--reason", required=True, help="why it can be dropped, kept for audit")
+    void = add(commands, "void-voter", "remove a voter's ballots from every tally, now and later (moderation)")
+    void.add_argument("voter_id", help="the voter id, as `shipskip voters` shows it (32 hex characters)")
     void.add_argument("--reason", required=True, help="why, kept in the event")
-    return parser
+    void.add_argument("--force", action="store_true", help="void a voter who has no ballots yet")
+    voters = add(commands, "voters", "who voted on a comparison in a window: per voter and per client address")
+    voters.add_argument("--comparison", required=True, metavar="ID", help="the comparison")
+    voters.add_argument("--tool", metavar="ID", help="only the votes on this tool")
+    voters.add_argument(
+        "--since", default="24h", metavar="DURATION", help="the window: 30m, 1h, 2d, 1h30m, or all (default 24h)"
+    )
+    voters.add_argument(
+        "--limit", type=_at_most(1000, "a limit"), default=20, metavar="N", help="the N busiest of each (default 20)"
+    )
+    voters.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+MAX_PARTITIONS = 1024
+"""As SHIPSKIP_PARTITIONS allows (services/tally/settings.py)."""
+MAX_SEQ = 2**63 - 1
+"""Stream sequences are Postgres bigints."""
+
+
+def _at_most(maximum: int, what: str) -> "Callable[[str], int]":
+    def parse(text: str) -> int:
+        number = _positive(text)
+        if number > maximum:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what} (1 to {maximum})")
+        return number
+
+    return parse
 
 
 def _positive(text: str) -> int:
@@ -122,19 +182,24 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "migrate":
         from infra.migrate import migrate
+        from services.operators.failures import OUTAGES, describe_outage
         from services.shared.jetstream import ensure_jetstream_objects
 
         servers = ServerSettings.from_env(Env())
         window_s = Env().number("SHIPSKIP_DUPLICATE_WINDOW_S", 120.0, minimum=1.0)  # the stream's; checked first
-        applied = asyncio.run(migrate(servers.database_url))
+        try:
+            applied = asyncio.run(migrate(servers.database_url))
+        except OUTAGES as exc:
+            print(f"shipskip migrate: {describe_outage(exc, 'Postgres')}", file=sys.stderr)
+            return 2
         print("applied: " + (", ".join(applied) or "nothing (up to date)"))
         print(asyncio.run(ensure_jetstream_objects(servers.nats_url, servers.stream_replicas, window_s)))
         return 0
     if args.command == "catalog":
         return asyncio.run(_catalog(args))
-    from services.operators.commands import run_operator_command
+    from services.operators.commands import operator_main
 
-    return asyncio.run(run_operator_command(args))
+    return operator_main(args)
 
 
 async def _catalog(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""The admin HTTP API, under ``/admin`` on the read-API port: status, rebuild, verify, void, dead letters.
+"""The admin HTTP API, under ``/admin`` on the read-API port: status, rebuild, verify, void, voters, dead letters.
 
 Off entirely (no routes at all) unless ``SHIPSKIP_ADMIN_TOKEN`` is set; then every request needs
 ``Authorization: Bearer <token>``, compared in constant time. Rebuilds and verifications run in the background
@@ -8,8 +8,8 @@ in this process; their progress is polled with GET.
 import asyncio
 import hmac
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -20,9 +20,26 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from nats.aio.client import Client as NATS
 
-from services.operators.dead_letters import list_dead_letters, retry_dead_letters
-from services.operators.moderation import InvalidVoid, void_voter
+from services.operators.dead_letters import (
+    InvalidDiscard,
+    NoSuchDeadLetter,
+    discard_dead_letter,
+    list_dead_letters,
+    list_discarded,
+    retry_dead_letters,
+    show_dead_letter,
+)
+from services.operators.failures import OUTAGES, describe_outage
+from services.operators.known import InvalidId, UnknownId, require_comparison
+from services.operators.moderation import InvalidVoid, UnknownVoter, void_voter
 from services.operators.status import read_status
+from services.operators.voters import (
+    DEFAULT_LIMIT,
+    DEFAULT_SINCE,
+    InvalidQuery,
+    find_voters,
+    parse_since,
+)
 from services.shared.http import ApiError, decode_body, json_response
 from services.shared.jetstream import connect
 from services.tally.pools import folding_pool
@@ -39,6 +56,17 @@ class RebuildRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 class VoidRequest(msgspec.Struct, forbid_unknown_fields=True):
     voter_id: str
+    reason: str
+    force: bool = False
+    """Void a voter who has no ballots yet (else 404 unknown_voter)."""
+
+
+class RetryRequest(msgspec.Struct, forbid_unknown_fields=True):
+    seqs: list[int] | None = None
+    """The letters to retry (None: every one)."""
+
+
+class DiscardRequest(msgspec.Struct, forbid_unknown_fields=True):
     reason: str
 
 
@@ -124,6 +152,31 @@ def require_token(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseR
 
 _rebuild_decoder = msgspec.json.Decoder(RebuildRequest)
 _void_decoder = msgspec.json.Decoder(VoidRequest)
+_retry_decoder = msgspec.json.Decoder(RetryRequest)
+_discard_decoder = msgspec.json.Decoder(DiscardRequest)
+
+
+@contextmanager
+def _answered() -> Iterator[None]:
+    """The operators' errors as the API answers them: unknown ids 404, bad input 422, a server down 503."""
+    try:
+        yield
+    except UnknownId as exc:
+        raise ApiError(404, f"unknown_{exc.kind}", str(exc)) from None
+    except UnknownVoter as exc:
+        raise ApiError(404, "unknown_voter", f'{exc}; send "force": true to void them before they vote') from None
+    except NoSuchDeadLetter as exc:
+        raise ApiError(404, "unknown_dead_letter", str(exc)) from None
+    except InvalidVoid as exc:
+        raise ApiError(422, "invalid_void", str(exc)) from None
+    except InvalidDiscard as exc:
+        raise ApiError(422, "invalid_discard", str(exc)) from None
+    except InvalidId as exc:
+        raise ApiError(422, "invalid_id", str(exc)) from None
+    except InvalidQuery as exc:
+        raise ApiError(422, "invalid_query", str(exc)) from None
+    except OUTAGES as exc:
+        raise ApiError(503, "unavailable", describe_outage(exc)) from None
 
 
 T = TypeVar("T")
@@ -147,13 +200,15 @@ def _differences(position: int, differences: list[Difference]) -> dict[str, Any]
 @get("/status")
 async def admin_status(request: Request[Any, Any, Any]) -> Response[bytes]:
     context = _context(request)
-    return json_response(await read_status(context.nc, context.pool))
+    with _answered():
+        return json_response(await read_status(context.nc, context.pool))
 
 
 @post("/rebuild", status_code=202, request_max_body_size=4096)
 async def start_rebuild(request: Request[Any, Any, Any]) -> Response[bytes]:
     context = _context(request)
     body = await _decode(request, _rebuild_decoder, RebuildRequest())
+    await _require_comparison(context, body.comparison_id)
 
     async def work(job: Job) -> dict[str, Any]:
         report = await rebuild(
@@ -175,6 +230,7 @@ async def start_rebuild(request: Request[Any, Any, Any]) -> Response[bytes]:
 async def start_verify(request: Request[Any, Any, Any]) -> Response[bytes]:
     context = _context(request)
     body = await _decode(request, _rebuild_decoder, RebuildRequest())
+    await _require_comparison(context, body.comparison_id)
 
     async def work(job: Job) -> dict[str, Any]:
         position, differences = await verify(
@@ -188,6 +244,12 @@ async def start_verify(request: Request[Any, Any, Any]) -> Response[bytes]:
         return _differences(position, differences)
 
     return json_response(context.start_job("verify", body.comparison_id, work).view(), 202)
+
+
+async def _require_comparison(context: AdminContext, comparison_id: str | None) -> None:
+    if comparison_id is not None:
+        with _answered():
+            await require_comparison(context.nc.jetstream(), context.pool, comparison_id)
 
 
 def _job(request: Request[Any, Any, Any], kind: str) -> Response[bytes]:
@@ -210,26 +272,81 @@ async def verify_result(request: Request[Any, Any, Any]) -> Response[bytes]:
 
 @post("/void", status_code=202, request_max_body_size=4096)
 async def admin_void(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """202 with the void appended; 200 ``already_voided`` (nothing appended); 404 for a voter with no ballots."""
     context = _context(request)
     body = await _decode(request, _void_decoder)
-    try:
-        event = await void_voter(context.nc.jetstream(), body.voter_id, body.reason)
-    except InvalidVoid as exc:
-        raise ApiError(422, "invalid_void", str(exc)) from None
-    return json_response({"status": "accepted", "event_id": event.event_id}, 202)
+    with _answered():
+        outcome = await void_voter(context.nc.jetstream(), context.pool, body.voter_id, body.reason, force=body.force)
+    answer = msgspec.to_builtins(outcome)
+    if not outcome.voided:
+        return json_response({"status": "already_voided", **answer})
+    return json_response({"status": "accepted", **answer}, 202)
+
+
+_VOTERS_QUERY = frozenset({"comparison", "tool", "since", "limit"})
+
+
+@get("/voters")
+async def admin_voters(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """GET /admin/voters?comparison=C[&tool=T][&since=1h][&limit=N]: as ``shipskip voters --json``."""
+    context = _context(request)
+    query = request.query_params
+    unknown = sorted(set(query.keys()) - _VOTERS_QUERY)
+    if unknown:
+        raise ApiError(
+            422, "invalid_query", f"unknown parameter(s) {', '.join(unknown)}; known: {sorted(_VOTERS_QUERY)}"
+        )
+    comparison_id = query.get("comparison")
+    if not comparison_id:
+        raise ApiError(422, "invalid_query", "name the comparison: ?comparison=ID")
+    tool_id = query.get("tool") or None
+    limit_text = query.get("limit") or str(DEFAULT_LIMIT)
+    with _answered():
+        since = parse_since(query.get("since") or DEFAULT_SINCE)
+        if not limit_text.isdigit():
+            raise InvalidQuery(f"the limit must be a whole number, not {limit_text[:20]!r}")
+        limit = int(limit_text)
+        js = context.nc.jetstream()
+        report = await find_voters(js, context.pool, comparison_id, tool_id=tool_id, since=since, limit=limit)
+    return json_response(report)
 
 
 @get("/dead-letters")
 async def admin_dead_letters(request: Request[Any, Any, Any]) -> Response[bytes]:
-    return json_response({"dead_letters": await list_dead_letters(_context(request).pool)})
+    """GET /admin/dead-letters[?discarded=true]: the first 100 (the latest 100 discarded), and the total."""
+    pool = _context(request).pool
+    with _answered():
+        if request.query_params.get("discarded") in ("1", "true", "yes"):
+            discarded, total = await list_discarded(pool)
+            return json_response({"discarded": discarded, "total": total})
+        letters, total = await list_dead_letters(pool)
+    return json_response({"dead_letters": letters, "total": total})
 
 
-@post("/dead-letters/retry", status_code=200)
-async def admin_retry_dead_letters(request: Request[Any, Any, Any]) -> Response[bytes]:
+@get("/dead-letters/{seq:int}")
+async def admin_dead_letter(request: Request[Any, Any, Any], seq: int) -> Response[bytes]:
     context = _context(request)
-    return json_response(
-        await retry_dead_letters(context.pool, Projection(context.settings.ballots_per_client_day), context.nc)
-    )
+    with _answered():
+        return json_response(await show_dead_letter(context.pool, context.nc, seq))
+
+
+@post("/dead-letters/retry", status_code=200, request_max_body_size=65536)
+async def admin_retry_dead_letters(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Body (optional): {"seqs": [...]}; 200 with what was applied and what is still dead, and why."""
+    context = _context(request)
+    body = await _decode(request, _retry_decoder, RetryRequest())
+    projection = Projection(context.settings.ballots_per_client_day)
+    with _answered():
+        return json_response(await retry_dead_letters(context.pool, projection, context.nc, body.seqs))
+
+
+@post("/dead-letters/{seq:int}/discard", status_code=200, request_max_body_size=4096)
+async def admin_discard_dead_letter(request: Request[Any, Any, Any], seq: int) -> Response[bytes]:
+    """Body: {"reason": "..."}; 200 with the discarded letter as the audit table keeps it."""
+    context = _context(request)
+    body = await _decode(request, _discard_decoder)
+    with _answered():
+        return json_response(await discard_dead_letter(context.pool, seq, body.reason))
 
 
 def admin_router() -> Router:
@@ -243,8 +360,11 @@ def admin_router() -> Router:
             rebuild_progress,
             verify_result,
             admin_void,
+            admin_voters,
             admin_dead_letters,
+            admin_dead_letter,
             admin_retry_dead_letters,
+            admin_discard_dead_letter,
         ],
         include_in_schema=False,
     )

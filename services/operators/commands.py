@@ -1,20 +1,47 @@
-"""The operator commands of ``shipskip``: rebuild, verify, status, dead-letters, void-voter."""
+"""The operator commands of ``shipskip``: rebuild, verify, status, dead-letters, void-voter, voters.
+
+Every command ends in one of three ways: done (exit 0; ``verify`` exits 1 when it found differences), refused
+or unable to run (one line on stderr, exit 2: an unknown id, bad input, a server that is down), or interrupted
+(exit 130). No traceback reaches the operator for a server that is down or an id that names nothing.
+"""
 
 import argparse
+import asyncio
+import logging
 import sys
 import time
 
 import asyncpg
 import msgspec
+from nats.aio.client import Client as NATS
 
-from services.operators.dead_letters import list_dead_letters, retry_dead_letters
-from services.operators.moderation import InvalidVoid, void_voter
+from services.operators import reports
+from services.operators.dead_letters import (
+    InvalidDiscard,
+    NoSuchDeadLetter,
+    discard_dead_letter,
+    list_dead_letters,
+    list_discarded,
+    retry_dead_letters,
+    show_dead_letter,
+)
+from services.operators.failures import OUTAGES, describe_outage
+from services.operators.known import InvalidId, UnknownId, require_comparison
+from services.operators.moderation import InvalidVoid, UnknownVoter, void_voter
+from services.operators.plurals import plural
 from services.operators.status import format_status, read_status
+from services.operators.voters import InvalidQuery, check_limit, find_voters, parse_since
 from services.shared.jetstream import connect
 from services.tally.pools import folding_pool
 from services.tally.rebuild.rebuild import Progress, RebuildRunning, rebuild, verify
 from services.tally.settings import TallySettings
 from services.tally.store import Projection
+
+_json = msgspec.json.Encoder()
+
+
+class Refused(Exception):
+    """The command cannot do what was asked: one line on stderr, exit 2."""
 
 
 class ProgressBar:
@@ -39,49 +66,95 @@ class ProgressBar:
         sys.stderr.flush()
 
 
-async def run_operator_command(args: argparse.Namespace) -> int:
-    settings = TallySettings.from_env()
-    nc = await connect(settings.servers.nats_url, "shipskip-operator", timeout_s=5)
-    # Rebuilds hold one connection for the swap while folding on another, and record progress on a third.
-    pool = await folding_pool(settings.servers.database_url, max_size=4)
+def operator_main(args: argparse.Namespace) -> int:
+    """Run one operator command to its exit code (see the module's docstring)."""
+    # A service logs each failed try to reach NATS; a command says once, at the end, that it could not.
+    logging.getLogger("services.shared.jetstream").setLevel(logging.ERROR)
     try:
-        return await _dispatch(args, settings, nc, pool)
+        return asyncio.run(run_operator_command(args))
+    except KeyboardInterrupt:
+        print(f"\nshipskip {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+REFUSALS = (Refused, UnknownId, InvalidId, InvalidQuery, InvalidVoid, NoSuchDeadLetter, InvalidDiscard)
+
+
+async def run_operator_command(args: argparse.Namespace) -> int:
+    name = f"shipskip {args.command}" + (f" {args.dead_command}" if args.command == "dead-letters" else "")
+    try:
+        return await _connected(args)
+    except UnknownVoter as exc:
+        print(f"{name}: {exc}; to void them before they vote, pass --force", file=sys.stderr)
+        return 2
+    except REFUSALS as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 2
+    except RebuildRunning as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        raise  # stdout closed by the reader (`| head`): not a server's failure; services/cli.py handles it
+    except OUTAGES as exc:
+        print(f"{name}: {describe_outage(exc)}", file=sys.stderr)
+        return 2
+
+
+async def _connected(args: argparse.Namespace) -> int:
+    settings = TallySettings.from_env()
+    _check_arguments(args)
+    try:
+        nc = await connect(settings.servers.nats_url, "shipskip-operator", timeout_s=5)
+    except ConnectionError as exc:  # it names the server and the address
+        raise Refused(str(exc)) from None
+    try:
+        try:
+            # Rebuilds hold one connection for the swap while folding on another, and record progress on a third.
+            pool = await asyncio.wait_for(folding_pool(settings.servers.database_url, max_size=4), 10)
+        except OUTAGES as exc:
+            raise Refused(describe_outage(exc, "Postgres")) from None
+        try:
+            return await _dispatch(args, settings, nc, pool)
+        finally:
+            await pool.close()
     finally:
-        await pool.close()
         await nc.close()
 
 
-async def _dispatch(args: argparse.Namespace, settings: TallySettings, nc: object, pool: asyncpg.Pool) -> int:
-    from nats.aio.client import Client as NATS
+def _check_arguments(args: argparse.Namespace) -> None:
+    """What can be refused before any server is asked."""
+    if args.command == "rebuild" and args.partitions is not None and args.comparison is not None:
+        raise Refused("--partitions re-partitions every comparison; leave out --comparison")
+    if args.command == "voters":
+        args.since_window = parse_since(args.since)
+        check_limit(args.limit)
 
-    assert isinstance(nc, NATS)
+
+async def _dispatch(args: argparse.Namespace, settings: TallySettings, nc: NATS, pool: asyncpg.Pool) -> int:
+    js = nc.jetstream()
     limit = settings.ballots_per_client_day
+    if args.command in ("rebuild", "verify") and args.comparison is not None:
+        await require_comparison(js, pool, args.comparison)
     if args.command == "rebuild":
-        if args.partitions is not None and args.comparison is not None:
-            print(
-                "shipskip rebuild: --partitions re-partitions every comparison; leave out --comparison", file=sys.stderr
-            )
-            return 2
-        try:
-            report = await rebuild(
-                nc,
-                pool,
-                settings.servers.database_url,
-                ballots_per_client_day=limit,
-                comparison_id=args.comparison,
-                on_progress=ProgressBar(),
-                partitions=args.partitions,
-                memory_ballots=settings.rebuild_memory_ballots,
-                nats_url=settings.servers.nats_url,
-            )
-        except RebuildRunning as exc:
-            print(f"shipskip rebuild: {exc}", file=sys.stderr)
-            return 1
+        report = await rebuild(
+            nc,
+            pool,
+            settings.servers.database_url,
+            ballots_per_client_day=limit,
+            comparison_id=args.comparison,
+            on_progress=ProgressBar(),
+            partitions=args.partitions,
+            memory_ballots=settings.rebuild_memory_ballots,
+            nats_url=settings.servers.nats_url,
+        )
         rate = report.events / report.seconds if report.seconds else 0.0
-        print(f"\nrebuilt {report.events} events in {report.seconds:.1f} s ({rate:.0f}/s); position {report.position}")
+        print(
+            f"\nrebuilt {plural(report.events, 'event')} in {report.seconds:.1f} s ({rate:.0f}/s);"
+            f" position {report.position}"
+        )
         if args.partitions is not None:
             print(
-                f"the projection is now in {args.partitions} partition(s): run its projectors with"
+                f"the projection is now in {plural(args.partitions, 'partition')}: run its projectors with"
                 f" SHIPSKIP_PARTITIONS={args.partitions} (those of another number stop at their next batch)"
             )
         return 0
@@ -94,7 +167,7 @@ async def _dispatch(args: argparse.Namespace, settings: TallySettings, nc: objec
             on_progress=ProgressBar(),
             nats_url=settings.servers.nats_url,
         )
-        print(f"\nverified up to stream position {position}: {len(differences)} differences")
+        print(f"\nverified up to stream position {position}: {plural(len(differences), 'difference')}")
         for d in differences:
             print(
                 f"  {d.comparison_id} / {d.tool_id}: live ship={d.live.ship} skip={d.live.skip}"
@@ -105,28 +178,46 @@ async def _dispatch(args: argparse.Namespace, settings: TallySettings, nc: objec
         return 0 if not differences else 1
     if args.command == "status":
         status = await read_status(nc, pool)
-        if args.json:
-            sys.stdout.write(msgspec.json.encode(status).decode() + "\n")
-        else:
-            print(format_status(status))
+        print(_json.encode(status).decode() if args.json else format_status(status))
         return 0
     if args.command == "dead-letters":
-        if args.dead_command == "list":
-            letters = await list_dead_letters(pool)
-            for letter in letters:
-                print(f"#{letter.seq} {letter.subject} ({letter.recorded_at:%Y-%m-%d %H:%M:%S}): {letter.reason}")
-                print(f"    {letter.data}")
-            print(f"{len(letters)} dead letters")
-            return 0
-        retried = await retry_dead_letters(pool, Projection(limit), nc)
-        print(f"applied {len(retried.applied)}, still dead {len(retried.still_dead)}")
-        return 0 if not retried.still_dead else 1
+        return await _dead_letters(args, settings, nc, pool)
     if args.command == "void-voter":
-        try:
-            event = await void_voter(nc.jetstream(), args.voter_id, args.reason)
-        except InvalidVoid as exc:
-            print(f"shipskip void-voter: {exc}", file=sys.stderr)
-            return 2
-        print(f"voided {event.voter_id} (event {event.event_id}); the projector removes their ballots")
+        outcome = await void_voter(js, pool, args.voter_id, args.reason, force=args.force)
+        print(reports.void_summary(outcome))
+        return 0
+    if args.command == "voters":
+        found = await find_voters(
+            js, pool, args.comparison, tool_id=args.tool, since=args.since_window, limit=args.limit
+        )
+        print(_json.encode(found).decode() if args.json else reports.voters_table(found, args.since))
         return 0
     raise AssertionError(args.command)
+
+
+async def _dead_letters(args: argparse.Namespace, settings: TallySettings, nc: NATS, pool: asyncpg.Pool) -> int:
+    command = args.dead_command
+    if command == "list":
+        if args.discarded:
+            discarded, total = await list_discarded(pool, args.limit)
+            print(reports.discarded_list(discarded, total))
+        else:
+            letters, total = await list_dead_letters(pool, args.limit)
+            print(reports.dead_letter_list(letters, total))
+        return 0
+    if command == "show":
+        letter = await show_dead_letter(pool, nc, args.seq)
+        print(_json.encode(letter).decode() if args.json else reports.dead_letter_detail(letter))
+        return 0
+    if command == "retry":
+        retried = await retry_dead_letters(
+            pool, Projection(settings.ballots_per_client_day), nc, args.seqs if args.seqs else None
+        )
+        print(reports.retry_summary(retried))
+        return 0
+    if command == "discard":
+        gone = await discard_dead_letter(pool, args.seq, args.reason)
+        left = int(await pool.fetchval("select count(*) from dead_letters"))
+        print(reports.discard_summary(gone, left))
+        return 0
+    raise AssertionError(command)

@@ -9,6 +9,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from contracts.subjects import VOTES_STREAM
+from services.operators.plurals import plural
 from services.tally.layout import partition_positions
 from services.tally.rebuild.rebuild import rebuild_in_progress
 from services.tally.routing import recorded_routing, routing_of
@@ -143,12 +144,13 @@ def format_status(status: Status) -> str:
     lines = [
         f"stream head          {status.stream_head}",
         f"projector position   {status.projector_position}",
-        f"lag                  {status.lag_events} events, {status.lag_seconds:.1f} s",
+        f"lag                  {plural(status.lag_events, 'event')}, {status.lag_seconds:.1f} s",
     ]
     if len(status.partitions) > 1:
         for p in status.partitions:
             lines.append(
-                f"  {p.partition:<20} position {p.position:>10}  lag {p.lag_events} events, {p.lag_seconds:.1f} s"
+                f"  {p.partition:<20} position {p.position:>10}"
+                f"  lag {plural(p.lag_events, 'event')}, {p.lag_seconds:.1f} s"
             )
     if status.stream_routing is not None or status.routing_recorded is not None:
         recorded = status.routing_recorded
@@ -156,9 +158,12 @@ def format_status(status: Status) -> str:
             f"stream routing       by {status.stream_routing} partitions"
             + (f" (recorded: {recorded[0]} from sequence {recorded[1]})" if recorded else " (not recorded)")
         )
+    dead = f"dead letters         {status.dead_letters}"
+    if status.dead_letters:
+        dead += ": inspect with `shipskip dead-letters list`, then retry or discard"
     lines += [
-        f"dead letters         {status.dead_letters}",
-        f"ballots counted      {status.ballots} in {status.comparisons} comparisons",
+        dead,
+        f"ballots counted      {status.ballots} in {plural(status.comparisons, 'comparison')}",
         f"voided voters        {status.voided_voters}",
     ]
     for comparison in status.per_comparison:
@@ -171,5 +176,7 @@ def format_status(status: Status) -> str:
         lines.append("rebuild              none yet")
     else:
         scope = run.comparison_id or "all comparisons"
-        lines.append(f"last {run.kind:<15} #{run.id} {run.state} ({scope}): {run.done}/{run.total} events {run.detail}")
+        lines.append(
+            f"last {run.kind:<15} #{run.id} {run.state} ({scope}): {run.done}/{plural(run.total, 'event')} {run.detail}"
+        )
     return "\n".join(lines)

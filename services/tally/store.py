@@ -10,6 +10,7 @@ folds one partition (services/tally/partitions.py): the comparisons it owns and 
 of its own; the rebuild, verify and dead-letter retries fold everything.
 """
 
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ from contracts.events import Event, VoteCast, VoterVoided, decode_event
 from contracts.subjects import MODERATION_SUBJECT, published_subject, votes_subject
 from services.tally.fold import Ballot, Counts, FoldOutcome, FoldState, ballot_keys, fold, quota_key
 from services.tally.partitions import Partition, PartitionGone
+
+log = logging.getLogger(__name__)
 
 LIVE_SCHEMA = "public"
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -89,14 +92,36 @@ def decode_records(
     return events, dead
 
 
+_SQL_RECORD_DEAD_LETTERS = (
+    "insert into public.dead_letters (seq, subject, data, reason)"
+    " select * from unnest($1::bigint[], $2::text[], $3::bytea[], $4::text[]) as d(seq, subject, data, reason)"
+    " where not exists (select 1 from public.dead_letters_discarded x where x.seq = d.seq)"
+    " on conflict (seq) do update set reason = excluded.reason"
+    # xmax is 0 in a row this statement inserted, and set in one it updated: tells new letters from known ones.
+    " returning seq, (xmax = 0) as new"
+)
+
+
 async def record_dead_letters(conn: Connection, dead: Sequence[tuple[StreamRecord, str]]) -> None:
-    """Keep what could not be folded for operators (``shipskip dead-letters``); the latest reason wins."""
-    if dead:
-        await conn.executemany(
-            "insert into public.dead_letters (seq, subject, data, reason) values ($1, $2, $3, $4)"
-            " on conflict (seq) do update set reason = excluded.reason",
-            [(record.seq, record.subject, record.data, reason) for record, reason in dead],
-        )
+    """Keep what could not be folded for operators (``shipskip dead-letters``); the latest reason wins.
+
+    Each letter is logged at warning when it is first set aside, not when a retry or a rebuild meets it again
+    (a batch whose transaction then fails and is folded again logs its letters again). Those an operator
+    discarded are not set aside again.
+    """
+    if not dead:
+        return
+    columns = _columns([(record.seq, record.subject, record.data, reason) for record, reason in dead], 4)
+    rows = await conn.fetch(_SQL_RECORD_DEAD_LETTERS, *columns)
+    new = {row[0] for row in rows if row[1]}
+    for record, reason in dead:
+        if record.seq in new:
+            log.warning(
+                "dead letter set aside: %s (shipskip dead-letters show %d)",
+                reason,
+                record.seq,
+                extra={"seq": record.seq, "subject": record.subject},
+            )
 
 
 def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:

@@ -30,7 +30,17 @@ def call(pipeline: Pipeline, method: str, path: str, token: str | None = TOKEN, 
 
 @pytest.mark.parametrize(
     ("method", "path"),
-    [("GET", "/status"), ("POST", "/rebuild"), ("POST", "/verify"), ("POST", "/void"), ("GET", "/dead-letters")],
+    [
+        ("GET", "/status"),
+        ("POST", "/rebuild"),
+        ("POST", "/verify"),
+        ("POST", "/void"),
+        ("GET", "/voters"),
+        ("GET", "/dead-letters"),
+        ("GET", "/dead-letters/1"),
+        ("POST", "/dead-letters/retry"),
+        ("POST", "/dead-letters/1/discard"),
+    ],
 )
 @pytest.mark.parametrize("token", [None, "wrong-token-0123456789", TOKEN[:-1], TOKEN + "x", f"Basic {TOKEN}"])
 def test_missing_and_wrong_tokens_are_refused(admin: Pipeline, method: str, path: str, token: str | None) -> None:
