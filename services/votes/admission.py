@@ -1,7 +1,8 @@
 """Admitting a request: its rate limits, its idempotency record and the voter's current ballot, in one round trip.
 
-``admission.lua`` does all three atomically in Redis, so the hot path costs one round trip, and two copies of the
-service racing on the same key see one another. A claim with no limit and no Idempotency-Key (limits off) has
+``admission.lua`` does all three atomically in Redis, so the hot path costs one round trip (shared with the other
+admissions of the same event-loop turn: redis_batch.py), and two copies of the service racing on the same key see
+one another. A claim with no limit and no Idempotency-Key (limits off) has
 only the ballot to keep, which one native command does (``Gate._swap_ballot``). While Redis is unreachable the
 limits are counted per process (``LocalLimiter``) and the rest is skipped: JetStream's Nats-Msg-Id still stores a
 retried vote once, and a repeated verdict changes no tally.
@@ -123,14 +124,8 @@ class Gate:
             self._ballot_ttl_s,
         ]
 
-        pipe = self._link.pipe
-
-        async def run(client: Redis) -> Any:
-            if pipe is not None:
-                return await pipe.run_script(self._script.sha, _SCRIPT, keys, args)
-            return await self._script(keys=keys, args=args, client=client)
-
-        reply = await self._link.run(run)
+        batch = self._link.batch
+        reply = await self._link.run(lambda _: batch.run_script(self._script, keys, args))
         if reply is None:
             return self._admit_locally(claim)
         return self._parse(claim, reply)
@@ -138,16 +133,12 @@ class Gate:
     async def _swap_ballot(self, claim: Claim, key: str) -> Admission:
         """The ballot alone (no limit applies, no Idempotency-Key): what the script's last step does, as one native
         ``SET key ballot EX ttl GET`` (Redis 6.2 on). No script call, no TIME, one command instead of two."""
-        pipe = self._link.pipe
+        batch = self._link.batch
         ballot = claim.ballot or ""
-
-        async def run(client: Redis) -> tuple[Any]:
-            # In a tuple: a key that held nothing reads None, which ``run`` also answers while Redis is down.
-            if pipe is not None:
-                return (await pipe.execute("SET", key, ballot, "EX", self._ballot_ttl_s, "GET"),)
-            return (await client.set(key, ballot, ex=self._ballot_ttl_s, get=True),)
-
-        reply = await self._link.run(run)
+        # A list of one reply: a key that held nothing reads None, which ``run`` also answers while Redis is down.
+        reply = await self._link.run(
+            lambda _: batch.run(lambda pipe: pipe.set(key, ballot, ex=self._ballot_ttl_s, get=True))
+        )
         if reply is None:
             return self._admit_locally(claim)
         previous = reply[0]
