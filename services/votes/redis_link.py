@@ -5,8 +5,8 @@ ballots and the day key for client-address hashes. None of it is needed to accep
 is), so when Redis fails the service carries on without it: ``run`` answers None at once, the failure is logged
 once, and a watcher pings Redis until it answers, when everything is shared again.
 
-Everything goes through redis-py: ``client`` for the occasional command, ``batch`` (redis_batch.py) for the hot
-path's admissions, which share one pipeline per event-loop turn. The URL says where and how: ``redis://``,
+Everything goes through redis-py's ``client`` (the hot path's admissions of one event-loop turn in one call:
+admission.py, redis_batch.py). The URL says where and how: ``redis://``,
 ``rediss://`` (TLS; ``ca_file`` names the certificate authority to trust instead of the system's), ``unix://``,
 with ``user:password@`` when Redis asks for them.
 """
@@ -21,8 +21,6 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-
-from services.votes.redis_batch import RedisBatch
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +48,18 @@ class RedisLink:
             **tls,
         )
         self.client: Redis = Redis.from_pool(pool)  # owns the pool: closing the client closes it
-        self.batch = RedisBatch(self.client)
         self._up = True
         self._watcher: asyncio.Task[None] | None = None
         self._recovery_hooks: list[Callable[[Redis], Awaitable[None]]] = []
+        self._close_hooks: list[Callable[[], Awaitable[None]]] = []
 
     def on_recovery(self, hook: Callable[[Redis], Awaitable[None]]) -> None:
         """Run ``hook`` when Redis answers again, before anything is shared through it."""
         self._recovery_hooks.append(hook)
+
+    def on_close(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run ``hook`` on ``close``, before the connections close (to give up what still waits for them)."""
+        self._close_hooks.append(hook)
 
     @property
     def up(self) -> bool:
@@ -107,5 +109,6 @@ class RedisLink:
             self._watcher.cancel()
             with suppress(asyncio.CancelledError):
                 await self._watcher
-        await self.batch.close()
+        for hook in self._close_hooks:
+            await hook()
         await self.client.aclose()

@@ -1,25 +1,26 @@
-"""The admissions of one event-loop turn in one redis-py pipeline (services/votes/redis_batch.py), on real Redis.
+"""The admissions of one event-loop turn in one Redis call (services/votes/redis_batch.py, admission.py), on real
+Redis servers.
 
-Each caller must get its own replies however many share a batch, on every kind of Redis (plain, password, ACL
-user, TLS); fail the way redis-py's single commands would, so that ``RedisLink`` falls back to per-process limits
-as before; and never leave one caller with another's reply.
+Each request must get its own answer however many share a call, on every kind of Redis (plain, password, ACL user,
+TLS); a call that fails must fail the way a single redis-py command would, so that ``RedisLink`` falls back to
+per-process limits as before; and no caller may ever get another's reply.
 """
 
 import asyncio
 import hashlib
 import secrets
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 from redis import exceptions as redis_errors
-from redis.asyncio.client import Pipeline
 
 from infra.stack.secured_redis import SecuredRedis
 from infra.stack.servers import ServerAddresses
 from services.votes import admission
 from services.votes.admission import Claim, Gate, Outcome, ballot_key
 from services.votes.limits import Limit
-from services.votes.redis_batch import Queue
+from services.votes.redis_batch import RedisBatch
 from services.votes.redis_link import RedisLink
 from tests.redis_targets import RedisTarget
 from tests.tls_certs import make_tls_files
@@ -28,20 +29,23 @@ LIMIT = Limit("voter", 1000, 1, 1000)
 ADMISSION_SHA = hashlib.sha1((Path(admission.__file__).parent / "admission.lua").read_bytes()).hexdigest()  # noqa: S324
 
 
+async def _until(check: Callable[[], bool]) -> None:
+    while not check():
+        await asyncio.sleep(0.05)
+
+
 def _link(servers: ServerAddresses, timeout_s: float = 2.0) -> RedisLink:
     return RedisLink(servers.redis_url, timeout_s=timeout_s, pool_size=64)
 
 
-def _echo(text: str) -> Queue:
-    return lambda pipe: pipe.echo(text)
-
-
-async def _connections_received(link: RedisLink) -> int:
+async def _stats(link: RedisLink) -> tuple[int, int]:
+    """Connections Redis accepted so far, and script calls (EVALSHA) it ran."""
     stats = await link.client.info("stats")
-    return int(stats["total_connections_received"])
+    commands = await link.client.info("commandstats")
+    return int(stats["total_connections_received"]), int(commands.get("cmdstat_evalsha", {}).get("calls", 0))
 
 
-async def test_concurrent_admissions_share_one_connection_and_each_get_their_own_answer(
+async def test_the_admissions_of_one_turn_go_in_one_call_and_each_gets_its_own_answer(
     redis_target: RedisTarget,
 ) -> None:
     link = redis_target.link(pool_size=64)
@@ -51,12 +55,13 @@ async def test_concurrent_admissions_share_one_connection_and_each_get_their_own
         # Half the voters already said "ship": telling them apart needs each reply to reach its own caller.
         for key in keys[::2]:
             await link.client.set(key, "ship", ex=600)
-        before = await _connections_received(link)
+        await gate.admit(Claim(ballot_key=keys[0], ballot="ship"))  # Redis has the script from here on
+        connections, calls = await _stats(link)
         claims = [Claim(ballot_key=key, ballot="ship") for key in keys[:150]]
         claims += [Claim(limits=[(LIMIT, key)], ballot_key=key, ballot="ship") for key in keys[150:]]
         admissions = await asyncio.gather(*(gate.admit(claim) for claim in claims))
-        # One pipeline at a time, so one connection however many wait (redis-py alone would take one per command).
-        assert await _connections_received(link) - before <= 1
+        # One script call on one connection (redis-py alone would make 300 calls, on up to 64 connections).
+        assert await _stats(link) == (connections, calls + 1)
         assert [a.outcome for a in admissions] == [Outcome.UNCHANGED, Outcome.PROCEED] * 150
         assert all(a.shared for a in admissions)
         assert [len(a.states) for a in admissions] == [0] * 150 + [1] * 150
@@ -66,58 +71,22 @@ async def test_concurrent_admissions_share_one_connection_and_each_get_their_own
         await link.close()
 
 
-async def test_many_commands_in_flight_keep_their_order_and_their_replies(servers: ServerAddresses) -> None:
+async def test_a_request_whose_key_holds_something_else_fails_alone(servers: ServerAddresses) -> None:
     link = _link(servers)
-    prefix = secrets.token_hex(4)
-
-    def increment(i: int) -> Queue:
-        return lambda pipe: pipe.incrby(f"{prefix}:{i % 7}", i)
-
-    def two_commands(pipe: Pipeline) -> None:
-        pipe.incrby(f"{prefix}:x", 5)
-        pipe.get(f"{prefix}:x")
-
+    gate = Gate(link, record_ttl_s=60, ballot_ttl_s=600)
+    keys = [ballot_key(secrets.token_hex(8), "a-vs-b", "a") for _ in range(5)]
     try:
-        replies = await asyncio.gather(*(link.batch.run(increment(i)) for i in range(700)))
-        echoes = await asyncio.gather(*(link.batch.run(_echo(f"reply-{i}")) for i in range(500)))
-        two = await link.batch.run(two_commands)
+        await link.client.hset(keys[2], "not", "a ballot")  # SET ... GET on it is a WRONGTYPE error
+        admissions = await asyncio.gather(*(gate.admit(Claim(ballot_key=key, ballot="skip")) for key in keys))
     finally:
-        await link.client.delete(*(f"{prefix}:{i}" for i in [*range(7), "x"]))
+        await link.client.delete(*keys)
         await link.close()
-    assert echoes == [[f"reply-{i}".encode()] for i in range(500)]
-    # Per key the increments ran in the order they were issued: each reply is the running sum.
-    sums: dict[int, int] = {}
-    for i, (reply,) in enumerate(replies):
-        sums[i % 7] = sums.get(i % 7, 0) + i
-        assert reply == sums[i % 7]
-    assert two == [5, b"5"]  # a caller's several commands, in order
-
-
-async def test_an_error_reply_fails_only_its_own_caller(servers: ServerAddresses) -> None:
-    link = _link(servers)
-    key = secrets.token_hex(8)
-
-    def read_then_increment(pipe: Pipeline) -> None:
-        pipe.get(key)
-        pipe.incr(key)
-
-    try:
-        await link.client.set(key, "text")
-        results = await asyncio.gather(
-            link.batch.run(lambda pipe: pipe.incr(key)),
-            link.batch.run(lambda pipe: pipe.get(key)),
-            link.batch.run(lambda pipe: pipe.execute_command("NOSUCHCOMMAND")),
-            link.batch.run(read_then_increment),
-            return_exceptions=True,
-        )
-    finally:
-        await link.client.delete(key)
-        await link.close()
-    assert isinstance(results[0], redis_errors.ResponseError)
-    assert results[1] == [b"text"]
-    assert isinstance(results[2], redis_errors.ResponseError)
-    assert isinstance(results[3], redis_errors.ResponseError)  # one of its two failed: the caller is told
-    assert link.up
+    # The others were decided by Redis; that one's error put the link down (as any Redis error does), and the
+    # process decided it.
+    assert [(a.outcome, a.shared) for a in admissions] == [(Outcome.PROCEED, True)] * 2 + [(Outcome.PROCEED, False)] + [
+        (Outcome.PROCEED, True)
+    ] * 2
+    assert not link.up
 
 
 async def test_a_script_redis_no_longer_holds_is_loaded_again(redis_target: RedisTarget) -> None:
@@ -137,43 +106,81 @@ async def test_a_script_redis_no_longer_holds_is_loaded_again(redis_target: Redi
     assert link.up
 
 
-async def test_a_batch_without_reply_in_time_fails_its_callers_and_the_next_one_goes_through(
+async def test_a_call_not_answered_in_time_leaves_its_requests_to_the_process_until_redis_answers(
     servers: ServerAddresses,
 ) -> None:
     link = _link(servers, timeout_s=0.2)
+    admin = _link(servers)
+    gate = Gate(link, record_ttl_s=60, ballot_ttl_s=600)
+    keys = [ballot_key(secrets.token_hex(8), "a-vs-b", "a") for _ in range(10)]
     try:
-        # Redis answers the BLPOP only after 5 s: the whole batch waits on it, and times out.
-        blocked = link.batch.run(lambda pipe: pipe.blpop([secrets.token_hex(8)], timeout=5))
-        behind = link.batch.run(lambda pipe: pipe.echo("behind it"))
-        results = await asyncio.gather(blocked, behind, return_exceptions=True)
-        assert all(isinstance(result, redis_errors.TimeoutError) for result in results), results
-        # A connection of its own (the late BLPOP reply can never be taken for this one's).
-        assert await link.batch.run(lambda pipe: pipe.echo("after")) == [b"after"]
+        await gate.admit(Claim(ballot_key=keys[0], ballot="ship"))
+        await admin.client.client_pause(1000, all=False)  # write commands (scripts too) wait a second
+        paused = await asyncio.gather(*(gate.admit(Claim(ballot_key=key, ballot="skip")) for key in keys))
+        assert [(a.outcome, a.shared) for a in paused] == [(Outcome.PROCEED, False)] * 10
+        assert not link.up
+        async with asyncio.timeout(10.0):
+            await _until(lambda: link.up)  # the watcher's ping once the pause is over
+        again = await gate.admit(Claim(ballot_key=keys[1], ballot="ship"))
+        assert (again.outcome, again.shared) == (Outcome.PROCEED, True)
     finally:
+        await admin.client.client_unpause()
+        await admin.client.delete(*keys)
+        await admin.close()
         await link.close()
+
+
+async def _mget(link: RedisLink, keys: Sequence[str]) -> list[bytes | None]:
+    return [value if not isinstance(value, str) else value.encode() for value in await link.client.mget(keys)]
 
 
 async def test_a_cancelled_caller_leaves_the_others_their_replies(servers: ServerAddresses) -> None:
     link = _link(servers)
+    batch: RedisBatch[str, bytes | None] = RedisBatch(lambda keys: _mget(link, keys), max_items=100)
+    prefix = secrets.token_hex(4)
     try:
-        tasks = [asyncio.ensure_future(link.batch.run(_echo(f"r{i}"))) for i in range(10)]
+        await link.client.mset({f"{prefix}:{i}": f"value {i}" for i in range(10)})
+        tasks = [asyncio.ensure_future(batch.submit(f"{prefix}:{i}")) for i in range(10)]
         await asyncio.sleep(0)
         tasks[3].cancel()
         results = await asyncio.gather(*tasks, return_exceptions=True)
         assert isinstance(results[3], asyncio.CancelledError)
-        assert [r for i, r in enumerate(results) if i != 3] == [[f"r{i}".encode()] for i in range(10) if i != 3]
-        assert await link.batch.run(lambda pipe: pipe.echo("next")) == [b"next"]
+        assert [r for i, r in enumerate(results) if i != 3] == [f"value {i}".encode() for i in range(10) if i != 3]
+        assert await batch.submit(f"{prefix}:0") == b"value 0"
+    finally:
+        await link.client.delete(*(f"{prefix}:{i}" for i in range(10)))
+        await link.close()
+
+
+async def test_no_call_carries_more_than_max_items(servers: ServerAddresses) -> None:
+    link = _link(servers)
+    sizes: list[int] = []
+
+    async def send(keys: list[str]) -> list[bytes | None]:
+        sizes.append(len(keys))
+        return await _mget(link, keys)
+
+    batch: RedisBatch[str, bytes | None] = RedisBatch(send, max_items=500)
+    try:
+        replies = await asyncio.gather(*(batch.submit(f"missing:{i}") for i in range(1200)))
     finally:
         await link.close()
+    assert replies == [None] * 1200
+    assert sizes == [500, 500, 200]
 
 
 async def test_closing_fails_what_waits_with_a_connection_error(servers: ServerAddresses) -> None:
     link = _link(servers)
-    waiting = asyncio.ensure_future(link.batch.run(lambda pipe: pipe.echo("never sent")))
+    gate = Gate(link, record_ttl_s=60, ballot_ttl_s=600)
+    batch: RedisBatch[str, bytes | None] = RedisBatch(lambda keys: _mget(link, keys), max_items=100)
+    link.on_close(batch.close)
+    waiting = asyncio.ensure_future(batch.submit("never sent"))
     await asyncio.sleep(0)  # queued; the batch would go out on the next turn
     await link.close()
     with pytest.raises(redis_errors.ConnectionError):
         await waiting
+    # A gate's admissions after closing: not sent, decided by the process.
+    assert (await gate.admit(Claim(ballot_key="shipskip:ballot:v:a-vs-b:a", ballot="ship"))).shared is False
 
 
 @pytest.mark.parametrize("wrong", ["password", "certificate authority"])
