@@ -10,7 +10,7 @@
 --       redis-py's CPU goes by the argument), each [n, has_record (1/0), has_ballot (1/0), interval_us and burst of
 --       each limit, request_hash, record, ballot].
 -- Returns a JSON array of one reply per request: [outcome, record or "", then remaining, reset_us, retry_us of each
--- limit], where outcome is one of "limited", "replay", "conflict", "unchanged", "proceed"; or ["error", message] for
+-- limit (as strings of digits)], where outcome is one of "limited", "replay", "conflict", "unchanged", "proceed"; or ["error", message] for
 -- a request whose commands failed (the others' replies stand).
 
 local record_ttl, ballot_ttl = ARGV[1], ARGV[2]
@@ -36,15 +36,16 @@ local function admit(k, r, n, has_record, has_ballot)
     end
     local new_tat = tat + interval
     local allow_at = new_tat - burst * interval
+    -- As "%.0f" strings: cjson would write numbers with 14 significant digits at most.
     if allow_at > now then
       limited = true
-      result[#result + 1] = 0
-      result[#result + 1] = tat - now
-      result[#result + 1] = allow_at - now
+      result[#result + 1] = "0"
+      result[#result + 1] = string.format("%.0f", tat - now)
+      result[#result + 1] = string.format("%.0f", allow_at - now)
     else
-      result[#result + 1] = math.floor((now - allow_at) / interval)
-      result[#result + 1] = new_tat - now
-      result[#result + 1] = 0
+      result[#result + 1] = string.format("%.0f", math.floor((now - allow_at) / interval))
+      result[#result + 1] = string.format("%.0f", new_tat - now)
+      result[#result + 1] = "0"
     end
     new_tats[i] = new_tat
   end
