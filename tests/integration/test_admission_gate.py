@@ -1,8 +1,8 @@
-"""The admission gate (services/votes/admission.py) against real Redis servers: its ways of keeping a ballot.
+"""The admission gate (services/votes/admission.py) against real Redis servers: the ways a claim keeps a ballot.
 
-A claim with a rate limit or an Idempotency-Key runs ``admission.lua``; a claim with the ballot alone (limits off,
-no key) is one native ``SET ... GET``. Both must decide alike and leave Redis alike, on every kind of Redis the
-service may be given: the suite's plain one, one asking for a password (or an ACL user's), one over TLS.
+A claim with the ballot alone (limits off, no Idempotency-Key), with a rate limit, or with a key: ``admission.lua``
+must decide them alike and leave Redis alike, on every kind of Redis the service may be given: the suite's plain
+one, one asking for a password (or an ACL user's), one over TLS.
 """
 
 import secrets
