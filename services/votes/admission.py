@@ -1,10 +1,10 @@
 """Admitting a request: its rate limits, its idempotency record and the voter's current ballot, in one round trip.
 
-``admission.lua`` does all three atomically in Redis, so the hot path costs one round trip, and two copies of the
-service racing on the same key see one another. A claim with no limit and no Idempotency-Key (limits off) has
-only the ballot to keep, which one native command does (``Gate._swap_ballot``). While Redis is unreachable the
-limits are counted per process (``LocalLimiter``) and the rest is skipped: JetStream's Nats-Msg-Id still stores a
-retried vote once, and a repeated verdict changes no tally.
+``admission.lua`` does all three atomically in Redis, so that two copies of the service racing on the same key see
+one another, for every request of one event-loop turn in one script call (redis_batch.py gathers them): the hot
+path costs one round trip, shared. While Redis is unreachable the limits are counted per process
+(``LocalLimiter``) and the rest is skipped: JetStream's Nats-Msg-Id still stores a retried vote once, and a
+repeated verdict changes no tally.
 """
 
 from collections.abc import Sequence
@@ -15,11 +15,17 @@ from typing import Any, NamedTuple
 
 import msgspec
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError, ResponseError
 
 from services.votes.limits import Limit, LimitState, LocalLimiter
+from services.votes.redis_batch import RedisBatch
 from services.votes.redis_link import RedisLink
 
 _SCRIPT = (Path(__file__).parent / "admission.lua").read_text()
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(list[list[Any]]).decode
+# Requests in one script call at most: ~5 µs of Redis each, so that one call holds Redis a few milliseconds at most.
+MAX_BATCH = 500
 
 
 class Outcome(StrEnum):
@@ -90,6 +96,8 @@ class Gate:
     def __init__(self, link: RedisLink, *, record_ttl_s: int, ballot_ttl_s: int) -> None:
         self._link = link
         self._script = link.client.register_script(_SCRIPT)
+        self._batch: RedisBatch[Claim, list[Any]] = RedisBatch(self._send, max_items=MAX_BATCH)
+        link.on_close(self._batch.close)
         self._record_ttl_s = record_ttl_s
         self._ballot_ttl_s = ballot_ttl_s
         self._local = LocalLimiter()
@@ -99,61 +107,41 @@ class Gate:
         link.on_recovery(self._forget_offline_ballots)
 
     async def admit(self, claim: Claim) -> Admission:
-        if not claim.limits and claim.record_key is None:
-            if claim.ballot_key is None:
-                return Admission(Outcome.PROCEED)
-            return await self._swap_ballot(claim, claim.ballot_key)
-        keys = [limit_key(limit, subject) for limit, subject in claim.limits]
-        if claim.record_key is not None:
-            keys.append(claim.record_key)
-        if claim.ballot_key is not None:
-            keys.append(claim.ballot_key)
-        args: list[str | int] = [
-            len(claim.limits),
-            int(claim.record_key is not None),
-            int(claim.ballot_key is not None),
-        ]
-        for limit, _ in claim.limits:
-            args += [limit.interval_us, limit.burst]
-        args += [
-            claim.record.request_hash if claim.record else "",
-            claim.record.encode() if claim.record else "",
-            self._record_ttl_s,
-            claim.ballot or "",
-            self._ballot_ttl_s,
-        ]
-
-        pipe = self._link.pipe
-
-        async def run(client: Redis) -> Any:
-            if pipe is not None:
-                return await pipe.run_script(self._script.sha, _SCRIPT, keys, args)
-            return await self._script(keys=keys, args=args, client=client)
-
-        reply = await self._link.run(run)
+        if not claim.limits and claim.record_key is None and claim.ballot_key is None:
+            return Admission(Outcome.PROCEED)
+        batch = self._batch
+        reply = await self._link.run(lambda _: batch.submit(claim))
         if reply is None:
             return self._admit_locally(claim)
         return self._parse(claim, reply)
 
-    async def _swap_ballot(self, claim: Claim, key: str) -> Admission:
-        """The ballot alone (no limit applies, no Idempotency-Key): what the script's last step does, as one native
-        ``SET key ballot EX ttl GET`` (Redis 6.2 on). No script call, no TIME, one command instead of two."""
-        pipe = self._link.pipe
-        ballot = claim.ballot or ""
-
-        async def run(client: Redis) -> tuple[Any]:
-            # In a tuple: a key that held nothing reads None, which ``run`` also answers while Redis is down.
-            if pipe is not None:
-                return (await pipe.execute("SET", key, ballot, "EX", self._ballot_ttl_s, "GET"),)
-            return (await client.set(key, ballot, ex=self._ballot_ttl_s, get=True),)
-
-        reply = await self._link.run(run)
-        if reply is None:
-            return self._admit_locally(claim)
-        previous = reply[0]
-        # Written again even when unchanged: as the script's EXPIRE, that keeps the ballot remembered as long.
-        unchanged = previous is not None and previous.decode() == ballot
-        return Admission(Outcome.UNCHANGED if unchanged else Outcome.PROCEED)
+    async def _send(self, claims: list[Claim]) -> list[list[Any] | Exception]:
+        """One script call for every claim of one event-loop turn: their replies, an error for a claim that failed."""
+        keys: list[str] = []
+        requests: list[list[Any]] = []
+        for claim in claims:
+            keys += [limit_key(limit, subject) for limit, subject in claim.limits]
+            request: list[Any] = [
+                len(claim.limits),
+                int(claim.record_key is not None),
+                int(claim.ballot_key is not None),
+            ]
+            if claim.record_key is not None:
+                keys.append(claim.record_key)
+            if claim.ballot_key is not None:
+                keys.append(claim.ballot_key)
+            for limit, _ in claim.limits:
+                request += [limit.interval_us, limit.burst]
+            record = claim.record
+            request += [record.request_hash if record else "", record.encode() if record else "", claim.ballot or ""]
+            requests.append(request)
+        args: list[int | bytes] = [self._record_ttl_s, self._ballot_ttl_s, _encode(requests)]
+        client = self._link.client
+        try:
+            reply: bytes = await client.evalsha(self._script.sha, len(keys), *keys, *args)
+        except NoScriptError:  # Redis restarted or flushed: the Script object loads it and calls again
+            reply = await self._script(keys=keys, args=args, client=client)
+        return [ResponseError(one[1]) if one[0] == "error" else one for one in _decode(reply)]
 
     def _admit_locally(self, claim: Claim) -> Admission:
         states = self._local.check(claim.limits)
@@ -163,13 +151,13 @@ class Gate:
         return Admission(Outcome.LIMITED if refused else Outcome.PROCEED, states, shared=False)
 
     def _parse(self, claim: Claim, reply: list[Any]) -> Admission:
-        outcome = Outcome(reply[0].decode())
+        outcome = Outcome(reply[0])
         numbers = [int(value) for value in reply[2:]]
         states = [
             LimitState(limit, numbers[3 * i], numbers[3 * i + 1], numbers[3 * i + 2])
             for i, (limit, _) in enumerate(claim.limits)
         ]
-        replay = IdempotencyRecord.decode(reply[1].decode()) if outcome is Outcome.REPLAY else None
+        replay = IdempotencyRecord.decode(reply[1]) if outcome is Outcome.REPLAY else None
         return Admission(outcome, states, replay)
 
     async def _forget_offline_ballots(self, client: Redis) -> None:

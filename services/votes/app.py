@@ -54,7 +54,10 @@ def create_app(settings: VotesSettings | None = None, telemetry: TelemetrySettin
         js = nc.jetstream()
         catalog = CatalogView(js)
         redis = RedisLink(
-            settings.servers.redis_url, timeout_s=settings.redis_timeout_s, pool_size=settings.redis_pool_size
+            settings.servers.redis_url,
+            timeout_s=settings.redis_timeout_s,
+            pool_size=settings.redis_pool_size,
+            ca_file=settings.servers.redis_ca_file,
         )
         publisher = VotePublisher(nc, settings.publish_timeout_s, votes_metrics.published)
         try:

@@ -4,6 +4,11 @@ Redis holds what the copies of the service share: rate-limit counters, idempoten
 ballots and the day key for client-address hashes. None of it is needed to accept a vote durably (the stream
 is), so when Redis fails the service carries on without it: ``run`` answers None at once, the failure is logged
 once, and a watcher pings Redis until it answers, when everything is shared again.
+
+Everything goes through redis-py's ``client`` (the hot path's admissions of one event-loop turn in one call:
+admission.py, redis_batch.py). The URL says where and how: ``redis://``,
+``rediss://`` (TLS; ``ca_file`` names the certificate authority to trust instead of the system's), ``unix://``,
+with ``user:password@`` when Redis asks for them.
 """
 
 import asyncio
@@ -17,17 +22,18 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from services.votes.redis_pipe import PipeAddress, RedisPipe
-
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
 WATCH_INTERVAL_S = 0.5
+CLIENT_NAME = "shipskip-votes"
 
 
 class RedisLink:
-    def __init__(self, url: str, *, timeout_s: float, pool_size: int) -> None:
+    def __init__(self, url: str, *, timeout_s: float, pool_size: int, ca_file: str | None = None) -> None:
+        # Only where TLS is spoken: redis-py's plain connections take no TLS argument.
+        tls = {"ssl_ca_certs": ca_file} if ca_file is not None else {}
         pool = BlockingConnectionPool.from_url(
             url,
             max_connections=pool_size,
@@ -38,18 +44,22 @@ class RedisLink:
             # One immediate retry gets past a pooled connection that died with a Redis restart; more would only
             # delay the fallback.
             retry=Retry(NoBackoff(), 1),
+            client_name=CLIENT_NAME,  # so an operator's CLIENT LIST tells the votes service's connections
+            **tls,
         )
         self.client: Redis = Redis.from_pool(pool)  # owns the pool: closing the client closes it
-        address = PipeAddress.of_pool(pool)
-        # The hot path's commands (admissions) go through this, coalesced; None where it cannot go (TLS).
-        self.pipe: RedisPipe | None = RedisPipe(address, timeout_s=timeout_s) if address is not None else None
         self._up = True
         self._watcher: asyncio.Task[None] | None = None
         self._recovery_hooks: list[Callable[[Redis], Awaitable[None]]] = []
+        self._close_hooks: list[Callable[[], Awaitable[None]]] = []
 
     def on_recovery(self, hook: Callable[[Redis], Awaitable[None]]) -> None:
         """Run ``hook`` when Redis answers again, before anything is shared through it."""
         self._recovery_hooks.append(hook)
+
+    def on_close(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run ``hook`` on ``close``, before the connections close (to give up what still waits for them)."""
+        self._close_hooks.append(hook)
 
     @property
     def up(self) -> bool:
@@ -99,6 +109,6 @@ class RedisLink:
             self._watcher.cancel()
             with suppress(asyncio.CancelledError):
                 await self._watcher
-        if self.pipe is not None:
-            self.pipe.close()
+        for hook in self._close_hooks:
+            await hook()
         await self.client.aclose()

@@ -7,6 +7,7 @@ import httpx
 import pytest
 
 from infra.stack.servers import ServerAddresses
+from tests.redis_targets import TARGETS, RedisTarget
 from tests.support import Pipeline, running_pipeline
 
 
@@ -21,3 +22,9 @@ def pipeline(servers: ServerAddresses, tmp_path_factory: pytest.TempPathFactory)
 def client() -> Iterator[httpx.Client]:
     with httpx.Client(timeout=10.0) as http:
         yield http
+
+
+@pytest.fixture(params=list(TARGETS))
+def redis_target(request: pytest.FixtureRequest) -> RedisTarget:
+    """Each kind of Redis in turn (tests/redis_targets.py)."""
+    return TARGETS[request.param](request)

@@ -1,18 +1,18 @@
-"""The admission gate (services/votes/admission.py) against the suite's real Redis: its two ways of keeping a ballot.
+"""The admission gate (services/votes/admission.py) against real Redis servers: the ways a claim keeps a ballot.
 
-A claim with a rate limit or an Idempotency-Key runs ``admission.lua``; a claim with the ballot alone (limits off,
-no key) is one native ``SET ... GET``. Both must decide alike and leave Redis alike, whichever connection carries
-them (the coalesced pipe, or redis-py's pool where the pipe cannot go).
+A claim with the ballot alone (limits off, no Idempotency-Key), with a rate limit, or with a key: ``admission.lua``
+must decide them alike and leave Redis alike, on every kind of Redis the service may be given: the suite's plain
+one, one asking for a password (or an ACL user's), one over TLS.
 """
 
 import secrets
 
 import pytest
 
-from infra.stack.servers import ServerAddresses
 from services.votes.admission import Claim, Gate, IdempotencyRecord, Outcome, ballot_key, record_key
 from services.votes.limits import Limit
 from services.votes.redis_link import RedisLink
+from tests.redis_targets import RedisTarget
 
 BALLOT_TTL_S = 600
 # Verdicts in turn, and what each must be told: a repeat changes nothing, a change or a retraction proceeds.
@@ -37,14 +37,9 @@ def _claim(way: str, key: str, ballot: str) -> Claim:
     return Claim(record_key=record_key(secrets.token_hex(8)), record=record, ballot_key=key, ballot=ballot)
 
 
-@pytest.mark.parametrize("through_pipe", [True, False], ids=["pipe", "redis-py"])
 @pytest.mark.parametrize("way", ["ballot alone", "with a limit", "with a key"])
-async def test_each_way_tells_a_repeat_from_a_change_and_keeps_the_ballot(
-    servers: ServerAddresses, way: str, through_pipe: bool
-) -> None:
-    link = RedisLink(servers.redis_url, timeout_s=2.0, pool_size=2)
-    if not through_pipe:
-        link.pipe = None
+async def test_each_way_tells_a_repeat_from_a_change_and_keeps_the_ballot(redis_target: RedisTarget, way: str) -> None:
+    link = redis_target.link(timeout_s=2.0)
     gate = Gate(link, record_ttl_s=60, ballot_ttl_s=BALLOT_TTL_S)
     key = ballot_key(secrets.token_hex(8), "a-vs-b", "a")
     try:

@@ -46,6 +46,7 @@ CASES: list[Any] = [
     ("votes", "SHIPSKIP_PUBLIC_READ_API", "read.example.com", "not a base URL"),
     ("votes", "SHIPSKIP_VOTES_PORT", "80800", "out of range"),
     ("votes", "SHIPSKIP_REDIS_URL", "http://127.0.0.1:6379", "must start with redis://"),
+    ("votes", "SHIPSKIP_REDIS_CA_FILE", "/etc/ssl/certs/ca-certificates.crt", "does not start with rediss://"),
     ("read", "SHIPSKIP_NATS_URL", None, "not set"),
     ("read", "SHIPSKIP_DATABASE_URL", "mysql://127.0.0.1/shipskip", "must start with postgresql://"),
     ("read", "SHIPSKIP_MIN_BALLOTS", "ten", "not a whole number"),
