@@ -5,10 +5,11 @@ CORS and every app middleware wrap it as any handler): Litestar still routes it 
 OPTIONS) and documents it from its handler, but does not run that handler. For a handler Litestar would make a
 ``Request`` of its own, look for a cached response, run the handler through its parameter model inside an
 ``AsyncExitStack`` and then convert what it returns: about 16 µs of a vote's 150 (5 to 23 in five runs of
-``python -m bench.votes_cpu`` alternated with a handler returning ``answer_vote``, on a loaded machine). Litestar's exception middleware around a route is private
-(``litestar._asgi.utils``), so ``answer_vote`` answers its own refusals with the service's exception handlers
-(services/shared/http.py, ``error_answer``): the answers Litestar would give, CORS headers included
-(tests/integration/test_abuse_votes.py compares every kind of answer with those of the former routing).
+``python -m bench.votes_cpu`` alternated with a handler returning ``answer_vote``, on a loaded machine).
+Litestar's exception middleware around a route is private (``litestar._asgi.utils``), so ``answer_vote`` answers
+its own refusals with the service's exception handlers (services/shared/http.py, ``error_answer``): the answers
+Litestar would give, CORS headers included (tests/integration/test_abuse_votes.py compares every kind of answer
+with those of the former routing).
 """
 
 import math
