@@ -142,3 +142,13 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     HTTPException: _on_http_exception,
     Exception: _on_unexpected,
 }
+
+
+def error_answer(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """The answer to ``exc`` from ``EXCEPTION_HANDLERS``, the handler of its nearest class, as Litestar picks it; for
+    a route that answers without Litestar's exception middleware (services/votes/routes.py, ``AnswerVote``)."""
+    for kind in type(exc).__mro__:
+        handler = EXCEPTION_HANDLERS.get(kind)
+        if handler is not None:
+            return handler(request, exc)
+    raise AssertionError("Exception has a handler")  # pragma: no cover

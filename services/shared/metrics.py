@@ -16,14 +16,16 @@ import contextlib
 import os
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, values
+from prometheus_client.core import Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.registry import Collector
 
-from services.shared.metric_buffer import MetricBuffer
+from services.shared.metric_buffer import MetricBuffer, histograms_of
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 """The Prometheus text format, version 0.0.4."""
@@ -63,21 +65,39 @@ def _remove_finished_runs(base: Path) -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+_values_folder: Path | None = None
+"""The folder prometheus-client's value class was last chosen for (by ``use_run_folder``)."""
+
+
 def use_run_folder(service: str, base: Path) -> Path:
     """Switch this worker to multiprocess metrics in the folder of its granian run; call before any metric exists.
 
-    prometheus-client picks how it stores values when it is first imported (``PROMETHEUS_MULTIPROC_DIR``); this
-    process may have imported it before the folder was known, so the choice is made again here.
+    prometheus-client picks how it stores values once, when it is first imported, from ``PROMETHEUS_MULTIPROC_DIR``,
+    and has no way to switch later (prometheus/client_python#886, open). This process imported it before the folder
+    was known (the app's modules import it), so its chooser, ``values.get_value_class``, is asked again here with
+    the folder set, once per folder: a second value class for the same folder would map its files twice.
     """
+    global _values_folder
     parent = os.getppid()
     base.mkdir(parents=True, exist_ok=True)
     _remove_finished_runs(base)
     folder = base / f"{service}-{parent}-{_process_start(parent)}"
     folder.mkdir(exist_ok=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
-    if not getattr(values.ValueClass, "_multiprocess", False):
+    if _values_folder != folder:
         values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+        _values_folder = folder
     return folder
+
+
+class _WorkersCollector(Collector):
+    """Every worker's values from the run's files, with the buffered histograms as histograms (metric_buffer.py)."""
+
+    def __init__(self, folder: Path) -> None:
+        self._files = MultiProcessCollector(None, path=str(folder))  # type: ignore[no-untyped-call]
+
+    def collect(self) -> Iterable[Metric]:
+        return histograms_of(self._files.collect())  # type: ignore[no-untyped-call]
 
 
 class WorkersExposition:
@@ -89,7 +109,7 @@ class WorkersExposition:
         self._refresh = refresh
         """Brings this worker's sampled gauges up to date before a scrape."""
         self._registry = CollectorRegistry()
-        MultiProcessCollector(self._registry, path=str(folder))  # type: ignore[no-untyped-call]
+        self._registry.register(_WorkersCollector(folder))
 
     def render(self) -> bytes:
         if self._refresh is not None:

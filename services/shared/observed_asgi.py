@@ -25,10 +25,10 @@ from typing import Any, cast
 
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter
 
 from services.shared.logs import REQUEST_ID
-from services.shared.metric_buffer import BufferedHistogram, MetricBuffer
+from services.shared.metric_buffer import BufferedHistogram, BufferedHistogramFamily, MetricBuffer
 from services.shared.telemetry_settings import AccessLog
 
 log = logging.getLogger("shipskip.access")
@@ -100,12 +100,11 @@ class HttpMetrics:
             ["route", "method", "status"],
             registry=None,
         )
-        self.duration = Histogram(
+        self.duration = BufferedHistogramFamily(
             "shipskip_http_request_duration_seconds",
             "Time until the response started, by route template",
             ["route"],
-            buckets=DURATION_BUCKETS,
-            registry=None,
+            DURATION_BUCKETS,
         )
         self._series: dict[tuple[str, str, int], tuple[Counter, BufferedHistogram]] = {}
 
@@ -113,7 +112,7 @@ class HttpMetrics:
         series = self._series.get((route, method, status))
         if series is None:
             label = method if method in _METHODS else "other"
-            series = (self.requests.labels(route, label, str(status)), BufferedHistogram(self.duration.labels(route)))
+            series = (self.requests.labels(route, label, str(status)), self.duration.labels(route))
             self._series[(route, method, status)] = series
         self._buffer.count(series[0])
         self._buffer.observe(series[1], seconds)

@@ -1,16 +1,27 @@
 """What the OpenAPI documents (``/schema/openapi.json``) say the handlers answer. Documentation only.
 
-The handlers return pre-encoded msgspec JSON (``Response[bytes]``) and read request bodies raw, so Litestar cannot
-infer the shapes from their signatures: each route names them with ``responses=`` (and, for a body or a query
-Litestar does not parse, an ``operation_class``). None of this is used to answer a request.
+The handlers return pre-encoded msgspec JSON (``Response[bytes]``) and read request bodies and headers raw, so
+Litestar cannot infer the shapes from their signatures: each route names them with ``responses=``, and with an
+``operation_class`` (``documented``) what else a client must know: a body or a parameter Litestar does not parse,
+and the headers of its answers (rate limits, Retry-After). None of this is used to answer a request.
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, RequestBody, Schema
+from litestar.openapi.spec import (
+    OpenAPIHeader,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Operation,
+    Parameter,
+    RequestBody,
+    Schema,
+)
 
 from contracts.http import ErrorBody
 
@@ -79,3 +90,64 @@ def json_body(struct: type[msgspec.Struct], description: str) -> RequestBody:
         description=description,
         required=True,
     )
+
+
+def _rate_limit(required: bool) -> dict[str, OpenAPIHeader]:
+    text = Schema(type=OpenAPIType.STRING)
+    absent = "" if required else " Absent when no limit applies (limits off)."
+    return {
+        "RateLimit": OpenAPIHeader(
+            schema=text,
+            required=required,
+            description=(
+                "The most restrictive rate limit that applies, as of this answer (draft-ietf-httpapi-ratelimit-"
+                'headers): `"voter";r=9;t=2` is 9 requests left under the policy named voter, whole again in 2 s.'
+                + absent
+            ),
+        ),
+        "RateLimit-Policy": OpenAPIHeader(
+            schema=text,
+            required=required,
+            description='That limit\'s policy: `"voter";q=30;w=60` is 30 requests per 60 s.' + absent,
+        ),
+    }
+
+
+RATE_LIMIT = _rate_limit(required=False)
+"""The rate-limit headers of an answer that went through the limiter, if any limit applied."""
+
+RETRY_AFTER = {
+    "Retry-After": OpenAPIHeader(
+        schema=Schema(type=OpenAPIType.STRING, pattern="^[0-9]+$"),
+        required=True,
+        description="Seconds to wait before trying again (also the body's `retry_after`).",
+    )
+}
+
+RATE_LIMITED = {**_rate_limit(required=True), **RETRY_AFTER}
+"""The headers of a 429: the limit that refused, and when to retry."""
+
+
+def documented(
+    *,
+    body: RequestBody | None = None,
+    parameters: Sequence[Parameter] = (),
+    headers: Mapping[int, Mapping[str, OpenAPIHeader]] | None = None,
+) -> type[Operation]:
+    """An ``operation_class`` for a route: the operation Litestar builds, with a body, parameters and the headers of
+    its answers (by status) that the handler's signature does not show."""
+    answer_headers = dict(headers or {})
+
+    @dataclass
+    class DocumentedOperation(Operation):
+        def __post_init__(self) -> None:
+            if body is not None:
+                self.request_body = body
+            if parameters:
+                self.parameters = [*(self.parameters or ()), *parameters]
+            for status, named in answer_headers.items():
+                response = (self.responses or {})[str(status)]
+                assert isinstance(response, OpenAPIResponse), f"{status} is documented by the route"
+                response.headers = {**(response.headers or {}), **named}
+
+    return DocumentedOperation

@@ -7,6 +7,7 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components
 from litestar.types import ASGIApp
 
 from services.shared.catalog_view import CatalogView
@@ -23,9 +24,8 @@ from services.shared.ops_routes import OPS_ROUTES
 from services.shared.readiness import Check, nats_check
 from services.shared.telemetry_settings import TelemetrySettings
 from services.votes.admission import Gate
+from services.votes.api_doc import DESCRIPTION, VOTER_SCHEMES
 from services.votes.ballot_box import BALLOT_MEMORY_S
-from services.votes.cast_fast_path import CastFastPath
-from services.votes.cast_front import CastFront
 from services.votes.client_address import ClientAddresses
 from services.votes.context import VotesContext
 from services.votes.cors import CorsMiddleware
@@ -97,13 +97,17 @@ def create_app(settings: VotesSettings | None = None, telemetry: TelemetrySettin
         lifespan=[flushing(buffer), lifespan, frozen_after_start],  # frozen last: after everything is built
         exception_handlers=EXCEPTION_HANDLERS,
         logging_config=None,  # configure_logging above: JSON lines, request ids
-        # The vote POST's fast path is the innermost: CORS (and whatever else is listed) wraps it as any route.
-        middleware=[DefineMiddleware(CorsMiddleware, origins=settings.cors_origins), CastFastPath],
-        openapi_config=OpenAPIConfig(title="shipskip votes", version="1", render_plugins=schema_pages()),
+        middleware=[DefineMiddleware(CorsMiddleware, origins=settings.cors_origins)],
+        openapi_config=OpenAPIConfig(
+            title="shipskip votes",
+            version="1",
+            description=DESCRIPTION,
+            components=Components(security_schemes=VOTER_SCHEMES),
+            render_plugins=schema_pages(),
+        ),
         state=State({"exposition": WorkersExposition(metrics_folder, buffer)}),
     )
-    # The vote POST is routed in front of Litestar (cast_front.py), to the same route app Litestar would call.
-    return ObservedApp(CastFront(app), HttpMetrics(buffer), telemetry.access_log, votes_metrics.answered)
+    return ObservedApp(app, HttpMetrics(buffer), telemetry.access_log, votes_metrics.answered)
 
 
 def publishes_check(nats: Check, publisher: VotePublisher) -> Check:

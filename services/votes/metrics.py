@@ -7,9 +7,9 @@ All of it is counted through the worker's buffer (services/shared/metric_buffer.
 """
 
 from litestar.types import Scope
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter
 
-from services.shared.metric_buffer import BufferedHistogram, MetricBuffer
+from services.shared.metric_buffer import BufferedHistogramFamily, MetricBuffer
 from services.shared.observed_asgi import refusal_of
 
 CAST_ROUTE = "/v1/comparisons/{comparison_id}/votes"
@@ -47,15 +47,12 @@ class VotesMetrics:
             ["limit"],
             registry=None,
         )
-        self.publish_seconds = Histogram(
-            "shipskip_publish_seconds",
-            "JetStream publish of a vote, until acknowledged or failed",
-            buckets=PUBLISH_BUCKETS,
-            registry=None,
+        self.publish_seconds = BufferedHistogramFamily(
+            "shipskip_publish_seconds", "JetStream publish of a vote, until acknowledged or failed", [], PUBLISH_BUCKETS
         )
         self._accepted = {action: self.accepted.labels(action) for action in _ACTIONS.values()}
         self._unchanged = {action: self.unchanged.labels(action) for action in _ACTIONS.values()}
-        self._publish = BufferedHistogram(self.publish_seconds)
+        self._publish = self.publish_seconds.labels()
 
     def published(self, seconds: float) -> None:
         """One publish to JetStream took this long (acked or failed)."""

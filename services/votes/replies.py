@@ -1,10 +1,11 @@
-"""The answers to a vote, encoded once where they never change, and sent either through Litestar or straight to
-the ASGI server (``cast_fast_path.py``) with the same bytes and headers."""
+"""The answers to a vote, encoded once where they never change, and sent either as a Litestar ``Response`` or as
+the two ASGI messages Litestar would send for it (the vote POST's answer, routes.answer_vote)."""
 
 from typing import NamedTuple
 
 import msgspec
 from litestar import Response
+from litestar.types import HTTPResponseBodyEvent, HTTPResponseStartEvent, Send
 
 from contracts.http import VoteAccepted
 
@@ -28,6 +29,14 @@ class Reply(NamedTuple):
         headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in self.headers.items()]
         headers += [(b"content-type", JSON), (b"content-length", b"%d" % len(self.body))]
         return headers
+
+    async def send(self, send: Send) -> None:
+        """The two ASGI messages Litestar sends for ``response()``."""
+        headers = self.raw_headers()
+        start: HTTPResponseStartEvent = {"type": "http.response.start", "status": self.status, "headers": headers}
+        await send(start)
+        body: HTTPResponseBodyEvent = {"type": "http.response.body", "body": self.body, "more_body": False}
+        await send(body)
 
 
 def unchanged(headers: dict[str, str]) -> Reply:

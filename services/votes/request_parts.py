@@ -2,10 +2,11 @@
 
 Litestar's ``Request`` decodes every header into a multidict the first time any is read, and reads the body
 through an async generator: together a twelfth of the votes process's CPU per vote outside the HTTP server
-(in-process profile, bench/README.md). The routes read six headers and one small body; here one pass over the
-raw headers keeps those six, and the body is read with the same limit and the same refusals as
+(in-process profile, bench/README.md). The routes read a few headers and one small body; here one pass over the
+raw headers keeps those (and every X-Forwarded-For), and the body is read with the same limit and the same refusals as
 ``Request.stream`` (413 past the route's limit, announced or streamed; a 400 for a content-length that is not a
-number; the disconnect error), so every answer stays what Litestar gave.
+number; the disconnect error), so every answer stays what Litestar gave. What needs parsing (a cookie, a
+content type other than plain ``application/json``) is left to ``Request``'s own parsers.
 """
 
 from collections.abc import Iterable
@@ -14,7 +15,15 @@ from litestar.exceptions import ClientException, InternalServerException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.types import HTTPReceiveMessage, Receive
 
-_KEPT = frozenset({b"x-voter-token", b"cookie", b"idempotency-key", b"origin", b"content-type", b"content-length"})
+VOTER_HEADER = "X-Voter-Token"
+VOTER_COOKIE = "shipskip_voter"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+MAX_IDEMPOTENCY_KEY = 255
+"""The longest Idempotency-Key accepted, in characters (of the header's bytes read as latin-1)."""
+
+_KEPT = frozenset(
+    {VOTER_HEADER.lower().encode(), IDEMPOTENCY_HEADER.lower().encode(), b"origin", b"content-type", b"content-length"}
+)
 _FORWARDED_FOR = b"x-forwarded-for"
 
 

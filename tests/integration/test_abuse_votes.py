@@ -372,57 +372,138 @@ def test_answers_are_json_and_never_500(votes: ServiceProcess, client: httpx.Cli
     assert all(r.headers["content-type"].startswith("application/json") for r in odd)
 
 
-# -- the vote POST routed in front of Litestar (services/votes/cast_front.py) -----------------------------------
+# -- every answer of the vote POST, exactly (status, headers in order, body) -----------------------------------
 
 _VARYING = {"x-request-id", "date", "ratelimit"}  # the request's id, the clock, counters one vote further on
 _SERVERS_OWN = {"connection"}
 """Hop-by-hop, granian's and not the app's: a refusal answered before the body was read gets "connection: close"
-when the body had not all arrived by then (seen once in a fresh-clone run, on one of the two paths)."""
+when the body had not all arrived by then."""
 
 
 def _answer(response: httpx.Response) -> tuple[int, list[tuple[str, str]], object]:
     headers = [(k, "" if k in _VARYING else v) for k, v in response.headers.items() if k not in _SERVERS_OWN]
-    body = response.json()
+    body = response.json() if response.content else None
     if isinstance(body, dict) and body.get("event_id"):
         body["event_id"] = "<new>"
     return response.status_code, headers, body
 
 
+_LIMITS = [("ratelimit-policy", '"voter";q=30;w=60'), ("ratelimit", "")]
+_CORS = [
+    ("access-control-allow-origin", SITE),
+    ("access-control-allow-credentials", "true"),
+    ("access-control-expose-headers", "RateLimit, RateLimit-Policy, Retry-After"),
+    ("vary", "Origin"),
+]
+_SERVER = [("x-request-id", ""), ("server", "granian"), ("date", "")]
+_VOTE = b'{"tool_id": "windsurf-swe-1", "verdict": "ship"}'
+_TOO_LARGE = b'{"tool_id": "windsurf-swe-1", "verdict": "ship", "pad": "' + b"x" * 5000 + b'"}'
+_ACCEPTED = {"status": "accepted", "event_id": "<new>"}
+
+
+def _json(length: int) -> list[tuple[str, str]]:
+    return [("content-type", "application/json"), ("content-length", str(length))]
+
+
+def _error(error: str, detail: str) -> dict[str, str]:
+    return {"error": error, "detail": detail}
+
+
+# What the vote POST answered when it was routed in front of Litestar (services/votes/cast_front.py, removed), and
+# through Litestar's own routing and handler: the answers that must not change.
 @pytest.mark.parametrize(
-    ("case", "headers", "body"),
+    ("case", "headers", "body", "status", "answer_headers", "answer"),
     [
-        ("accepted, listed site", {"Origin": SITE}, b'{"tool_id": "windsurf-swe-1", "verdict": "ship"}'),
-        ("accepted, no origin", {}, b'{"tool_id": "windsurf-swe-1", "verdict": "skip"}'),
-        ("other origin", {"Origin": STRANGER}, b'{"tool_id": "windsurf-swe-1", "verdict": "ship"}'),
-        ("no token", {"X-Voter-Token": ""}, b'{"tool_id": "windsurf-swe-1", "verdict": "ship"}'),
-        ("forged token", {"X-Voter-Token": "AAAA.BBBB"}, b'{"tool_id": "windsurf-swe-1", "verdict": "ship"}'),
-        ("malformed", {"Origin": SITE}, b'{"tool_id": '),
-        ("not JSON", {"Content-Type": "text/plain"}, b'{"tool_id": "windsurf-swe-1", "verdict": "ship"}'),
-        ("repeated key", {}, b'{"tool_id": "windsurf-swe-1", "verdict": "ship", "verdict": "skip"}'),
-        ("too large", {}, b'{"tool_id": "windsurf-swe-1", "verdict": "ship", "pad": "' + b"x" * 5000 + b'"}'),
-        ("unknown tool", {}, b'{"tool_id": "smolvlm2-2b", "verdict": "ship"}'),
+        ("accepted, listed site", {"Origin": SITE}, _VOTE, 202, [*_LIMITS, *_json(61), *_CORS, *_SERVER], _ACCEPTED),
+        ("accepted, no origin", {}, _VOTE, 202, [*_LIMITS, *_json(61), *_SERVER], _ACCEPTED),
+        (
+            "other origin", {"Origin": STRANGER}, _VOTE, 403, [("vary", "Origin"), *_json(146), *_SERVER],
+            _error(
+                "origin_not_allowed",
+                "pages of 'https://evil.example.net' may not call this API (it is not one of the configured site "
+                "origins)",
+            ),
+        ),
+        (
+            "no token", {"X-Voter-Token": ""}, _VOTE, 401, [*_json(110), *_SERVER],
+            _error("voter_token_missing", "send the voter token from POST /v1/voters (cookie or X-Voter-Token)"),
+        ),
+        (
+            "forged token", {"X-Voter-Token": "AAAA.BBBB"}, _VOTE, 401, [*_json(64), *_SERVER],
+            _error("voter_token_refused", "malformed voter token"),
+        ),
+        (
+            "malformed", {"Origin": SITE}, b'{"tool_id": ', 400, [*_json(90), *_CORS, *_SERVER],
+            _error("malformed_json", "the body is not valid JSON: Input data was truncated"),
+        ),
+        (
+            "not JSON", {"Content-Type": "text/plain"}, _VOTE, 415, [*_json(79), *_SERVER],
+            _error("unsupported_media_type", "send the vote as application/json"),
+        ),
+        (
+            "not JSON, listed site", {"Content-Type": "text/plain", "Origin": SITE}, b"{}", 415,
+            [*_json(79), *_CORS, *_SERVER], _error("unsupported_media_type", "send the vote as application/json"),
+        ),
+        (
+            "JSON with a charset", {"Content-Type": "Application/JSON; charset=utf-8"}, _VOTE, 202,
+            [*_LIMITS, *_json(61), *_SERVER], _ACCEPTED,
+        ),
+        (
+            "repeated key", {}, b'{"tool_id": "windsurf-swe-1", "verdict": "ship", "verdict": "skip"}', 422,
+            [*_json(67), *_SERVER], _error("invalid_vote", "the key 'verdict' appears twice"),
+        ),
+        (
+            "too large", {}, _TOO_LARGE, 413, [*_json(62), *_SERVER],
+            _error("body_too_large", "Request Entity Too Large"),
+        ),
+        (
+            "too large, listed site", {"Origin": SITE}, _TOO_LARGE, 413, [*_json(62), *_CORS, *_SERVER],
+            _error("body_too_large", "Request Entity Too Large"),
+        ),
+        (
+            "unknown tool", {}, b'{"tool_id": "smolvlm2-2b", "verdict": "ship"}', 404, [*_json(109), *_SERVER],
+            _error("unknown_tool", "tool 'smolvlm2-2b' is not in comparison 'llama-4-scout-vs-windsurf-swe-1'"),
+        ),
     ],
-)
-def test_the_vote_post_answers_alike_in_front_of_litestar_and_through_it(
-    votes: ServiceProcess, client: httpx.Client, case: str, headers: dict[str, str], body: bytes
+)  # fmt: skip
+def test_the_vote_post_answers_exactly_as_before(
+    votes: ServiceProcess,
+    client: httpx.Client,
+    case: str,
+    headers: dict[str, str],
+    body: bytes,
+    status: int,
+    answer_headers: list[tuple[str, str]],
+    answer: object,
 ) -> None:
-    # A trailing slash is the same route to Litestar, which the front leaves to Litestar's own routing and handler.
-    answers = []
+    # A trailing slash is the same route to Litestar.
     for path in (f"/v1/comparisons/{LLAMA}/votes", f"/v1/comparisons/{LLAMA}/votes/"):
         sent = {"Content-Type": "application/json", "X-Voter-Token": new_token(client, votes.url), **headers}
         sent = {name: value for name, value in sent.items() if value}  # an empty value: the header left out
-        answers.append(_answer(client.post(votes.url + path, content=body, headers=sent)))
-    assert answers[0][0] != 500
-    assert answers[0] == answers[1]
+        assert _answer(client.post(votes.url + path, content=body, headers=sent)) == (status, answer_headers, answer)
 
 
-def test_an_unchanged_vote_answers_alike_in_front_of_litestar_and_through_it(
+def test_a_vote_by_cookie_and_an_unchanged_vote_answer_exactly_as_before(
     votes: ServiceProcess, client: httpx.Client
 ) -> None:
     token = new_token(client, votes.url)
-    assert send_vote(client, votes.url, token, "ship", LLAMA, TOOL).status_code == 202
-    body = {"tool_id": TOOL, "verdict": "ship"}
+    client.cookies.clear()  # the cookie of new_token's answer
     path = f"{votes.url}/v1/comparisons/{LLAMA}/votes"
-    answers = [_answer(client.post(path + slash, json=body, headers={"X-Voter-Token": token})) for slash in ("", "/")]
-    assert answers[0][0] == 200
-    assert answers[0] == answers[1]
+    cookie = {"Content-Type": "application/json", "Cookie": f"theme=dark; shipskip_voter={token}; x=1"}
+    assert _answer(client.post(path, content=_VOTE, headers=cookie)) == (
+        202, [*_LIMITS, *_json(61), *_SERVER], _ACCEPTED
+    )  # fmt: skip
+    again = client.post(path, content=_VOTE, headers={"Content-Type": "application/json", "X-Voter-Token": token})
+    assert _answer(again) == (200, [*_LIMITS, *_json(38), *_SERVER], {"status": "unchanged", "event_id": None})
+
+
+def test_other_methods_on_the_vote_path_answer_exactly_as_before(votes: ServiceProcess, client: httpx.Client) -> None:
+    path = f"{votes.url}/v1/comparisons/{LLAMA}/votes"
+    not_allowed = (
+        405,
+        [("allow", "POST, OPTIONS"), *_json(60), *_SERVER],
+        _error("method_not_allowed", "Method Not Allowed"),
+    )
+    assert _answer(client.get(path)) == not_allowed
+    assert _answer(client.put(path, content=_VOTE)) == not_allowed
+    assert _answer(client.options(path)) == (204, [("allow", "OPTIONS, POST"), *_SERVER], None)

@@ -1,4 +1,4 @@
-"""Request ids, log lines, telemetry settings, the metric buffer, the run folders and the projector's tiny server."""
+"""Request ids, log lines, telemetry settings, the run folders and the projector's tiny server."""
 
 import asyncio
 import io
@@ -10,11 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry, Histogram
 
 from services.shared.config import ConfigError, Env
 from services.shared.logs import REQUEST_ID, JsonFormatter, TextFormatter, configure_logging, wants_json
-from services.shared.metric_buffer import BufferedHistogram, MetricBuffer
 from services.shared.metrics import _process_start, _remove_finished_runs
 from services.shared.monitor_server import Answer, MonitorServer, json_answer
 from services.shared.observed_asgi import request_id
@@ -120,50 +118,6 @@ def test_telemetry_defaults() -> None:
     settings = TelemetrySettings.from_env(Env({}, {}))
     assert (settings.log_format, settings.log_level, settings.access_log) == ("auto", "info", "errors")
     assert (settings.projector_host, settings.projector_port) == ("127.0.0.1", 8082)
-
-
-def test_a_buffered_histogram_reads_exactly_as_one_observed_value_by_value() -> None:
-    buckets = (0.001, 0.01, 0.1, 1.0)
-    values = [0.0005, 0.001, 0.002, 0.01, 0.05, 0.5, 1.0, 3.0, 0.0, 0.0999]
-    direct_registry, buffered_registry = CollectorRegistry(), CollectorRegistry()
-    direct = Histogram("h_seconds", "h", ["route"], buckets=buckets, registry=direct_registry)
-    buffered = Histogram("h_seconds", "h", ["route"], buckets=buckets, registry=buffered_registry)
-    buffer = MetricBuffer()
-    series = BufferedHistogram(buffered.labels("/a"))
-    for value in values:
-        direct.labels("/a").observe(value)
-        buffer.observe(series, value)
-    assert _samples(buffered_registry) != _samples(direct_registry)  # nothing until flushed
-    buffer.flush()
-    assert _samples(buffered_registry) == _samples(direct_registry)
-    assert _samples(buffered_registry)[("h_seconds_count", ())] == len(values)
-    buffer.flush()  # flushing twice adds nothing
-    assert _samples(buffered_registry) == _samples(direct_registry)
-
-
-def _samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Every sample but the creation times (which differ by construction)."""
-    return {
-        (sample.name, tuple(sorted((k, v) for k, v in sample.labels.items() if k != "route"))): sample.value
-        for family in registry.collect()
-        for sample in family.samples
-        if not sample.name.endswith("_created")
-    }
-
-
-def test_buffered_counts_reach_the_counter_at_flush() -> None:
-    from prometheus_client import Counter
-
-    registry = CollectorRegistry()
-    counter = Counter("c", "c", ["k"], registry=registry)
-    buffer = MetricBuffer()
-    for _ in range(5):
-        buffer.count(counter.labels("a"))
-    buffer.count(counter.labels("b"), 2)
-    assert registry.get_sample_value("c_total", {"k": "a"}) == 0
-    buffer.flush()
-    assert registry.get_sample_value("c_total", {"k": "a"}) == 5
-    assert registry.get_sample_value("c_total", {"k": "b"}) == 2
 
 
 def test_the_folders_of_finished_runs_are_removed_and_live_ones_kept(tmp_path: Path) -> None:

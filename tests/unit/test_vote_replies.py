@@ -1,5 +1,5 @@
-"""The vote POST's fast path (services/votes/cast_fast_path.py) sends what Litestar would send for the same reply:
-the same status, headers in the same order and casing, and body."""
+"""The vote POST's answer (``Reply.send``, services/votes/replies.py) sends what Litestar would send for the same
+reply as a ``Response``: the same status, headers in the same order and casing, and body."""
 
 from typing import Any
 
@@ -7,7 +7,6 @@ import pytest
 from litestar import Litestar, Response, get
 from litestar.types import Message, Scope
 
-from services.votes.cast_fast_path import send_reply
 from services.votes.replies import Reply, accepted, unchanged
 
 REPLIES = [
@@ -41,17 +40,17 @@ async def _messages(app: Any, path: str) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("reply", REPLIES)
-async def test_the_fast_path_sends_what_litestar_sends(reply: Reply) -> None:
+async def test_a_reply_sends_what_litestar_sends_for_its_response(reply: Reply) -> None:
     @get("/reply", sync_to_thread=False)
     def through_litestar() -> Response[bytes]:
         return reply.response()
 
-    async def fast(scope: Scope, receive: Any, send: Any) -> None:
-        await send_reply(send, reply)
+    async def direct(scope: Scope, receive: Any, send: Any) -> None:
+        await reply.send(send)
 
     litestar = await _messages(Litestar(route_handlers=[through_litestar]), "/reply")
     assert litestar[0]["status"] == reply.status  # the handler's reply, not a Litestar error
-    assert await _messages(fast, "/reply") == litestar
+    assert await _messages(direct, "/reply") == litestar
 
 
 def test_the_unchanged_answer_is_encoded_once() -> None:

@@ -17,7 +17,7 @@ from litestar.datastructures import State
 from litestar.enums import ParamType
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import OpenAPIType, Operation, Parameter, Schema
+from litestar.openapi.spec import OpenAPIType, Parameter, Schema
 from litestar.response import Stream
 from litestar.types import ASGIApp, ControllerRouterHandler
 from nats.aio.client import Client as NATS
@@ -42,7 +42,7 @@ from services.shared.logs import configure_logging
 from services.shared.metric_buffer import MetricBuffer, flushing
 from services.shared.metrics import WorkersExposition, use_run_folder
 from services.shared.observed_asgi import HttpMetrics, ObservedApp
-from services.shared.openapi import answers
+from services.shared.openapi import RETRY_AFTER, answers, documented
 from services.shared.openapi_ui.pages import schema_pages
 from services.shared.ops_routes import OPS_ROUTES
 from services.shared.readiness import Check, nats_check, postgres_check
@@ -79,12 +79,6 @@ _BATCH_IDS = Parameter(
         max_items=MAX_BATCH,
     ),
 )
-
-
-@dataclass
-class _BatchOperation(Operation):
-    def __post_init__(self) -> None:
-        self.parameters = [_BATCH_IDS]
 
 
 @dataclass
@@ -184,6 +178,7 @@ async def community(request: Request[Any, Any, Any], comparison_id: str) -> ASGI
         ),
         **answers({}, 400, 404, 503),
     },
+    operation_class=documented(headers={503: RETRY_AFTER}),
 )
 async def community_stream(request: Request[Any, Any, Any], comparison_id: str) -> Stream:
     context = _context(request)
@@ -204,7 +199,7 @@ async def community_stream(request: Request[Any, Any, Any], comparison_id: str) 
 @get(
     "/v1/community",
     summary="Live community figures of several comparisons (?comparison_id=A&comparison_id=B)",
-    operation_class=_BatchOperation,
+    operation_class=documented(parameters=[_BATCH_IDS]),
     responses=answers({200: (CommunityBatch, "The figures of each comparison named, once each")}, 400, 404),
 )
 async def community_batch(request: Request[Any, Any, Any]) -> Response[bytes]:
