@@ -140,8 +140,12 @@ def running(folder: Path, data: Path | None = None, *, closed_stdout: bool = Fal
     runner = Runner(process, data, folder / "stack.json", folder / "run.out", env, votes_port, read_port)
 
     def serving() -> bool:
-        holder = read_holder(data / LOCK_NAME)  # says where it serves once it does (its banner may go nowhere)
-        return (holder is not None and holder.votes_url is not None) or process.poll() is not None
+        if process.poll() is not None:
+            return True
+        if not closed_stdout:
+            return "shipskip is running" in runner.output()
+        holder = read_holder(data / LOCK_NAME)  # says where it serves once it does (the banner goes nowhere here)
+        return holder is not None and holder.votes_url is not None
 
     try:
         wait_until(serving, timeout=120)

@@ -36,7 +36,7 @@ class Script:
         return self.process.poll()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
+        if self.process is not None:
             self.process.kill()
             self.process.wait()
 
@@ -75,7 +75,10 @@ def test_a_unit_that_stayed_up_starts_its_backoff_again_and_is_never_given_up(tm
     supervisor = Supervisor(said.append, policy=policy)
     unit = Script(tmp_path, run_s=0.4)  # up longer than stable_s each time
     supervisor.launch(unit)
-    supervise(supervisor, until_s=2.5)
+    try:
+        supervise(supervisor, until_s=2.5)
+    finally:
+        unit.stop()
     assert len(said) >= 3, said  # more crashes than the burst, each after a stable run
     assert all(line.endswith("restarting it in 0.05 s") for line in said), said
 
