@@ -1,10 +1,14 @@
 """``shipskip``: run the local stack, run one service, manage the catalogue.
 
-Server addresses come from the environment or from the file ``shipskip run`` writes (.shipskip/stack.json).
+Server addresses come from the environment or from the file ``shipskip run`` writes (.shipskip/stack.json; the
+secrets it needs from the owner-only file that one names). Output to a reader that went away (``shipskip status |
+head``) ends the command quietly.
 """
 
 import argparse
 import asyncio
+import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     for name, help_text in (
-        ("up", "run the whole local stack in the foreground until Ctrl-C, each HTTP service with --workers copies"),
+        (
+            "up",
+            "run the whole local stack in the foreground until Ctrl-C, restarting what crashes, each HTTP service"
+            " with --workers copies",
+        ),
         ("run", "run the whole local stack in the foreground until Ctrl-C (as `up`; what `make run` calls)"),
     ):
         stack = commands.add_parser(name, help=help_text)
@@ -153,11 +161,29 @@ def _port(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        try:
+            return _main(argv)
+        finally:
+            sys.stdout.flush()  # here, where a reader that went away can still be told from an error
+    except BrokenPipeError:
+        # `shipskip status | head`: the reader has all it wanted. Stop quietly with the status of a Unix tool ended
+        # by SIGPIPE (Python ignores the signal, so that sockets get an error instead: it stays ignored here), and
+        # point stdout at /dev/null so the interpreter's last flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 128 + signal.SIGPIPE
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         # JSON lines in a container or a log file, text at a terminal (services/shared/logs.py).
         configure_logging(TelemetrySettings.from_env(), args.command)
         return _dispatch(args)
+    except BrokenPipeError:  # a ConnectionError, but of stdout's reader: see main()
+        raise
     except (ConfigError, ConnectionError) as exc:
         print(f"shipskip: {exc}", file=sys.stderr)
         return 2

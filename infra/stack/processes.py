@@ -1,7 +1,8 @@
 """Starting shipskip's own service processes (votes API, read API, projector) and waiting until they serve.
 
 Used by ``shipskip run`` and by the test suite, so both run the services exactly the same way: as real
-processes talking HTTP and NATS.
+processes talking HTTP and NATS. Each runs in its own session (a terminal's Ctrl-C reaches only the runner, which
+decides the order of the stop) and is tied to the process that started it (``infra/stack/lifeline.py``).
 """
 
 import contextlib
@@ -11,11 +12,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
+from infra.stack.lifeline import child_options
 from services.serve import ServiceName, service_command
 
 
@@ -43,6 +45,16 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 15.0) -> int
     return process.returncode
 
 
+def describe_exit(status: int) -> str:
+    """``exited with status 1`` / ``killed by SIGKILL``, from a Popen return code."""
+    if status >= 0:
+        return f"exited with status {status}"
+    try:
+        return f"killed by {signal.Signals(-status).name}"
+    except ValueError:
+        return f"killed by signal {-status}"
+
+
 def _kill_group_or_process(process: subprocess.Popen[bytes]) -> None:
     try:
         leads_group = os.getpgid(process.pid) == process.pid
@@ -65,6 +77,13 @@ class ServiceProcess:
     """Where this run's lines begin in the (appended) log."""
     workers: int = 1
     """granian worker processes behind the port (HTTP services)."""
+    label: str | None = None
+    """What logs and messages call it, when not its name (``projector-1``: one of several)."""
+    started_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name
 
     @property
     def url(self) -> str:
@@ -73,7 +92,28 @@ class ServiceProcess:
     def alive(self) -> bool:
         return self.process.poll() is None
 
+    def exit_status(self) -> int | None:
+        """None while it runs; once it exited, its status, after ending what is left of its process group.
+
+        A granian main process that dies (SIGKILL) leaves its workers running, holding the port. They are in its
+        group; the exited main process is looked at without reaping it, so the group's id cannot have gone to
+        another process when it is killed.
+        """
+        if self.process.returncode is not None:
+            return self.process.returncode
+        try:
+            exited = os.waitid(os.P_PID, self.process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:  # reaped already (by poll())
+            return self.process.poll()
+        if exited is None:
+            return None
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        return self.process.wait()
+
     def stop(self, timeout: float = 15.0) -> int:
+        if self.exit_status() is not None:
+            return self.process.returncode
         return stop_process(self.process, timeout)
 
     def kill(self) -> None:
@@ -103,14 +143,18 @@ def start_service(
     wait: bool = True,
     own_session: bool = True,
     workers: int = 1,
+    label: str | None = None,
 ) -> ServiceProcess:
-    """Start a service; with ``wait``, return once it serves (every one of its ``workers``)."""
+    """Start a service; with ``wait``, return once it serves (every one of its ``workers``).
+
+    ``label``: its name in messages and its log's (``<label>.log``) when several of one service run.
+    """
     log_dir.mkdir(parents=True, exist_ok=True)
     if name == "read":
         # granian counts an open push stream as a request in flight: the read API needs room for many
         # (services/tally/read/settings.py sizes its stream limit from the same variable).
         env = {"GRANIAN_BACKPRESSURE": "8192", **env}
-    log_path = log_dir / f"{name}.log"
+    log_path = log_dir / f"{label or name}.log"
     log_start = log_path.stat().st_size if log_path.exists() else 0
     with log_path.open("ab") as log:
         process = subprocess.Popen(
@@ -120,11 +164,16 @@ def start_service(
             stderr=subprocess.STDOUT,
             cwd=cwd,
             start_new_session=own_session,
+            **child_options(),
         )
-    service = ServiceProcess(name, process, port, log_path, log_start, workers)
+    service = ServiceProcess(name, process, port, log_path, log_start, workers, label)
     if wait:
         wait_ready(service)
     return service
+
+
+class ServiceStartError(RuntimeError):
+    """A service exited during its start, or did not become ready in time (the message has its log's end)."""
 
 
 def wait_ready(service: ServiceProcess, timeout: float = 60.0) -> None:
@@ -136,8 +185,9 @@ def wait_ready(service: ServiceProcess, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     answered: set[int] = set()
     while time.monotonic() < deadline:
-        if not service.alive():
-            raise RuntimeError(f"{service.name} exited with {service.process.returncode}:\n{service.log_tail()}")
+        status = service.exit_status()
+        if status is not None:
+            raise ServiceStartError(f"{service.title} {describe_exit(status)} while starting:\n{service.log_tail()}")
         if service.port is None:
             if "projector running" in service.log_tail(200):
                 return
@@ -153,7 +203,7 @@ def wait_ready(service: ServiceProcess, timeout: float = 60.0) -> None:
             except httpx.HTTPError:
                 pass
         time.sleep(0.1)
-    raise TimeoutError(
-        f"{service.name} did not become ready in {timeout}s ({len(answered)} of {service.workers} workers answered):"
+    raise ServiceStartError(
+        f"{service.title} did not become ready in {timeout}s ({len(answered)} of {service.workers} workers answered):"
         f"\n{service.log_tail()}"
     )

@@ -42,6 +42,8 @@ from typing import Any, Literal, Self, TypeVar
 
 import asyncpg
 
+from infra.stack.lifeline import child_options
+
 ServerName = Literal["nats", "postgres", "redis"]
 SERVER_NAMES: tuple[ServerName, ...] = ("nats", "postgres", "redis")
 
@@ -359,6 +361,11 @@ class EmbeddedServers:
         process = self._processes.get(name)
         return process is not None and process.poll() is None
 
+    def exit_status(self, name: ServerName) -> int | None:
+        """How the server ended, once it has (None while it runs, or when it was never started or was stopped)."""
+        process = self._processes.get(name)
+        return None if process is None else process.poll()
+
     def pid(self, name: ServerName) -> int | None:
         """The server's process id (for PostgreSQL, the postmaster's) while it runs."""
         return self._processes[name].pid if self.is_running(name) else None
@@ -548,6 +555,8 @@ class EmbeddedServers:
                 # and the SIGKILL fallback can take the whole process group (postgres backends included).
                 start_new_session=True,
                 **_as_account(account),
+                # Stopped by the kernel if we die (SIGINT: PostgreSQL's fast shutdown, as in _terminate).
+                **child_options(signal.SIGINT if name == "postgres" else signal.SIGTERM),
             )
 
     def _probe(self, name: ServerName) -> bool:

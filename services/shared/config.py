@@ -23,32 +23,108 @@ class ConfigError(Exception):
     """A setting is wrong or missing; the message names the variable."""
 
 
-class StackFile(msgspec.Struct):
-    """What the local stack runner writes: the servers' addresses and the secrets it generated."""
+class StackFile(msgspec.Struct, omit_defaults=True):
+    """What the local stack runner writes for the other ``shipskip`` commands (readable by anyone: no secrets)."""
 
     env: dict[str, str]
+    """The settings that are not secret: the servers' addresses (without passwords), the APIs' ports."""
+    secrets_file: str | None = None
+    """The file, readable by its owner only, that holds the rest (signing and hash keys, addresses with passwords)."""
+    lock: str | None = None
+    """The runner's lock file (infra/stack/stack_lock.py): which stack, and whether it still runs."""
+    votes_url: str | None = None
+    read_url: str | None = None
+
+
+_SECRET_SUFFIXES = ("_KEY", "_KEYS", "_TOKEN", "_PASSWORD", "_SECRET")
+
+
+def is_secret(name: str, value: str) -> bool:
+    """A key or token by its name, or an address (or several, comma-separated) that carries a password."""
+    if name.endswith(_SECRET_SUFFIXES):
+        return True
+    for part in value.split(","):
+        try:
+            if urlsplit(part.strip()).password:
+                return True
+        except ValueError:
+            return True  # not an address we can read: not ours to judge, kept private
+    return False
 
 
 def stack_file_path() -> Path:
     return Path(os.environ.get("SHIPSKIP_STACK_FILE", ".shipskip/stack.json"))
 
 
-def read_stack_file(path: Path | None = None) -> dict[str, str]:
+def stack_secrets_path(path: Path) -> Path:
+    """Where the secrets of the stack file at ``path`` go: beside it, readable by its owner only."""
+    return path.with_name(path.stem + ".secrets.json")
+
+
+def load_stack_file(path: Path | None = None) -> StackFile | None:
     path = path or stack_file_path()
     try:
-        return msgspec.json.decode(path.read_bytes(), type=StackFile).env
+        return msgspec.json.decode(path.read_bytes(), type=StackFile)
     except FileNotFoundError:
-        return {}
+        return None
     except (msgspec.DecodeError, OSError) as exc:
         raise ConfigError(f"{path}: cannot read the local stack file: {exc}") from None
 
 
-def write_stack_file(env: Mapping[str, str], path: Path | None = None) -> None:
+def read_stack_file(path: Path | None = None) -> dict[str, str]:
+    """The stack file's settings, with the secrets from its private file when this user may read it."""
+    stack = load_stack_file(path)
+    if stack is None:
+        return {}
+    env = dict(stack.env)
+    if stack.secrets_file is not None:
+        secrets_path = Path(stack.secrets_file)
+        try:
+            private = msgspec.json.decode(secrets_path.read_bytes(), type=dict[str, str])
+        except (FileNotFoundError, PermissionError):
+            private = {}  # another user's stack, or stopping: its secrets stay unset here
+        except (msgspec.DecodeError, OSError) as exc:
+            raise ConfigError(f"{secrets_path}: cannot read the local stack's secrets: {exc}") from None
+        env.update({name: value for name, value in private.items() if name not in env})
+    return env
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data``, readable and writable by its owner only from the first byte on."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as file:
+        file.write(data)
+    tmp.replace(path)
+
+
+def write_stack_file(
+    env: Mapping[str, str],
+    path: Path | None = None,
+    *,
+    lock: Path | None = None,
+    votes_url: str | None = None,
+    read_url: str | None = None,
+) -> None:
+    """The stack file for ``env``: its secrets (``is_secret``) in a private file beside it, the rest in it."""
     path = path or stack_file_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(msgspec.json.format(msgspec.json.encode(StackFile(env=dict(env)))))
+    private = {name: value for name, value in env.items() if is_secret(name, value)}
+    public = {name: value for name, value in env.items() if name not in private}
+    secrets_path = stack_secrets_path(path).absolute()
+    write_private_file(secrets_path, msgspec.json.format(msgspec.json.encode(private)))
+    stack = StackFile(public, str(secrets_path), str(lock) if lock else None, votes_url, read_url)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(msgspec.json.format(msgspec.json.encode(stack)))
     tmp.replace(path)
+
+
+def remove_stack_file(path: Path | None = None) -> None:
+    path = path or stack_file_path()
+    path.unlink(missing_ok=True)
+    stack_secrets_path(path).unlink(missing_ok=True)
 
 
 class Env:

@@ -119,6 +119,7 @@ def shipskip_up(servers: ServerAddresses, tmp_path: Path, **extra: str) -> Itera
             "SHIPSKIP_VOTES_PORT": str(votes_port),
             "SHIPSKIP_TALLY_PORT": str(read_port),
             "SHIPSKIP_STACK_FILE": str(tmp_path / "stack.json"),
+            "SHIPSKIP_PROJECTOR_PORT": "0",  # not 8082, which another stack on the machine may hold
             **LOAD_ENV,
             **extra,
         }
