@@ -154,8 +154,9 @@ async def _dispatch(args: argparse.Namespace, settings: TallySettings, nc: NATS,
         )
         if args.partitions is not None:
             print(
-                f"the projection is now in {plural(args.partitions, 'partition')}: run its projectors with"
-                f" SHIPSKIP_PARTITIONS={args.partitions} (those of another number stop at their next batch)"
+                f"the projection is now in {plural(args.partitions, 'partition')}; the projectors of another"
+                f" number stop at their next batch. `make run` starts the new ones itself; elsewhere run them with"
+                f" SHIPSKIP_PARTITIONS={args.partitions}"
             )
         return 0
     if args.command == "verify":
