@@ -88,8 +88,10 @@ def run_local_stack(data_dir: Path, workers: int = 1) -> int:
             env.setdefault("SHIPSKIP_REDIS_URL", addresses.redis_url)
         votes_port, read_port = check_settings(env)
         write_stack_file(env)
-        replicas = ServerSettings.from_env(Env({**os.environ, **env})).stream_replicas
-        asyncio.run(bootstrap(env["SHIPSKIP_NATS_URL"], env["SHIPSKIP_DATABASE_URL"], replicas=replicas))
+        servers_settings = ServerSettings.from_env(Env({**os.environ, **env}))
+        asyncio.run(
+            bootstrap(servers_settings.nats, servers_settings.database_url, replicas=servers_settings.stream_replicas)
+        )
         logs = data_dir / "logs"
         services.append(start_service("projector", env, logs, own_session=True))
         services.append(start_service("read", env, logs, read_port, workers=workers))

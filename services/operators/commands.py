@@ -41,7 +41,7 @@ class ProgressBar:
 
 async def run_operator_command(args: argparse.Namespace) -> int:
     settings = TallySettings.from_env()
-    nc = await connect(settings.servers.nats_url, "shipskip-operator", timeout_s=5)
+    nc = await connect(settings.servers.nats, "shipskip-operator", timeout_s=5)
     # Rebuilds hold one connection for the swap while folding on another, and record progress on a third.
     pool = await folding_pool(settings.servers.database_url, max_size=4)
     try:
@@ -72,7 +72,6 @@ async def _dispatch(args: argparse.Namespace, settings: TallySettings, nc: objec
                 on_progress=ProgressBar(),
                 partitions=args.partitions,
                 memory_ballots=settings.rebuild_memory_ballots,
-                nats_url=settings.servers.nats_url,
             )
         except RebuildRunning as exc:
             print(f"shipskip rebuild: {exc}", file=sys.stderr)
@@ -92,7 +91,6 @@ async def _dispatch(args: argparse.Namespace, settings: TallySettings, nc: objec
             ballots_per_client_day=limit,
             comparison_id=args.comparison,
             on_progress=ProgressBar(),
-            nats_url=settings.servers.nats_url,
         )
         print(f"\nverified up to stream position {position}: {len(differences)} differences")
         for d in differences:

@@ -90,7 +90,7 @@ async def issue_voter(request: Request[Any, Any, Any]) -> Response[bytes]:
     request_max_body_size=MAX_VOTE_BODY_BYTES,
     summary="Cast or change a vote",
     operation_class=_VoteOperation,
-    responses=answers(_VOTED, 400, 401, 403, 404, 408, 413, 415, 422, 429, 503),
+    responses=answers(_VOTED, 400, 401, 403, 404, 408, 413, 415, 422, 429, 503, 504),
     # Answered by services/votes/cast_fast_path.py before Litestar calls this; the handler stays for the routing, the
     # OpenAPI document and the limits above, and answers alike wherever the fast path is not installed.
     opt={CAST_FAST_PATH: True},
@@ -116,7 +116,7 @@ async def cast(request: Request[Any, Any, Any], comparison_id: str) -> Reply:
     "/v1/comparisons/{comparison_id:str}/votes/{tool_id:str}",
     status_code=202,
     summary="Retract a vote",
-    responses=answers(_VOTED, 400, 401, 403, 404, 422, 429, 503),
+    responses=answers(_VOTED, 400, 401, 403, 404, 422, 429, 503, 504),
 )
 async def retract_vote(request: Request[Any, Any, Any], comparison_id: str, tool_id: str) -> Response[bytes]:
     context = _context(request)
