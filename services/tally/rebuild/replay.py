@@ -160,8 +160,11 @@ class StreamReplay:
     async def _fetch(self) -> tuple[list[StreamRecord], int]:
         """The next deliveries as records, and how many the last of them said were still pending."""
         assert self._batches is not None
+        # As much as the buffer has room for in one fetch: fewer round trips than a batch at a time (reading 200,000
+        # events, counting only, on a loaded machine: 6.2 and 9.7 s against 7.5 and 13.4 s, alternately).
+        room = max(self._batch_size, BUFFERED_BATCHES * self._batch_size - len(self._buffer))
         try:
-            messages = await self._batches.fetch(self._batch_size, wait_s=FETCH_WAIT_S)
+            messages = await self._batches.fetch(room, wait_s=FETCH_WAIT_S)
         except TimeoutError:  # nothing new at the stream's end
             return [], 0
         except PullRefused as exc:  # the consumer was deleted, or its requests are refused
