@@ -12,11 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import asyncpg
-import nats
 from nats.aio.client import Client as NATS
 
 from bench.procs import TreeSample, sample_trees
 from contracts.subjects import VOTES_STREAM
+from services.shared.config import NatsSettings
+from services.shared.jetstream import connect
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ class PipelineMonitor:
         self._lock = asyncio.Lock()
 
     async def open(self) -> None:
-        self._nc = await nats.connect(self._nats_url, name="shipskip-bench-monitor")
+        self._nc = await connect(NatsSettings(self._nats_url), "shipskip-bench-monitor")
         self._db = await asyncpg.connect(self._database_url)
 
     async def close(self) -> None:

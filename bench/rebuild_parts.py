@@ -7,13 +7,16 @@ rebuild benchmark's replay stream), then times each stage of a replay on its own
 
 - ``read``: nats-py's ordered push consumer, counting messages only (the rebuild benchmark's baseline);
 - ``read+metadata``: the same, keeping (stream sequence, subject, data) through ``msg.metadata``;
-- ``read+reply``: the same, the stream sequence cut from the reply subject instead (no metadata object);
+- ``read+reply``: the same, the stream sequence cut from the reply subject instead (services/shared/deliveries.py);
 - ``decode``: ``decode_records`` over the kept records (msgspec, the event contracts);
 - ``fold``: the pure fold over all of them in memory, 5,000 events a call, as verify folds;
-- ``replay own`` and ``replay nats-py``: the replay (services/tally/rebuild/replay.py) through its own connection and
-  through nats-py's ordered consumer, handing batches to a fold that does nothing;
-- ``rebuild own`` and ``rebuild nats-py``: the rebuild itself (services/tally/rebuild/rebuild.py), in this process,
-  all of the above and the writes, with the replay reading each way, alternately, twice.
+- ``replay``: the replay (services/tally/rebuild/replay.py, pull requests through nats-py), handing batches to a
+  fold that does nothing;
+- ``rebuild``: the rebuild itself (services/tally/rebuild/rebuild.py), in this process, all of the above and the
+  writes, twice.
+
+Each line gives the wall time, the events a second and this process's CPU time per event (the rebuild's fold
+worker is a process of its own, not counted there).
 """
 
 import asyncio
@@ -24,18 +27,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
-import nats
 from nats.aio.msg import Msg
 
 from bench import natsraw
+from bench.one_path import cpu_s
 from contracts.catalog import decode_catalog
 from contracts.subjects import VOTES_ALL, VOTES_STREAM
 from infra.stack.bootstrap import DEMO_CATALOG, bootstrap
 from infra.stack.servers import EmbeddedServers
+from services.shared.config import NatsSettings
+from services.shared.deliveries import delivery_sequences
+from services.shared.jetstream import connect
 from services.tally.fold import FoldState, fold
 from services.tally.rebuild.rebuild import rebuild
 from services.tally.rebuild.replay import StreamReplay
-from services.tally.rebuild.replay_wire import delivery_sequences
 from services.tally.store import StreamRecord, decode_records
 
 _BATCH = 5000
@@ -59,51 +64,54 @@ async def read_stream(nats_url: str, expected: int, keep: Callable[[Msg], Stream
     return records
 
 
-def _report(name: str, seconds: float, count: int) -> None:
-    print(f"{name:<15} {seconds:7.2f} s  {count / seconds:9,.0f} events/s", flush=True)
+def _report(name: str, seconds: float, count: int, cpu: float | None = None) -> None:
+    per_event = f"  {1e6 * cpu / count:5.1f} µs of CPU an event" if cpu is not None else ""
+    print(f"{name:<15} {seconds:7.2f} s  {count / seconds:9,.0f} events/s{per_event}", flush=True)
 
 
-def _timed(name: str, started: float, count: int) -> None:
-    _report(name, time.perf_counter() - started, count)
+def _timed(name: str, started: tuple[float, float], count: int) -> None:
+    _report(name, time.perf_counter() - started[0], count, cpu_s() - started[1])
+
+
+def _now() -> tuple[float, float]:
+    return time.perf_counter(), cpu_s()
 
 
 async def measure(nats_url: str, database_url: str, count: int) -> None:
-    await bootstrap(nats_url, database_url)
+    await bootstrap(NatsSettings(nats_url), database_url)
     catalog = decode_catalog(DEMO_CATALOG.read_bytes())
     _, seconds = await natsraw.publish_async(nats_url, natsraw.synthetic_events(catalog, count))
     _report("load", seconds, count)
     records: list[StreamRecord] = []
     for name, keep in (("read", None), ("read+metadata", _from_metadata), ("read+reply", _from_reply)):
-        started = time.perf_counter()
+        started = _now()
         kept = await read_stream(nats_url, count, keep)
         if keep is not None:  # the last pass's records are the ones decoded below
             records = kept
         _timed(name, started, count)
-    started = time.perf_counter()
+    started = _now()
     events, dead = decode_records(records)
     _timed("decode", started, count)
     if dead:
         print(f"  {len(dead)} dead letters: {dead[0][1]}")
-    started = time.perf_counter()
+    started = _now()
     state = FoldState()
     for i in range(0, len(events), _BATCH):
         outcome = fold(events[i : i + _BATCH], state, ballots_per_client_day=_NO_QUOTA)
         state.absorb(outcome)
     _timed("fold", started, count)
     print(f"  {len(state.ballots):,} ballots, {len(state.quotas):,} quotas in memory")
-    nc = await nats.connect(nats_url, pending_size=64 * 1024 * 1024)
+    nc = await connect(NatsSettings(nats_url), "shipskip-bench")
     pool = await asyncpg.create_pool(database_url, min_size=2, max_size=4)
     try:
-        # The replay's two ways to read (replay.py), counting only, then the rebuild through each, alternately.
-        for name, url in (("replay own", nats_url), ("replay nats-py", None)):
-            started = time.perf_counter()
-            await _drain(StreamReplay(nc.jetstream(), nats_url=url), count)
-            _timed(name, started, count)
+        # The replay (replay.py), counting only, then the rebuild.
+        started = _now()
+        await _drain(StreamReplay(nc), count)
+        _timed("replay", started, count)
         for _ in range(2):
-            for name, url in (("rebuild own", nats_url), ("rebuild nats-py", None)):
-                started = time.perf_counter()
-                await rebuild(nc, pool, database_url, ballots_per_client_day=_NO_QUOTA, nats_url=url)
-                _timed(name, started, count)
+            started = _now()
+            await rebuild(nc, pool, database_url, ballots_per_client_day=_NO_QUOTA)
+            _timed("rebuild", started, count)
     finally:
         await pool.close()
         await nc.close()

@@ -86,7 +86,7 @@ async def fold_stream(
                 outcome = fold(events, state, ballots_per_client_day=ballots_per_client_day)
                 state.absorb(outcome)
 
-            replay = StreamReplay(js, comparison_id)
+            replay = StreamReplay(nc, comparison_id)
             await replay.open()
             try:
                 await replay.fold_until(last, fold_batch)

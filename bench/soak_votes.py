@@ -3,7 +3,7 @@
 A paced open loop (``rate`` votes/s over ``connections`` keep-alive connections, on ``bench.httpclient``) of
 voters casting, changing, retracting and repeating votes on the soak's comparisons. Each voter has one request
 in flight at most and every vote carries an Idempotency-Key; a vote without a definite answer (a timeout, a lost
-connection, a 503 or 429) is sent again with the same key until it gets one, as a well-behaved widget does. So
+connection, a 503, 504 or 429) is sent again with the same key until it gets one, as a well-behaved widget does. So
 the generator knows every ballot it left, and the tallies that must result (``expected``) are exact; the event id
 of every 202 goes to ``accepted_file``, one a line.
 """
@@ -22,7 +22,7 @@ from bench.httpclient import HttpConnection, HttpError, build_request
 from bench.pyload import percentile
 from contracts.http import VoteAccepted
 
-RETRY_STATUSES = (429, 503)
+RETRY_STATUSES = (429, 503, 504)
 GIVE_UP_S = 100.0
 """Past the stream's duplicate window (120 s) a retry would be stored as a new vote: stop before it."""
 
@@ -61,7 +61,7 @@ class VoteSoakResult(msgspec.Struct):
     """202s: distinct event ids."""
     unchanged: int
     refused: int
-    """Definite refusals (4xx other than 429, 5xx other than 503): the ballot stays as it was."""
+    """Definite refusals (4xx other than 429, 5xx other than 503 and 504): the ballot stays as it was."""
     statuses: dict[str, int]
     """Every HTTP answer, retried ones included."""
     timeouts: int

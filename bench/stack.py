@@ -19,7 +19,6 @@ from pathlib import Path
 
 import asyncpg
 import httpx
-import nats
 from nats.js.errors import NotFoundError
 
 from contracts.catalog import Catalog, decode_catalog
@@ -28,6 +27,7 @@ from infra.stack.bootstrap import DEMO_CATALOG, bootstrap
 from infra.stack.processes import ServiceProcess, start_service, stop_process, wait_ready
 from infra.stack.servers import EmbeddedServers, ServerAddresses, ServerName, free_port
 from services.serve import ServiceName, service_command
+from services.shared.jetstream import connect
 from services.votes.identity import VoterTokens
 
 TOKEN_KEY = "bench-signing-key-" + "a" * 16
@@ -108,7 +108,7 @@ def start_app(name: str, env: dict[str, str], log_dir: Path, timeout: float = 60
 
 async def reset_servers(servers: ServerAddresses) -> None:
     """Empty the stream, the catalogue and the database, then bootstrap as a first start would."""
-    nc = await nats.connect(servers.nats_url)
+    nc = await connect(servers.nats, "shipskip-bench")
     try:
         js = nc.jetstream()
         with contextlib.suppress(NotFoundError):
@@ -124,7 +124,7 @@ async def reset_servers(servers: ServerAddresses) -> None:
         )
     finally:
         await conn.close()
-    await bootstrap(servers.nats_url, servers.database_url)
+    await bootstrap(servers.nats, servers.database_url)
 
 
 @dataclass

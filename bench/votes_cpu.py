@@ -76,7 +76,7 @@ def _vote(index: int, tokens: list[bytes]) -> tuple[list[tuple[bytes, bytes]], b
 
 
 async def _measure(servers: ServerAddresses, votes: int, rounds: int) -> None:
-    await bootstrap(servers.nats_url, servers.database_url)
+    await bootstrap(servers.nats, servers.database_url)
     # The benchmark stack's environment (bench/stack.py), metrics in a folder of this run's.
     os.environ.update({**service_env(servers), "SHIPSKIP_METRICS_DIR": tempfile.mkdtemp()})
     from services.votes.app import create_app  # after the environment it reads

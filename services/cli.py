@@ -219,7 +219,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"shipskip migrate: {describe_outage(exc, 'Postgres')}", file=sys.stderr)
             return 2
         print("applied: " + (", ".join(applied) or "nothing (up to date)"))
-        print(asyncio.run(ensure_jetstream_objects(servers.nats_url, servers.stream_replicas, window_s)))
+        print(asyncio.run(ensure_jetstream_objects(servers.nats, servers.stream_replicas, window_s)))
         return 0
     if args.command == "catalog":
         return asyncio.run(_catalog(args))
@@ -238,7 +238,7 @@ async def _catalog(args: argparse.Namespace) -> int:
         except (CatalogError, OSError) as exc:
             print(f"{args.file}: {exc}", file=sys.stderr)
             return 1
-    nc = await connect(servers.nats_url, "shipskip-cli", timeout_s=5)
+    nc = await connect(servers.nats, "shipskip-cli", timeout_s=5)
     try:
         js = nc.jetstream()
         if args.catalog_command == "load":

@@ -38,6 +38,7 @@ def servers(embedded: EmbeddedServers | None) -> ServerAddresses:
     if embedded is None:
         return ServerAddresses(
             nats_url=os.environ["SHIPSKIP_NATS_URL"],
+            nats_ca_file=os.environ.get("SHIPSKIP_NATS_CA_FILE"),
             database_url=os.environ["SHIPSKIP_DATABASE_URL"],
             redis_url=os.environ["SHIPSKIP_REDIS_URL"],
         )

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import asyncpg
 import httpx
-import nats
 import redis.asyncio
 from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -26,11 +25,13 @@ from infra.stack.bootstrap import DEMO_CATALOG, bootstrap
 from infra.stack.processes import ServiceProcess, start_service
 from infra.stack.servers import ServerAddresses, free_port
 from services.serve import ServiceName
+from services.shared.jetstream import connect
 
 
 def service_env(servers: ServerAddresses, **extra: str) -> dict[str, str]:
     env = {
         "SHIPSKIP_NATS_URL": servers.nats_url,
+        **({"SHIPSKIP_NATS_CA_FILE": servers.nats_ca_file} if servers.nats_ca_file else {}),
         "SHIPSKIP_DATABASE_URL": servers.database_url,
         "SHIPSKIP_REDIS_URL": servers.redis_url,
         "SHIPSKIP_TOKEN_KEYS": "test-signing-key-" + "a" * 16,
@@ -50,7 +51,7 @@ def service_env(servers: ServerAddresses, **extra: str) -> dict[str, str]:
 
 async def reset_servers(servers: ServerAddresses, catalog_file: Path | None = DEMO_CATALOG) -> None:
     """Empty the stream, the catalogue and the database, then bootstrap as a first start would."""
-    nc = await nats.connect(servers.nats_url)
+    nc = await connect(servers.nats, "shipskip-test")
     try:
         js = nc.jetstream()
         with suppress(NotFoundError):
@@ -64,7 +65,7 @@ async def reset_servers(servers: ServerAddresses, catalog_file: Path | None = DE
         await conn.execute("drop schema public cascade; create schema public")
     finally:
         await conn.close()
-    await bootstrap(servers.nats_url, servers.database_url, catalog_file=catalog_file)
+    await bootstrap(servers.nats, servers.database_url, catalog_file=catalog_file)
 
 
 @dataclass
@@ -135,7 +136,7 @@ def wait_until(check: Callable[[], bool], timeout: float = 10.0, interval: float
 
 
 async def stream_last_seq(servers: ServerAddresses) -> int:
-    nc = await nats.connect(servers.nats_url)
+    nc = await connect(servers.nats, "shipskip-test")
     try:
         info = await nc.jetstream().stream_info(VOTES_STREAM)
         return int(info.state.last_seq)
@@ -159,7 +160,7 @@ def random_key() -> str:
 
 async def publish_raw(servers: ServerAddresses, messages: list[tuple[str, bytes]], in_flight: int = 512) -> None:
     """Append messages straight to the stream (as a votes service would), many acks in flight, all confirmed."""
-    nc = await nats.connect(servers.nats_url)
+    nc = await connect(servers.nats, "shipskip-test")
     try:
         js = nc.jetstream(publish_async_max_pending=in_flight)
         futures = []
@@ -223,7 +224,7 @@ def start_votes_service(servers: ServerAddresses, log_dir: Path, **extra_env: st
 
 async def read_events(servers: ServerAddresses, first_seq: int = 1) -> list[Event]:
     """Every event in the VOTES stream from ``first_seq`` on, decoded as the projector would."""
-    nc = await nats.connect(servers.nats_url)
+    nc = await connect(servers.nats, "shipskip-test")
     try:
         js = nc.jetstream()
         last = (await js.stream_info(VOTES_STREAM)).state.last_seq
@@ -234,7 +235,7 @@ async def read_events(servers: ServerAddresses, first_seq: int = 1) -> list[Even
 
 async def connect_nats(servers: ServerAddresses) -> NATS:
     """A client of the suite's NATS, or of every node of a cluster (SHIPSKIP_NATS_URL lists them with commas)."""
-    return await nats.connect(servers.nats_url.split(","), connect_timeout=2)
+    return await connect(servers.nats, "shipskip-test", timeout_s=10)
 
 
 async def stream_events(servers: ServerAddresses) -> list[Event]:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from contracts.catalog import decode_catalog
 from infra.migrate import migrate
+from services.shared.config import NatsSettings
 from services.shared.jetstream import (
     connect,
     ensure_tally_consumer,
@@ -19,7 +20,7 @@ DEMO_CATALOG = Path(__file__).parent.parent / "catalog" / "demo.json"
 
 
 async def bootstrap(
-    nats_url: str,
+    nats: NatsSettings,
     database_url: str,
     *,
     duplicate_window_s: float = 120.0,
@@ -31,7 +32,7 @@ async def bootstrap(
     ``replicas``: copies of the stream and the catalogue bucket (SHIPSKIP_STREAM_REPLICAS) on a NATS cluster.
     """
     await migrate(database_url)
-    nc = await connect(nats_url, "shipskip-bootstrap")
+    nc = await connect(nats, "shipskip-bootstrap")
     try:
         js = nc.jetstream()
         await ensure_votes_stream(js, duplicate_window_s, replicas)

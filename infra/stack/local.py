@@ -377,8 +377,8 @@ def _run(stack: LocalStack, lock: StackLock, stack_file: Path) -> int:
         votes_port, read_port = check_settings(env)
         votes_url, read_url = f"http://127.0.0.1:{votes_port}", f"http://127.0.0.1:{read_port}"
         write_stack_file(env, stack_file, lock=lock.path, votes_url=votes_url, read_url=read_url)
-        replicas = ServerSettings.from_env(Env({**os.environ, **env})).stream_replicas
-        asyncio.run(bootstrap(env["SHIPSKIP_NATS_URL"], env["SHIPSKIP_DATABASE_URL"], replicas=replicas))
+        settings = ServerSettings.from_env(Env({**os.environ, **env}))
+        asyncio.run(bootstrap(settings.nats, settings.database_url, replicas=settings.stream_replicas))
         stack.start_services(votes_port, read_port)
     except (ServerStartError, ServiceStartError, UnitStartError) as exc:
         stack.console.say(f"shipskip: the stack could not start: {exc}", error=True)

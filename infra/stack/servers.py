@@ -23,6 +23,7 @@ import atexit
 import contextlib
 import hashlib
 import importlib.util
+import json
 import os
 import pwd
 import shutil
@@ -39,10 +40,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
+from urllib.parse import quote
 
 import asyncpg
 
 from infra.stack.lifeline import child_options
+from services.shared.config import NatsSettings
 
 ServerName = Literal["nats", "postgres", "redis"]
 SERVER_NAMES: tuple[ServerName, ...] = ("nats", "postgres", "redis")
@@ -68,9 +71,34 @@ class ServerStartError(RuntimeError):
 
 @dataclass(frozen=True)
 class ServerAddresses:
-    nats_url: str  # nats://127.0.0.1:PORT
+    nats_url: str  # nats://127.0.0.1:PORT (tls://USER:PASSWORD@127.0.0.1:PORT with NatsSecurity)
     database_url: str  # postgresql://postgres@127.0.0.1:PORT/shipskip
-    redis_url: str  # redis://127.0.0.1:PORT/0
+    redis_url: str  # redis://127.0.0.1:PORT/0 (redis://:PASSWORD@... with a Redis password)
+    nats_ca_file: str | None = None
+    """The CA that signed the NATS server's certificate, when it serves TLS."""
+
+    @property
+    def nats(self) -> NatsSettings:
+        """What a client of this NATS server connects with (services/shared/jetstream.py ``connect``)."""
+        return NatsSettings(self.nats_url, ca_file=self.nats_ca_file)
+
+
+@dataclass(frozen=True)
+class NatsSecurity:
+    """What the embedded nats-server asks of its clients, as a production server does: TLS, and who may log in.
+
+    For the tests of that set-up (tests/integration/test_production_shaped.py); the local stack stays plain. The
+    certificate files are made by the caller (the tests make a CA of their own).
+    """
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+    """The CA that signed ``cert_file``: what clients must trust."""
+    users: tuple[tuple[str, str], ...] = ()
+    """(user, password) logins; the first goes into ``ServerAddresses.nats_url``."""
+    nkeys: tuple[str, ...] = ()
+    """Public user nkeys (``U...``) that log in by signing with their seed (a .creds file or a seed file)."""
 
 
 @dataclass(frozen=True)
@@ -279,6 +307,50 @@ def _tcp_exchange(port: int, send: bytes, expect: bytes) -> bool:
         return False
 
 
+def _nats_url(port: int, security: NatsSecurity | None) -> str:
+    if security is None:
+        return f"nats://127.0.0.1:{port}"
+    login = ""
+    if security.users:
+        user, password = security.users[0]
+        login = f"{quote(user, safe='')}:{quote(password, safe='')}@"
+    return f"tls://{login}127.0.0.1:{port}"
+
+
+def _nats_config(security: NatsSecurity) -> str:
+    """A nats-server configuration with ``tls {}`` and, for any login, ``authorization {}`` (strings JSON-quoted,
+    which the configuration format reads as they are)."""
+    lines = [
+        "tls {",
+        f"  cert_file: {json.dumps(str(security.cert_file))}",
+        f"  key_file: {json.dumps(str(security.key_file))}",
+        "  timeout: 5",
+        "}",
+    ]
+    logins = [f"{{user: {json.dumps(user)}, password: {json.dumps(password)}}}" for user, password in security.users]
+    logins += [f"{{nkey: {json.dumps(nkey)}}}" for nkey in security.nkeys]
+    if logins:
+        lines += ["authorization {", "  users: [", *(f"    {login}" for login in logins), "  ]", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def _redis_serves_with_password(port: int, password: str) -> bool:
+    """Redis with ``requirepass`` takes the password and answers PING (not "-LOADING")."""
+    command = b"AUTH %s\r\nPING\r\n" % password.encode()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as conn:
+            conn.sendall(command)
+            received = b""
+            while received.count(b"\n") < 2:
+                chunk = conn.recv(256)
+                if not chunk:
+                    break
+                received += chunk
+            return received.startswith(b"+OK\r\n+PONG")
+    except OSError:
+        return False
+
+
 async def _postgres_accepts(port: int) -> bool:
     try:
         conn = await asyncpg.connect(host="127.0.0.1", port=port, user=PG_SUPERUSER, database="postgres", timeout=2.0)
@@ -309,10 +381,21 @@ class EmbeddedServers:
     parent exits without ``stop()``.
     """
 
-    def __init__(self, data_dir: Path, nats_config: Path | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        nats_config: Path | None = None,
+        *,
+        nats_security: NatsSecurity | None = None,
+        redis_password: str | None = None,
+    ) -> None:
+        """``nats_config``: a nats-server configuration file read before the flags (the bench's ``BENCH_NATS_SYNC``);
+        ``nats_security``: TLS and logins for NATS; ``redis_password``: Redis' ``requirepass`` (both for tests of a
+        production-shaped set-up: the local stack has neither)."""
         self.data_dir = Path(data_dir).absolute()
         self.nats_config = nats_config
-        """A nats-server configuration file read before the flags (the bench's ``BENCH_NATS_SYNC``)."""
+        self._nats_security = nats_security
+        self._redis_password = redis_password
         self._ports: dict[ServerName, int] | None = None
         self._processes: dict[ServerName, subprocess.Popen[bytes]] = {}
         self._atexit_registered = False
@@ -322,10 +405,12 @@ class EmbeddedServers:
     @property
     def addresses(self) -> ServerAddresses:
         ports = self._require_ports()
+        redis_login = f":{quote(self._redis_password, safe='')}@" if self._redis_password else ""
         return ServerAddresses(
-            nats_url=f"nats://127.0.0.1:{ports['nats']}",
+            nats_url=_nats_url(ports["nats"], self._nats_security),
             database_url=f"postgresql://{PG_SUPERUSER}@127.0.0.1:{ports['postgres']}/{DATABASE}",
-            redis_url=f"redis://127.0.0.1:{ports['redis']}/0",
+            redis_url=f"redis://{redis_login}127.0.0.1:{ports['redis']}/0",
+            nats_ca_file=str(self._nats_security.ca_file) if self._nats_security else None,
         )
 
     def start(self) -> ServerAddresses:
@@ -421,8 +506,15 @@ class EmbeddedServers:
             store = self.data_dir / "nats"
             store.mkdir(parents=True, exist_ok=True)
             command = [str(nats_server_path()), "-a", "127.0.0.1", "-p", port, "-js", "-sd", str(store)]
-            if self.nats_config is not None:
-                command[1:1] = ["-c", str(self.nats_config)]  # the flags after it win over the file
+            if self.nats_config is not None or self._nats_security is not None:
+                # One file for nats-server: the given configuration, then the security blocks; the flags above
+                # still win over it.
+                config = self.data_dir / "nats.conf"
+                parts = [self.nats_config.read_text()] if self.nats_config is not None else []
+                if self._nats_security is not None:
+                    parts.append(_nats_config(self._nats_security))
+                config.write_text("\n".join(parts))
+                command += ["-c", str(config)]
             return command, None, None
         if name == "redis":
             work = self.data_dir / "redis"
@@ -438,6 +530,8 @@ class EmbeddedServers:
                 "--daemonize", "no",
                 "--logfile", "",  # stdout, which goes to our log file
             ]  # fmt: skip
+            if self._redis_password is not None:
+                command += ["--requirepass", self._redis_password]
             return command, None, None
         return self._prepare_postgres(port)
 
@@ -565,6 +659,8 @@ class EmbeddedServers:
             # nats-server greets every client with its INFO line once it is serving (JetStream already up).
             return _tcp_exchange(port, b"", b"INFO ")
         if name == "redis":
+            if self._redis_password is not None:
+                return _redis_serves_with_password(port, self._redis_password)
             # Not "-LOADING": Redis answers PING only when it serves commands.
             return _tcp_exchange(port, b"PING\r\n", b"+PONG")
         # A cheap TCP check first spares an event loop per poll while the port is still closed.

@@ -219,7 +219,6 @@ async def start_rebuild(request: Request[Any, Any, Any]) -> Response[bytes]:
             comparison_id=body.comparison_id,
             on_progress=lambda progress: setattr(job, "progress", progress),
             memory_ballots=context.settings.rebuild_memory_ballots,
-            nats_url=context.settings.servers.nats_url,
         )
         return {"position": report.position, "events": report.events, "seconds": round(report.seconds, 2)}
 
@@ -239,7 +238,6 @@ async def start_verify(request: Request[Any, Any, Any]) -> Response[bytes]:
             ballots_per_client_day=context.settings.ballots_per_client_day,
             comparison_id=body.comparison_id,
             on_progress=lambda progress: setattr(job, "progress", progress),
-            nats_url=context.settings.servers.nats_url,
         )
         return _differences(position, differences)
 
@@ -373,7 +371,7 @@ def admin_router() -> Router:
 def admin_lifespan(settings: TallySettings, token: str) -> Callable[[Litestar], Any]:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        nc = await connect(settings.servers.nats_url, "shipskip-admin")
+        nc = await connect(settings.servers.nats, "shipskip-admin")
         # Rebuilds hold one connection for the swap while folding on another, and record progress on a third.
         pool = await folding_pool(settings.servers.database_url, max_size=4)
         app.state.admin = AdminContext(settings=settings, token=token.encode(), nc=nc, pool=pool)

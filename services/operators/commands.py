@@ -104,7 +104,7 @@ async def _connected(args: argparse.Namespace) -> int:
     settings = TallySettings.from_env()
     _check_arguments(args)
     try:
-        nc = await connect(settings.servers.nats_url, "shipskip-operator", timeout_s=5)
+        nc = await connect(settings.servers.nats, "shipskip-operator", timeout_s=5)
     except ConnectionError as exc:  # it names the server and the address
         raise Refused(str(exc)) from None
     try:
@@ -145,7 +145,6 @@ async def _dispatch(args: argparse.Namespace, settings: TallySettings, nc: NATS,
             on_progress=ProgressBar(),
             partitions=args.partitions,
             memory_ballots=settings.rebuild_memory_ballots,
-            nats_url=settings.servers.nats_url,
         )
         rate = report.events / report.seconds if report.seconds else 0.0
         print(
@@ -166,7 +165,6 @@ async def _dispatch(args: argparse.Namespace, settings: TallySettings, nc: NATS,
             ballots_per_client_day=limit,
             comparison_id=args.comparison,
             on_progress=ProgressBar(),
-            nats_url=settings.servers.nats_url,
         )
         print(f"\nverified up to stream position {position}: {plural(len(differences), 'difference')}")
         for d in differences:

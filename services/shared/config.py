@@ -192,10 +192,53 @@ class Env:
         return [item.strip() for item in value.split(",") if item.strip()]
 
 
+class NatsSettings(msgspec.Struct, frozen=True):
+    """How every process reaches NATS (services/shared/jetstream.py ``connect``): the servers, and the TLS and login
+    a production server asks for. One way to log in at most: a user and password (or token) in the URL, a .creds
+    file, or an nkey seed file."""
+
+    url: str
+    """One server, or every node of a cluster, comma-separated; ``nats://`` or ``tls://``."""
+    creds_file: str | None = None
+    """A .creds file (the user's JWT and nkey seed, as ``nsc`` writes it)."""
+    nkey_seed_file: str | None = None
+    """A file holding a user's nkey seed (``SU...``), for a server that lists the user's public nkey."""
+    ca_file: str | None = None
+    """The CA that signed the server's certificate (else the system's trusted CAs)."""
+    cert_file: str | None = None
+    key_file: str | None = None
+    """A client certificate and its key, for a server that verifies clients (both or neither)."""
+
+    @classmethod
+    def from_env(cls, env: Env) -> "NatsSettings":
+        settings = cls(
+            url=nats_urls(env, "SHIPSKIP_NATS_URL"),
+            creds_file=readable_file(env, "SHIPSKIP_NATS_CREDS"),
+            nkey_seed_file=readable_file(env, "SHIPSKIP_NATS_NKEY_SEED"),
+            ca_file=readable_file(env, "SHIPSKIP_NATS_CA_FILE"),
+            cert_file=readable_file(env, "SHIPSKIP_NATS_CERT_FILE"),
+            key_file=readable_file(env, "SHIPSKIP_NATS_KEY_FILE"),
+        )
+        if settings.creds_file and settings.nkey_seed_file:
+            raise ConfigError("SHIPSKIP_NATS_CREDS and SHIPSKIP_NATS_NKEY_SEED are both set: use one way to log in")
+        if (settings.creds_file or settings.nkey_seed_file) and any(urlsplit(u).username for u in settings.urls):
+            raise ConfigError(
+                "SHIPSKIP_NATS_URL carries a user while SHIPSKIP_NATS_CREDS or SHIPSKIP_NATS_NKEY_SEED is set:"
+                " use one way to log in"
+            )
+        if bool(settings.cert_file) != bool(settings.key_file):
+            raise ConfigError("SHIPSKIP_NATS_CERT_FILE and SHIPSKIP_NATS_KEY_FILE go together: set both or neither")
+        return settings
+
+    @property
+    def urls(self) -> list[str]:
+        return [part.strip() for part in self.url.split(",") if part.strip()]
+
+
 class ServerSettings(msgspec.Struct, frozen=True):
     """Where the three servers are, and how many copies a NATS cluster keeps of what shipskip stores in it."""
 
-    nats_url: str
+    nats: NatsSettings
     database_url: str
     redis_url: str
     stream_replicas: int = 1
@@ -208,7 +251,7 @@ class ServerSettings(msgspec.Struct, frozen=True):
     @classmethod
     def from_env(cls, env: Env) -> "ServerSettings":
         return cls(
-            nats_url=nats_urls(env, "SHIPSKIP_NATS_URL"),
+            nats=NatsSettings.from_env(env),
             database_url=server_url(env, "SHIPSKIP_DATABASE_URL", ("postgresql", "postgres")),
             redis_url=server_url(env, "SHIPSKIP_REDIS_URL", ("redis", "rediss", "unix")),
             # JetStream keeps at most 5 copies of a stream.
@@ -254,8 +297,20 @@ def nats_urls(env: Env, name: str) -> str:
     if not urls:
         raise ConfigError(f"{name}={value!r} names no server (nats://HOST:PORT, comma-separated for a cluster)")
     for url in urls:
-        _check_url(name, url, ("nats", "tls", "ws", "wss"))
+        _check_url(name, url, ("nats", "tls"))
     return value
+
+
+def readable_file(env: Env, name: str) -> str | None:
+    """An optional path to a file this process can read (a certificate, a key, credentials)."""
+    path = env.raw(name)
+    if path is None:
+        return None
+    if not os.path.isfile(path):
+        raise ConfigError(f"{name}={path!r}: no such file")
+    if not os.access(path, os.R_OK):
+        raise ConfigError(f"{name}={path!r}: this process may not read it")
+    return path
 
 
 def _check_url(name: str, url: str, schemes: tuple[str, ...]) -> None:

@@ -8,10 +8,12 @@ managed explicitly with ``add_consumer`` and bound with ``pull_subscribe_bind``.
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
+from urllib.parse import urlsplit
 
-import nats
+from nats import errors as nats_errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -28,12 +30,17 @@ from nats.js.kv import KeyValue
 
 from contracts.catalog import Catalog, decode_catalog, encode_catalog
 from contracts.subjects import CATALOG_BUCKET, CATALOG_KEY, TALLY_CONSUMER, VOTES_STREAM, VOTES_SUBJECTS
+from services.shared.config import NatsSettings
 
 log = logging.getLogger(__name__)
 
+PENDING_SIZE = 8 * 1024 * 1024
+"""nats-py's buffer of what is not written to the server yet (publishes while reconnecting, or while it does not
+drain); past it a publish waits for a flush without a deadline (services/votes/publisher.py refuses first)."""
+
 
 async def connect(
-    url: str,
+    nats: NatsSettings,
     name: str,
     *,
     timeout_s: float = 30.0,
@@ -41,10 +48,11 @@ async def connect(
 ) -> NATS:
     """Connect within ``timeout_s`` (servers may still be starting), then reconnect forever.
 
-    ``url`` may list several servers, comma-separated (the nodes of a cluster): any one of them will do, and the
-    client moves to another when its server goes away.
+    The one way every shipskip process connects, so that ``nats://`` and ``tls://``, a CA of its own, a client
+    certificate and each way to log in (``NatsSettings``) are the same path everywhere. ``nats.url`` may list
+    several servers, comma-separated (the nodes of a cluster): any one of them will do, and the client moves to
+    another when its server goes away.
     """
-    servers = [part.strip() for part in url.split(",") if part.strip()]
     client = NATS()
 
     async def log_disconnected() -> None:
@@ -56,25 +64,49 @@ async def connect(
         # With reconnects on, nats-py retries even the first connection forever: the deadline is ours.
         await asyncio.wait_for(
             client.connect(
-                servers,
+                nats.urls,
                 name=name,
                 connect_timeout=2,
                 allow_reconnect=True,
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=1,
                 # While disconnected, publishes must fail fast rather than pile up in memory.
-                pending_size=8 * 1024 * 1024,
+                pending_size=PENDING_SIZE,
                 error_cb=_log_error,
                 disconnected_cb=log_disconnected,
                 reconnected_cb=_chain(_log_reconnected, reconnected_cb),
+                tls=tls_context(nats),
+                user_credentials=nats.creds_file,
+                nkeys_seed=nats.nkey_seed_file,
             ),
             timeout_s,
         )
-    except (OSError, nats.errors.Error, TimeoutError) as exc:
+    except (OSError, nats_errors.Error, TimeoutError) as exc:
         with contextlib.suppress(Exception):
             await client.close()
-        raise ConnectionError(f"cannot reach NATS at {url} within {timeout_s:.0f} s") from exc
+        raise ConnectionError(f"cannot reach NATS at {_without_password(nats.url)} within {timeout_s:.0f} s") from exc
     return client
+
+
+def tls_context(nats: NatsSettings) -> ssl.SSLContext | None:
+    """The TLS settings, when any are given; else nats-py's default (the system's CAs for ``tls://``)."""
+    if nats.ca_file is None and nats.cert_file is None:
+        return None
+    context = ssl.create_default_context(cafile=nats.ca_file)
+    if nats.cert_file is not None:
+        context.load_cert_chain(nats.cert_file, nats.key_file)
+    return context
+
+
+def _without_password(url: str) -> str:
+    """A NATS URL as it may be logged: the login in it (user and password, or a token) becomes ``***``."""
+    shown = []
+    for part in url.split(","):
+        parts = urlsplit(part.strip())
+        if "@" in parts.netloc:
+            parts = parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2])  # namedtuple's public API
+        shown.append(parts.geturl())
+    return ",".join(shown)
 
 
 async def _log_error(exc: Exception) -> None:
@@ -218,9 +250,9 @@ async def write_catalog(js: JetStreamContext, catalog: Catalog, replicas: int = 
     return await bucket.put(CATALOG_KEY, encode_catalog(catalog))
 
 
-async def ensure_jetstream_objects(nats_url: str, replicas: int, duplicate_window_s: float = 120.0) -> str:
+async def ensure_jetstream_objects(nats: NatsSettings, replicas: int, duplicate_window_s: float = 120.0) -> str:
     """The VOTES stream and the catalogue bucket, with ``replicas`` copies (``shipskip migrate``); what they have."""
-    nc = await connect(nats_url, "shipskip-migrate", timeout_s=30)
+    nc = await connect(nats, "shipskip-migrate", timeout_s=30)
     try:
         js = nc.jetstream()
         await ensure_votes_stream(js, duplicate_window_s, replicas)

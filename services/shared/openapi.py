@@ -35,7 +35,9 @@ ERRORS = {
     415: "The body is not application/json",
     422: "The body has the wrong shape, or an Idempotency-Key is reused for another request",
     429: "Rate limited (Retry-After)",
-    503: "Temporarily unavailable (Retry-After)",
+    503: "Temporarily unavailable (Retry-After); for a vote: surely not stored",
+    504: "The vote was sent to the stream and no answer came in time: it may be stored. Send the same request again"
+    " with the same Idempotency-Key (Retry-After); it is counted once",
 }
 """Every ErrorBody status a route may answer, with a description."""
 

@@ -50,7 +50,7 @@ def create_app(settings: VotesSettings | None = None, telemetry: TelemetrySettin
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        nc = await connect(settings.servers.nats_url, "shipskip-votes")
+        nc = await connect(settings.servers.nats, "shipskip-votes")
         js = nc.jetstream()
         catalog = CatalogView(js)
         redis = RedisLink(
@@ -59,14 +59,14 @@ def create_app(settings: VotesSettings | None = None, telemetry: TelemetrySettin
             pool_size=settings.redis_pool_size,
             ca_file=settings.servers.redis_ca_file,
         )
-        publisher = VotePublisher(nc, settings.publish_timeout_s, votes_metrics.published)
+        publisher = VotePublisher(settings.publish_timeout_s, votes_metrics.published)
         try:
             await ensure_votes_stream(js, settings.duplicate_window_s, settings.servers.stream_replicas)
             await catalog.start()
             # Not required to start: without Redis, votes are still taken (see redis_link.py).
             await redis.probe()
             day_keys = SharedDayKeys(redis)
-            await publisher.start(settings.servers.nats_url, "shipskip-votes-publishes")
+            await publisher.start(settings.servers.nats, "shipskip-votes-publishes")
             app.state.votes = VotesContext(
                 settings=settings,
                 nc=nc,
@@ -87,7 +87,7 @@ def create_app(settings: VotesSettings | None = None, telemetry: TelemetrySettin
             yield
         finally:
             await catalog.stop()
-            # Publishes in flight finish before the connections close (drain: those on nats-py's).
+            # Publishes in flight are answered (or due) before the connections close.
             await publisher.close()
             await nc.drain()
             await redis.close()

@@ -1,7 +1,10 @@
 """From a valid vote request to its answer: rate limits, idempotent retries, unchanged ballots, publishing.
 
 One Redis round trip (``Gate.admit``) decides everything before the publish; the publish itself is what makes
-the vote count, so a 202 is only answered once JetStream acknowledged it.
+the vote count, so a 202 is only answered once JetStream acknowledged it. An answer never claims more than is
+known: 503 ``stream_unavailable`` only when the vote surely is not stored, and 504 ``vote_outcome_unknown`` when
+it may be (sent, and no answer in time; publisher.py). Both say: send the same request again with the same
+Idempotency-Key, and it is stored once.
 """
 
 import hashlib
@@ -10,10 +13,10 @@ import msgspec
 
 from contracts.events import VoteCast, VoteEvent
 from services.shared.http import ApiError
-from services.votes.admission import Claim, IdempotencyRecord, Outcome, ballot_key, record_key
+from services.votes.admission import Admission, Claim, IdempotencyRecord, Outcome, ballot_key, record_key
 from services.votes.context import VotesContext
 from services.votes.limits import Limit
-from services.votes.publisher import StreamUnavailable
+from services.votes.publisher import OutcomeUnknown, StreamUnavailable
 from services.votes.ratelimit_headers import rate_limit_headers, rate_limited
 from services.votes.replies import Reply, accepted, unchanged
 
@@ -59,14 +62,13 @@ def _subjects(context: VotesContext, submission: Submission) -> list[tuple[Limit
 async def submit(context: VotesContext, submission: Submission) -> Reply:
     event = submission.event
     key = submission.idempotency_key
-    # Only a request under an Idempotency-Key can be published again (a retry replays it): JetStream dedups that
-    # one by its message id. Any other is a new event each time, and a dedup entry per vote would cost NATS 16 %
-    # more CPU per vote (BENCH_ONLY=ingest, docs/performance-journal.md) for nothing.
-    msg_id = message_id(event.voter_id, key) if key is not None else None
+    # Every publish has a message id of ours, so that one whose outcome is unknown can be sent again and stored
+    # once (publisher.py): the id of the Idempotency-Key, whose retries replay this request, else the event's.
+    msg_id = message_id(event.voter_id, key) if key is not None else event.event_id
     ballot = ballot_key(event.voter_id, event.comparison_id, event.tool_id)
     claim = Claim(
         limits=_subjects(context, submission),
-        record_key=record_key(msg_id) if msg_id is not None else None,
+        record_key=record_key(msg_id) if key is not None else None,
         record=IdempotencyRecord(submission.request_hash, 202, event.event_id, event.at) if key is not None else None,
         ballot_key=ballot,
         ballot=event.verdict if isinstance(event, VoteCast) else RETRACTED,
@@ -96,12 +98,28 @@ async def submit(context: VotesContext, submission: Submission) -> Reply:
             event = msgspec.structs.replace(event, event_id=replay.event_id, at=replay.at or event.at)
     try:
         await context.publisher.publish(event, msg_id)
-    except StreamUnavailable as exc:
+    except (StreamUnavailable, OutcomeUnknown) as exc:
         if admission.outcome is Outcome.PROCEED and admission.shared:
-            # The ballot remembered for this voter may now be wrong; none remembered is always safe.
+            # The ballot remembered for this voter may now be wrong (the vote may not be stored, or not yet);
+            # none remembered is always safe: the next vote is published and folded as the stream says.
             await context.gate.forget_ballot(ballot)
-        raise ApiError(503, "stream_unavailable", str(exc), retry_after=1, headers=headers) from None
+        if isinstance(exc, StreamUnavailable) and not _tried_before(admission, key):
+            raise ApiError(503, "stream_unavailable", str(exc), retry_after=1, headers=headers) from None
+        raise ApiError(
+            504,
+            "vote_outcome_unknown",
+            f"{exc}; the vote may or may not be stored: send the same request again with the same Idempotency-Key,"
+            " and it is counted once",
+            retry_after=1,
+            headers=headers,
+        ) from None
     return accepted(event.event_id, headers)
+
+
+def _tried_before(admission: Admission, key: str | None) -> bool:
+    """Whether an earlier request under this Idempotency-Key may have stored the event, so that this publish not
+    storing it does not mean it is not stored: a replay, or one Redis could not tell about (it was unreachable)."""
+    return key is not None and (admission.outcome is Outcome.REPLAY or not admission.shared)
 
 
 async def admit_new_voter(context: VotesContext, address: str | None) -> dict[str, str]:

@@ -122,7 +122,7 @@ async def issue_voter(request: Request[Any, Any, Any]) -> Response[bytes]:
     summary="Cast or change a vote",
     security=VOTER,
     operation_class=_VOTE_OPERATION,
-    responses=answers(_VOTED, 400, 401, 403, 404, 408, 413, 415, 422, 429, 503),
+    responses=answers(_VOTED, 400, 401, 403, 404, 408, 413, 415, 422, 429, 503, 504),
     middleware=[AnswerVote],
 )
 async def cast_vote() -> ASGIApp:
@@ -160,7 +160,7 @@ async def cast(request: Request[Any, Any, Any], comparison_id: str) -> Reply:
     summary="Retract a vote",
     security=VOTER,
     operation_class=documented(parameters=[IDEMPOTENCY_KEY], headers=_VOTE_ANSWER_HEADERS),
-    responses=answers(_VOTED, 400, 401, 403, 404, 422, 429, 503),
+    responses=answers(_VOTED, 400, 401, 403, 404, 422, 429, 503, 504),
 )
 async def retract_vote(request: Request[Any, Any, Any], comparison_id: str, tool_id: str) -> Response[bytes]:
     context = _context(request)

@@ -1,7 +1,7 @@
 """Sustained voting for the fault tests, as well-behaved widgets do it, and the exact check that ends each test.
 
 Each worker thread owns its voters and votes for them one request at a time (so every ballot's order is the
-order of its requests), with an Idempotency-Key per vote. A refusal that says "try again" (503, 429), or a
+order of its requests), with an Idempotency-Key per vote. An answer that says "try again" (503, 504, 429), or a
 connection that failed without an answer, is retried with the same key until the service gives a definite
 answer: so every vote's outcome is known, and the model of what the tallies must be is exact.
 """
@@ -39,7 +39,7 @@ LOAD_ENV = {
     # Small batches: many transactions, so a crash or an outage is likely to fall inside one.
     "SHIPSKIP_BATCH_SIZE": "50",
 }
-RETRY_STATUSES = {429, 503}
+RETRY_STATUSES = {429, 503, 504}
 
 Tallies = dict[tuple[str, str], tuple[int, int]]
 BallotKey = tuple[str, str, str]
@@ -56,7 +56,7 @@ class Outcomes:
     statuses: Counter[int] = field(default_factory=Counter)
     """Every answer seen, retries included (0: no answer, the connection failed)."""
     retry_after_missing: int = 0
-    """503/429 answers without a Retry-After header."""
+    """503/504/429 answers without a Retry-After header."""
 
 
 class Ingest:

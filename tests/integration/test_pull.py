@@ -1,4 +1,4 @@
-"""PullBatches on a real stream and consumer: what the live projector's fetch must do.
+"""PullBatches on a real stream and consumer: what the live projector's fetch (and a replay's) must do.
 
 Up to a batch at once from what the stream holds; a fetch while the stream is quiet returns with the first vote
 appended, not when its wait ends; nothing delivered is dropped between fetches, and every delivery comes in the
@@ -17,8 +17,8 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from contracts.subjects import VOTES_STREAM, votes_subject
 from infra.stack.servers import ServerAddresses
-from services.tally.projector.pull import PullBatches, PullRefused
-from services.tally.rebuild.replay_wire import delivery_sequences
+from services.shared.deliveries import delivery_sequences
+from services.tally.pull import PullBatches, PullRefused
 from tests.support import publish_raw, reset_servers
 
 SUBJECT = votes_subject("llama-4-scout-vs-windsurf-swe-1")
@@ -47,6 +47,10 @@ async def reader(servers: ServerAddresses) -> AsyncIterator[NATS]:
 
 
 def consumer_sequences(messages: list[Msg]) -> list[int]:
+    for message in messages:  # the cut (services/shared/deliveries.py) says what nats-py's metadata says
+        metadata = message.metadata
+        expected = (metadata.sequence.stream, metadata.sequence.consumer, metadata.num_pending)
+        assert delivery_sequences(message.reply) == expected
     return [delivery_sequences(message.reply)[1] for message in messages]
 
 

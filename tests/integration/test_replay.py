@@ -6,7 +6,6 @@ would leave out of the rebuilt rows events the projector had counted.
 """
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -32,19 +31,12 @@ async def reader(servers: ServerAddresses) -> AsyncIterator[NATS]:
     await nc.close()
 
 
-@pytest.fixture(params=["own connection", "nats-py"])
-def replay_url(request: pytest.FixtureRequest, servers: ServerAddresses) -> str | None:
-    """The replay's two ways to read: a pull consumer over its own connection, or nats-py's ordered consumer."""
-    return servers.nats_url if request.param == "own connection" else None
-
-
-def make_replay(reader: NATS, url: str | None, batch_size: int) -> StreamReplay:
-    replay = StreamReplay(reader.jetstream(), batch_size=batch_size, nats_url=url)
-    return replay
+def make_replay(reader: NATS, batch_size: int) -> StreamReplay:
+    return StreamReplay(reader, batch_size=batch_size)
 
 
 async def test_a_replay_at_the_end_of_the_stream_still_folds_what_was_appended_since(
-    servers: ServerAddresses, reader: NATS, replay_url: str | None
+    servers: ServerAddresses, reader: NATS
 ) -> None:
     await publish_raw(servers, [(SUBJECT, b"%d" % i) for i in range(3000)])
     folded: list[int] = []
@@ -52,10 +44,9 @@ async def test_a_replay_at_the_end_of_the_stream_still_folds_what_was_appended_s
     async def take(records: list[StreamRecord]) -> None:
         folded.extend(record.seq for record in records)
 
-    replay = make_replay(reader, replay_url, 500)
+    replay = make_replay(reader, 500)
     await replay.open()
     try:
-        assert replay.own_connection == (replay_url is not None)
         assert replay.total == 3000
         await replay.fold_until(3000, take)
         assert folded == list(range(1, 3001))
@@ -86,16 +77,14 @@ def append_from_another_thread(servers: ServerAddresses, count: int) -> int:
         return thread.submit(asyncio.run, append()).result()
 
 
-async def test_a_replay_stops_at_the_target_and_hands_on_the_rest_later(
-    servers: ServerAddresses, reader: NATS, replay_url: str | None
-) -> None:
+async def test_a_replay_stops_at_the_target_and_hands_on_the_rest_later(servers: ServerAddresses, reader: NATS) -> None:
     await publish_raw(servers, [(SUBJECT, b"%d" % i) for i in range(1000)])
     batches: list[list[int]] = []
 
     async def take(records: list[StreamRecord]) -> None:
         batches.append([record.seq for record in records])
 
-    replay = make_replay(reader, replay_url, 300)
+    replay = make_replay(reader, 300)
     await replay.open()
     try:
         # The fold takes what has arrived, so on a loaded machine the first batch could be shorter than 300 (seen
@@ -113,11 +102,9 @@ async def test_a_replay_stops_at_the_target_and_hands_on_the_rest_later(
         await replay.close()
 
 
-async def test_its_own_connection_asks_for_no_more_than_the_buffer_has_room_for(
-    servers: ServerAddresses, reader: NATS
-) -> None:
+async def test_it_reads_no_more_than_its_buffer_has_room_for(servers: ServerAddresses, reader: NATS) -> None:
     await publish_raw(servers, [(SUBJECT, b"%d" % i) for i in range(3000)])
-    replay = make_replay(reader, servers.nats_url, 200)
+    replay = make_replay(reader, 200)
     await replay.open()
     try:
         await asyncio.sleep(0.5)  # nothing folded: the server sends what was asked for, then waits
@@ -133,9 +120,8 @@ async def test_its_own_connection_asks_for_no_more_than_the_buffer_has_room_for(
         await replay.close()
 
 
-@pytest.mark.parametrize("trouble", ["consumer deleted", "connection lost"])
-async def test_its_own_consumer_is_made_again_from_where_it_was(
-    servers: ServerAddresses, reader: NATS, trouble: str
+async def test_a_consumer_deleted_under_it_is_made_again_from_where_it_was(
+    servers: ServerAddresses, reader: NATS
 ) -> None:
     await publish_raw(servers, [(SUBJECT, b"%d" % i) for i in range(3000)])
     folded: list[int] = []
@@ -144,56 +130,25 @@ async def test_its_own_consumer_is_made_again_from_where_it_was(
         folded.extend(record.seq for record in records)
 
     before = [info.name async for info in consumer_names(reader)]
-    replay = make_replay(reader, servers.nats_url, 300)
+    replay = make_replay(reader, 300)
     await replay.open()
     try:
         await replay.fold_until(900, take)
-        session = replay._session
-        assert session is not None
-        first = session.consumer
-        if trouble == "consumer deleted":
-            await reader.jetstream().delete_consumer(VOTES_STREAM, first)
-        else:
-            connection = session._connection
-            assert connection is not None
-            assert connection._transport is not None
-            connection._transport.abort()
+        first = replay._consumer
+        assert first
+        await reader.jetstream().delete_consumer(VOTES_STREAM, first)
         async with asyncio.timeout(20):
             await replay.fold_until(3000, take)
         assert folded == list(range(1, 3001))  # nothing left out, nothing twice
-        assert replay._session is not None
-        assert replay._session.consumer != first
+        assert replay._consumer not in ("", first)
         consumers = [info.name async for info in consumer_names(reader)]
         assert first not in consumers
     finally:
         await replay.close()
-    assert replay._session is None
+    assert not replay._consumer
     assert [info.name async for info in consumer_names(reader)] == before  # the replay leaves nothing behind
 
 
 async def consumer_names(nc: NATS) -> AsyncIterator[Any]:
     for info in await nc.jetstream().consumers_info(VOTES_STREAM):
         yield info
-
-
-@pytest.mark.parametrize("reachable", [True, False], ids=["second server answers", "none answers"])
-async def test_its_own_connection_takes_the_first_server_that_answers_else_nats_py(
-    servers: ServerAddresses, reader: NATS, reachable: bool
-) -> None:
-    await publish_raw(servers, [(SUBJECT, b"%d" % i) for i in range(500)])
-    with socket.socket() as unused:  # a port nobody listens on: bound, never listening
-        unused.bind(("127.0.0.1", 0))
-        down = f"nats://127.0.0.1:{unused.getsockname()[1]}"
-        replay = make_replay(reader, f"{down},{servers.nats_url}" if reachable else down, 100)
-        await replay.open()
-    folded: list[int] = []
-
-    async def take(records: list[StreamRecord]) -> None:
-        folded.extend(record.seq for record in records)
-
-    try:
-        assert replay.own_connection == reachable  # else nats-py's connection, which the caller gave it, reads
-        await replay.fold_until(500, take)
-        assert folded == list(range(1, 501))
-    finally:
-        await replay.close()

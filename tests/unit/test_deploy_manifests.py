@@ -381,7 +381,7 @@ def test_the_servers_are_those_the_settings_name() -> None:
     compose = load_compose()["services"]
     settings = settings_of("migrate")["servers"]
     node_hosts = [f"nats-{i}.nats" for i in range(NATS_NODES)]
-    nats_urls = [urlsplit(url) for url in settings.nats_url.split(",")]
+    nats_urls = [urlsplit(url) for url in settings.nats.urls]
     assert [(u.hostname, u.port) for u in nats_urls] == [(host, 4222) for host in node_hosts]
     # The stream and the catalogue bucket replicated on every node.
     assert settings.stream_replicas == NATS_NODES

@@ -25,6 +25,7 @@ from contracts.notices import TallyChanged, encode_notice
 from contracts.subjects import VOTES_STREAM, tally_notice_subject
 from infra.migrate import migrate
 from services.shared.config import ConfigError
+from services.shared.deliveries import delivery_sequences
 from services.shared.heap import freeze_heap
 from services.shared.jetstream import connect, ensure_tally_consumer, ensure_votes_stream
 from services.shared.telemetry_settings import TelemetrySettings
@@ -34,8 +35,7 @@ from services.tally.partitions import UNPARTITIONED, Partition, PartitionGone
 from services.tally.pools import folding_pool
 from services.tally.projector.metrics import ProjectorMetrics
 from services.tally.projector.monitor import projector_monitor
-from services.tally.projector.pull import PullBatches, PullRefused
-from services.tally.rebuild.replay_wire import delivery_sequences
+from services.tally.pull import PullBatches, PullRefused
 from services.tally.routing import consumer_filters, recorded_routing, stream_routing
 from services.tally.settings import TallySettings
 from services.tally.store import BatchResult, Projection, StreamRecord
@@ -256,8 +256,8 @@ class Projector:
     def _records_in_order(self, messages: list[Msg]) -> list[StreamRecord] | None:
         """The deliveries as records, if they follow the last one taken with none missing (consumer sequences).
 
-        The sequences are cut from the reply subject: ``msg.metadata`` builds a datetime and three objects per
-        message, 5 % of the projector's time under the ingest benchmark (``BENCH_PROFILE_SERVICE=projector``).
+        The sequences are cut from the reply subject (services/shared/deliveries.py): ``msg.metadata`` builds a
+        datetime and three objects per message, 5 % of the projector's time under the ingest benchmark.
         """
         records = []
         delivered = self._delivered
@@ -328,7 +328,7 @@ async def run_projector(settings: TallySettings | None = None, telemetry: Teleme
     settings = settings or TallySettings.from_env()
     telemetry = telemetry or TelemetrySettings.from_env()
     await migrate(settings.servers.database_url)
-    nc = await connect(settings.servers.nats_url, "shipskip-projector")
+    nc = await connect(settings.servers.nats, "shipskip-projector")
     # A connection per partition's batch in hand, and one to spare.
     pool = await folding_pool(settings.servers.database_url, max_size=len(settings.projector_partitions) + 1)
     metrics = ProjectorMetrics()

@@ -230,7 +230,7 @@ def read_lifespan(
             if view is not None:
                 view.request_reload("reconnected to NATS")
 
-        nc = await connect(settings.servers.nats_url, "shipskip-read", reconnected_cb=on_reconnect)
+        nc = await connect(settings.servers.nats, "shipskip-read", reconnected_cb=on_reconnect)
         pool = await asyncpg.create_pool(settings.servers.database_url, min_size=1, max_size=4)
         catalog = CatalogView(nc.jetstream())
         undo_signals: Callable[[], None] = _nothing

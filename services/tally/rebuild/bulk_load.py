@@ -6,10 +6,10 @@ once at the end. The fold is the same pure function the projector runs, batch by
 (``fold_into``: into the state itself), so the rows are the ones the batch-by-batch path writes
 (services/tally/store.py), tally rows holding zero included.
 
-The fold runs in a worker process of its own while this one reads the stream: decoding and folding cost the worker
-about twice what reading costs this process (replay_wire.py), so on two cores they overlap and the worker sets the
-pace. The worker also writes the rows it holds, on a connection of its own. It is started with ``spawn``, not
-``fork``: the rebuild may run inside a server's worker process (the read API's /admin).
+The fold runs in a worker process of its own while this one reads the stream (replay.py): on two cores the
+decoding and folding overlap with the reading. The worker also writes the rows it holds, on a connection of its
+own. It is started with ``spawn``, not ``fork``: the rebuild may run inside a server's worker process (the read
+API's /admin).
 
 Memory is bounded: past ``max_ballots`` ballots (SHIPSKIP_REBUILD_MEMORY_BALLOTS) the pass stops, its rows are
 written, and the rebuild folds the rest of the stream through the tables as before."""

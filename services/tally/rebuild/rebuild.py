@@ -151,13 +151,11 @@ async def rebuild(
     on_progress: ProgressCallback | None = None,
     partitions: int | None = None,
     memory_ballots: int = MAX_BALLOTS,
-    nats_url: str | None = None,
 ) -> RebuildReport:
     """Rebuild every comparison (or one) from the stream and swap it in atomically. Needs a pool of 2+.
 
     ``partitions``: the number of partitions to leave the projection in (a whole rebuild only); None keeps the
     layout it has. ``memory_ballots``: how many ballots the first pass may fold in memory (bulk_load.py).
-    ``nats_url``: the replay reads over a connection of its own to it (replay.py); None, through ``nc``.
     """
     if partitions is not None and (comparison_id is not None or partitions < 1):
         raise ValueError("re-partitioning takes a whole rebuild into at least one partition")
@@ -178,7 +176,7 @@ async def rebuild(
         await run.start()
         try:
             report = await _rebuild_locked(
-                nc, pool, database_url, run, ballots_per_client_day, comparison_id, partitions, memory_ballots, nats_url
+                nc, pool, database_url, run, ballots_per_client_day, comparison_id, partitions, memory_ballots
             )
         except BaseException as exc:  # interrupted or failed: the live tables are as they were
             await run.finish("failed", f"{type(exc).__name__}: {exc}")
@@ -198,7 +196,6 @@ async def _rebuild_locked(
     comparison_id: str | None,
     partitions: int | None,
     memory_ballots: int,
-    nats_url: str | None,
 ) -> RebuildReport:
     started = time.monotonic()
     await _prepare_schema(pool)
@@ -216,7 +213,7 @@ async def _rebuild_locked(
     async def show_progress(_: list[StreamRecord]) -> None:
         await run.update(replay)
 
-    replay = StreamReplay(nc.jetstream(), comparison_id, nats_url=nats_url)
+    replay = StreamReplay(nc, comparison_id)
     await replay.open()
     try:
         head = await _stream_head(nc)
@@ -342,7 +339,6 @@ async def verify(
     ballots_per_client_day: int,
     comparison_id: str | None = None,
     on_progress: ProgressCallback | None = None,
-    nats_url: str | None = None,
 ) -> tuple[int, list[Difference]]:
     """Recompute the tallies from the stream in memory; (position checked, differences from the live tables).
 
@@ -367,7 +363,7 @@ async def verify(
             state.absorb(outcome)
         await run.update(replay)
 
-    replay = StreamReplay(nc.jetstream(), comparison_id, nats_url=nats_url)
+    replay = StreamReplay(nc, comparison_id)
     await replay.open()
     try:
         await replay.fold_until(position, fold_in_memory)

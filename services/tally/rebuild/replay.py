@@ -1,29 +1,32 @@
 """Reading the VOTES stream from its start, for rebuilds and verification.
 
-Two ways to read, the same replay: where the NATS URL is plain ``nats://``, a pull consumer read over a connection
-of the replay's own (replay_wire.py), which spends a fraction of nats-py's CPU per message; otherwise (TLS,
-websockets, or no URL given) nats-py's ordered push consumer (no acks, flow control, recreated past a gap). nats-py's
-pull ``fetch`` delivers about a quarter as many messages a second as its push delivery (``make bench``'s read-back
-baselines), and the replay is what a rebuild waits on most. Either consumer is ephemeral, with an inactivity
-threshold, so an interrupted replay leaves nothing behind on the server.
+An ephemeral pull consumer (no acks, kept in memory, deleted when the replay closes and by the server after a
+minute of inactivity, so an interrupted replay leaves nothing behind) read through ``PullBatches``
+(services/tally/pull.py) on the caller's nats-py connection, whatever it is (``nats://``, ``tls://``, with any
+login). A reading task fetches batches into a buffer while the fold works on what came before; it fetches only
+while the buffer has room for another batch (four at most), so memory stays bounded however long the stream is,
+and a fold slower than the server holds the server back. nats-py's ``fetch`` spends a task and a timer per message
+(pull.py); its ordered push consumer cost this process more CPU per message than these pull requests
+(bench/README.md, ``python -m bench --only baseline.nats.read,rebuild``).
 
-Messages are kept in a buffer that the fold drains in batches, and no more is asked for (or, through nats-py,
-acknowledged to flow control) than the buffer has room for: memory stays bounded however long the stream is. Each
-record's stream sequence and the count still pending are cut from the reply subject rather than through
-``msg.metadata``, which builds a datetime and two objects per message (bench/rebuild_parts.py).
+Each record's stream sequence and the count still pending are cut from the reply subject
+(services/shared/deliveries.py). A consumer sequence that skips one (deliveries lost with a connection), or a
+consumer gone from under the replay, makes a new consumer from the first stream sequence not yet delivered.
 """
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
-from nats.aio.msg import Msg
-from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, ConsumerInfo, DeliverPolicy
+import nats.errors
+from nats.aio.client import Client as NATS
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from contracts.subjects import MODERATION_SUBJECT, VOTES_ALL, VOTES_STREAM, VOTES_SUBJECT_PREFIX, votes_subject
-from services.shared.nats_wire import LinkDown, LinkUnsupported, parse_servers
-from services.tally.rebuild.replay_wire import PullSession, delivery_sequences
+from services.shared.deliveries import delivery_sequences
+from services.tally.pull import PullBatches, PullRefused
 from services.tally.store import StreamRecord
 
 log = logging.getLogger(__name__)
@@ -33,7 +36,11 @@ FoldBatch = Callable[[list[StreamRecord]], Awaitable[None]]
 STALL_TIMEOUT_S = 30.0
 """How long the replay waits for a message the stream said was pending before it gives up."""
 MAX_RESTARTS = 5
-"""How often the replay's own consumer may be made again (lost connection, skipped sequence) before it gives up."""
+"""How often the replay's consumer may be made again (a gap, a consumer gone) before it gives up."""
+FETCH_WAIT_S = 5.0
+"""How long one fetch waits at the stream's end for something new before it asks again."""
+BUFFERED_BATCHES = 4
+"""Batches the reading task may hold ahead of the fold."""
 
 
 def replay_subjects(comparison_id: str | None) -> list[str]:
@@ -46,34 +53,31 @@ def replay_subjects(comparison_id: str | None) -> list[str]:
 
 
 class ReplayFailed(Exception):
-    """The replay's own consumer could not go on (see ``MAX_RESTARTS``)."""
+    """The replay's consumer could not go on (see ``MAX_RESTARTS``)."""
+
+
+class _Restart(Exception):
+    """The consumer must be made again from the first stream sequence not yet delivered."""
 
 
 class StreamReplay:
-    def __init__(
-        self,
-        js: JetStreamContext,
-        comparison_id: str | None = None,
-        batch_size: int = 5000,
-        *,
-        nats_url: str | None = None,
-    ) -> None:
-        """``nats_url``: read over a connection of the replay's own where it is plain ``nats://``."""
-        self._js = js
+    def __init__(self, nc: NATS, comparison_id: str | None = None, batch_size: int = 5000) -> None:
+        self._nc = nc
+        self._js = nc.jetstream()
         self._subjects = replay_subjects(comparison_id)
         self._batch_size = batch_size
-        self._nats_url = nats_url
-        self._subscription: JetStreamContext.PushSubscription | None = None
-        self._session: PullSession | None = None
+        self._consumer = ""
+        self._batches: PullBatches | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._closing = False
         self._restarts = 0
-        self._restarting: asyncio.Task[None] | None = None
         self._trouble: str | None = None
-        """Why the replay's own consumer cannot go on (after ``MAX_RESTARTS``); fold_until raises it."""
+        """Why the replay cannot go on; fold_until raises it."""
         self._buffer: list[StreamRecord] = []
         self._arrived = asyncio.Event()
-        """Set when a message arrives; the fold waits on it when the buffer is empty."""
+        """Set when a message arrives (or trouble); the fold waits on it when the buffer is empty."""
         self._room = asyncio.Event()
-        """Set while the buffer has room; nats-py's delivery callback waits on it (backpressure)."""
+        """Set while the buffer has room for another batch; the reading task waits on it (backpressure)."""
         self._room.set()
         self._at_end = False
         """Whether the last message delivered said nothing more was pending (or the stream was empty)."""
@@ -88,76 +92,136 @@ class StreamReplay:
         self.total = 0
         """Matching events in the stream when the replay started, plus any seen since."""
 
-    @property
-    def own_connection(self) -> bool:
-        """Whether the replay reads over its own connection (else through nats-py)."""
-        return self._session is not None
-
     async def open(self) -> None:
-        info = await self._open_own(1, may_fall_back=True) if self._nats_url is not None else None
-        if info is None:
-            info = await self._open_nats_py()
+        info = await self._make_consumer(1)
         delivered = info.delivered.consumer_seq if info.delivered is not None else 0
         self.total = max(self.total, (info.num_pending or 0) + (delivered or 0))
         if self.total == 0:
             self._at_end = True
-
-    async def _open_own(self, start_seq: int, *, may_fall_back: bool) -> ConsumerInfo | None:
-        """The replay's own consumer and connection from ``start_seq``; None where the URL or server is not spoken
-        (and, ``may_fall_back``, where no server answers): nats-py reads instead."""
-        assert self._nats_url is not None
-        try:
-            servers = parse_servers(self._nats_url)
-        except LinkUnsupported as exc:
-            log.info("the replay reads through nats-py: %s", exc)
-            return None
-        session = PullSession(
-            self._js, servers, self._subjects, self._batch_size, self._deliver, self._on_trouble, self._free
-        )
-        try:
-            info = await session.open(start_seq)
-        except LinkUnsupported as exc:
-            log.info("the replay reads through nats-py: %s", exc)
-            return None
-        except LinkDown as exc:
-            if not may_fall_back:
-                raise  # making it again after trouble: _restart tries once more
-            log.warning("the replay reads through nats-py: %s", exc)
-            return None
-        self._session, self._consumer_seq = session, 0
-        session.ask()
-        return info
-
-    async def _open_nats_py(self) -> ConsumerInfo:
-        config = ConsumerConfig(filter_subjects=self._subjects, inactive_threshold=60.0)
-        self._subscription = await self._js.subscribe(
-            "",  # the config's filter subjects say what to read
-            stream=VOTES_STREAM,
-            cb=self._on_message,
-            config=config,
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.ALL,
-            # The buffer's bound, not these, holds the server back; these only must not drop what it sent.
-            pending_msgs_limit=1_000_000,
-            pending_bytes_limit=512 * 1024 * 1024,
-        )
-        return await self._subscription.consumer_info()
+        self._reader = asyncio.get_running_loop().create_task(self._read())
 
     async def close(self) -> None:
-        if self._restarting is not None:
-            self._restarting.cancel()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-        if self._subscription is not None:
-            await self._subscription.unsubscribe()
-            self._subscription = None
+        self._closing = True
+        reader, self._reader = self._reader, None
+        # Cancelled again until it ends: Python 3.11's ``wait_for`` (in PullBatches) drops a cancellation that
+        # arrives as its wait ends, and the reading task would go on fetching.
+        while reader is not None and not reader.done():
+            reader.cancel()
+            await asyncio.wait({reader}, timeout=0.1)
+        await self._drop_consumer()
 
-    async def _consumer_info(self) -> ConsumerInfo:
-        if self._session is not None:
-            return await self._session.info()
-        assert self._subscription is not None
-        return await self._subscription.consumer_info()
+    async def _make_consumer(self, start_seq: int) -> ConsumerInfo:
+        """An ephemeral consumer from ``start_seq`` (1 for the whole stream), and a ``PullBatches`` on it."""
+        config = ConsumerConfig(
+            ack_policy=AckPolicy.NONE,
+            filter_subjects=self._subjects,
+            inactive_threshold=60.0,  # an interrupted replay leaves nothing behind on the server
+            mem_storage=True,
+            num_replicas=1,
+            **(
+                {"deliver_policy": DeliverPolicy.ALL}
+                if start_seq <= 1
+                else {"deliver_policy": DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": start_seq}
+            ),
+        )
+        info = await self._js.add_consumer(VOTES_STREAM, config)
+        self._consumer, self._consumer_seq = info.name, 0
+        self._batches = PullBatches(self._nc, VOTES_STREAM, info.name)
+        await self._batches.open()
+        return info
+
+    async def _drop_consumer(self) -> None:
+        if self._batches is not None:
+            with contextlib.suppress(nats.errors.Error, OSError):
+                await self._batches.close()
+            self._batches = None
+        if self._consumer:
+            with contextlib.suppress(NotFoundError, nats.errors.Error, TimeoutError, OSError):
+                await self._js.delete_consumer(VOTES_STREAM, self._consumer)
+            self._consumer = ""
+
+    # -- the reading task --------------------------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        try:
+            while not self._closing:
+                await self._room.wait()
+                try:
+                    self._take(*await self._fetch())
+                except _Restart as exc:
+                    await self._restart(str(exc))
+        except ReplayFailed as exc:
+            self._trouble = str(exc)
+        except Exception as exc:  # told to fold_until rather than lost in a task
+            self._trouble = f"the replay could not read the stream: {type(exc).__name__}: {exc}"
+        finally:
+            self._arrived.set()
+
+    async def _fetch(self) -> tuple[list[StreamRecord], int]:
+        """The next deliveries as records, and how many the last of them said were still pending."""
+        assert self._batches is not None
+        # As much as the buffer has room for in one fetch: fewer round trips than a batch at a time (reading 200,000
+        # events, counting only, on a loaded machine: 6.2 and 9.7 s against 7.5 and 13.4 s, alternately).
+        room = max(self._batch_size, BUFFERED_BATCHES * self._batch_size - len(self._buffer))
+        try:
+            messages = await self._batches.fetch(room, wait_s=FETCH_WAIT_S)
+        except TimeoutError:  # nothing new at the stream's end
+            return [], 0
+        except PullRefused as exc:  # the consumer was deleted, or its requests are refused
+            raise _Restart(str(exc)) from None
+        except (nats.errors.Error, OSError) as exc:  # reconnecting: nats-py comes back by itself
+            log.warning("replay: fetch failed (%r); retrying", exc)
+            await asyncio.sleep(0.5)
+            return [], 0
+        if not messages:
+            return [], 0
+        first, first_consumer_seq, _ = delivery_sequences(messages[0].reply)
+        last, last_consumer_seq, pending = delivery_sequences(messages[-1].reply)
+        count = len(messages)
+        # Consumer sequences go up by one a delivery, in the order they come: one lost shows at the batch's ends.
+        if first_consumer_seq != self._consumer_seq + 1 or last_consumer_seq != first_consumer_seq + count - 1:
+            raise _Restart(
+                f"deliveries lost: consumer sequences {first_consumer_seq} to {last_consumer_seq} came in"
+                f" {count} messages after {self._consumer_seq}"
+            )
+        self._consumer_seq = last_consumer_seq
+        if last - first == count - 1:  # stream sequences without a hole between (the usual): none read one by one
+            seqs: Iterable[int] = range(first, last + 1)
+        else:
+            seqs = [delivery_sequences(message.reply)[0] for message in messages]
+        records = list(map(StreamRecord, seqs, [m.subject for m in messages], [m.data for m in messages]))
+        return records, pending
+
+    def _take(self, records: list[StreamRecord], pending: int) -> None:
+        if not records:
+            return
+        self._at_end = pending == 0
+        fresh = records if records[0].seq > self.reached else [r for r in records if r.seq > self.reached]
+        if fresh:  # (a consumer made again re-sends what the old one had sent)
+            self._buffer += fresh
+            self.reached = fresh[-1].seq
+        self.total = max(self.total, self.folded + len(self._buffer) + pending)
+        self._arrived.set()
+        if len(self._buffer) > (BUFFERED_BATCHES - 1) * self._batch_size:
+            self._room.clear()
+
+    async def _restart(self, reason: str) -> None:
+        """A new consumer from the first sequence not yet delivered; the old one is deleted."""
+        self._restarts += 1
+        log.warning("replay (consumer %s): %s; making it again from %d", self._consumer, reason, self.reached + 1)
+        if self._restarts > MAX_RESTARTS:
+            raise ReplayFailed(f"the replay's consumer failed {self._restarts} times, the last: {reason}")
+        await self._drop_consumer()
+        for attempt in range(10):
+            try:
+                await self._make_consumer(self.reached + 1)
+                return
+            except (nats.errors.Error, OSError) as exc:
+                log.warning("replay: making its consumer again failed (%r); try %d", exc, attempt + 1)
+                await asyncio.sleep(1.0)
+        raise ReplayFailed("the replay's consumer could not be made again")
+
+    # -- the fold's side ---------------------------------------------------------------------------------------
 
     async def _all_delivered(self) -> bool:
         """Whether the server has nothing pending for this replay and nothing on its way to it.
@@ -166,63 +230,20 @@ class StreamReplay:
         may have folded already) can be on their way. Only the server knows: nothing pending, and it sent no more
         than arrived here.
         """
-        info = await self._consumer_info()
+        consumer = self._consumer
+        if not consumer:
+            return False  # being made again
+        try:
+            info = await self._js.consumer_info(VOTES_STREAM, consumer)
+        except NotFoundError:
+            return False  # gone: the reading task makes it again
         sent = info.delivered.consumer_seq if info.delivered is not None else 0
+        if consumer != self._consumer:
+            return False
         if info.num_pending or (sent or 0) > self._consumer_seq:
             self._at_end = False
             return False
         return True
-
-    def _free(self) -> int:
-        """Room in the buffer: what the replay's own consumer may ask for."""
-        return 4 * self._batch_size - len(self._buffer)
-
-    def _deliver(self, seq: int, consumer_seq: int, pending: int, subject: str, data: bytes) -> None:
-        self._consumer_seq = consumer_seq
-        if seq <= self.reached:  # a consumer made again (past a gap, or after trouble) re-sent this one
-            return
-        self._buffer.append(StreamRecord(seq, subject, data))
-        self.reached = seq
-        self._at_end = pending == 0
-        self.total = max(self.total, self.folded + len(self._buffer) + pending)
-        self._arrived.set()
-
-    async def _on_message(self, msg: Msg) -> None:
-        seq, consumer_seq, pending = delivery_sequences(msg.reply)
-        self._deliver(seq, consumer_seq, pending, msg.subject, msg.data)
-        if self._free() <= 0:
-            self._room.clear()
-            await self._room.wait()
-
-    def _on_trouble(self, reason: str) -> None:
-        old, self._session = self._session, None
-        self._restarts += 1
-        if self._restarts > MAX_RESTARTS:
-            self._trouble = f"the replay's consumer failed {self._restarts} times, the last: {reason}"
-            self._arrived.set()
-            return
-        self._restarting = asyncio.get_running_loop().create_task(self._restart(old))
-
-    async def _restart(self, old: PullSession | None) -> None:
-        """A new consumer from the first sequence not yet delivered; the old one is deleted."""
-        try:
-            if old is not None:
-                await old.close()
-            for attempt in range(10):
-                try:
-                    if await self._open_own(self.reached + 1, may_fall_back=False) is None:
-                        self._trouble = "the replay's own connection is no longer spoken by the server"
-                    break
-                except (OSError, TimeoutError, LinkDown) as exc:
-                    log.warning("replay: making its consumer again failed (%s); try %d", exc, attempt + 1)
-                    await asyncio.sleep(1.0)
-            else:
-                self._trouble = "the replay's consumer could not be made again"
-        except Exception as exc:  # told to fold_until rather than lost in a task
-            self._trouble = f"the replay's consumer could not be made again: {type(exc).__name__}: {exc}"
-        finally:
-            self._restarting = None
-            self._arrived.set()
 
     async def fold_until(self, target: int, fold: FoldBatch, *, stop: Callable[[], bool] | None = None) -> None:
         """Hand every matching event with a sequence up to ``target`` to ``fold``, in order, in batches.
@@ -230,14 +251,14 @@ class StreamReplay:
         Returns once the events up to ``target`` are folded, the stream holds no more right now, or ``stop``
         says so after a batch.
         """
-        assert self._subscription is not None or self._session is not None or self._restarting, "open() first"
+        assert self._reader is not None, "open() first"
         while stop is None or not stop():
             if self._trouble is not None:
                 raise ReplayFailed(self._trouble)
             if not self._buffer:
                 if self.reached >= target:
                     return
-                if self._at_end and self._restarting is None:
+                if self._at_end:
                     drained = await self._all_delivered()
                     if self._buffer:  # arrived while we asked
                         continue
@@ -256,10 +277,8 @@ class StreamReplay:
             if take[-1].seq > target:
                 take = [record for record in take if record.seq <= target]
             del self._buffer[: len(take)]
-            if len(self._buffer) < 2 * self._batch_size:
+            if len(self._buffer) <= (BUFFERED_BATCHES - 1) * self._batch_size:
                 self._room.set()
-            if self._session is not None:
-                self._session.ask()
             if take:
                 await fold(take)
                 self.folded += len(take)

@@ -1,4 +1,5 @@
-"""Pulling a durable consumer's deliveries in batches, for the live projector.
+"""Pulling a consumer's deliveries in batches: the live projector's durable consumer, and a replay's ephemeral one
+(services/tally/rebuild/replay.py).
 
 nats-py's ``PullSubscription.fetch`` takes each message of a batch through ``next_msg``, which creates a task, a
 ``wait_for`` timer and a uuid4 for every message: with the event-loop work they cause, about 15 % of the projector's
@@ -24,6 +25,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.api import Header, StatusCode
 
+_ACK_PREFIX = "$JS.ACK."
 _EXPIRY_MARGIN_S = 0.01
 """A lingering request expires this much before the fetch gives up, so that its 408 normally ends the fetch."""
 
@@ -65,6 +67,12 @@ class PullBatches:
             await subscription.unsubscribe()
 
     async def _on_message(self, msg: Msg) -> None:
+        if msg.reply.startswith(_ACK_PREFIX):
+            # A delivery: its reply subject is where it would be acked. Told apart without a header lookup, since
+            # every stored vote has headers (its Nats-Msg-Id) and a status message has none of these.
+            self._delivered.append(msg)
+            self._changed.set()
+            return
         status = msg.headers.get(Header.STATUS) if msg.headers else None
         if status is None:
             self._delivered.append(msg)

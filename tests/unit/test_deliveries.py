@@ -1,8 +1,9 @@
-"""The stream sequence, consumer sequence and pending count a replay cuts from a JetStream delivery's reply subject."""
+"""The stream sequence, consumer sequence and pending count the projector and a replay cut from a JetStream
+delivery's reply subject (services/shared/deliveries.py); tests/integration/test_pull.py checks real deliveries."""
 
 import pytest
 
-from services.tally.rebuild.replay_wire import delivery_sequences
+from services.shared.deliveries import delivery_sequences
 
 
 def test_the_older_nine_token_form() -> None:
