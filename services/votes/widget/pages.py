@@ -17,6 +17,8 @@ from services.shared.http import ApiError
 WIDGET_JS = files("services.votes.widget").joinpath("widget.js").read_bytes()
 WIDGET_VERSION = hashlib.sha256(WIDGET_JS).hexdigest()[:12]
 _WIDGET_ETAG = f'"{WIDGET_VERSION}"'
+DEMO_INDEX_SIZE = 200
+"""Comparisons the demo index lists (the first in id order): a page, not the whole of a large catalogue."""
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;background:#f6f5f2;color:#1c1b19}
@@ -97,8 +99,8 @@ async def widget_js(request: Request[Any, Any, Any]) -> Response[bytes]:
 
 @get("/", include_in_schema=False)
 async def demo_index(request: Request[Any, Any, Any]) -> Response[bytes]:
-    comparisons = request.app.state.votes.catalog.catalog.comparisons
-    items = "".join(f'<li><a href="/compare/{escape(c.id)}">{escape(c.title)}</a></li>' for c in comparisons)
+    comparisons, _ = request.app.state.votes.catalog.page(None, DEMO_INDEX_SIZE)
+    items = "".join(f'<li><a href="/compare/{escape(c.id)}">{escape(c.title)}</a></li>' for c, _ in comparisons)
     body = (
         "<div class=eyebrow>shipskip demo</div><h1>AI tool comparisons</h1>"
         "<p class=lede>Every page puts two tools side by side; the Community figure is live.</p>"

@@ -1,0 +1,638 @@
+"""The catalogue in JetStream's key-value bucket CATALOG: one entry per tool and per comparison, and a head.
+
+Keys:
+- ``tool.<id>.<generation>``, ``comparison.<id>.<generation>``: one version of one entry, written once by the load
+  of that generation and never changed: the entry's JSON (contracts/catalog.py), or ``null`` where that load
+  removed the entry.
+- ``head``: the committed generation and its counts (``CatalogHead``); a load in progress holds it as its lock.
+- ``current``: the whole catalogue in one value, as earlier releases stored it (so never more than NATS's max
+  payload). Readers fall back to it while no generation was ever committed; ``shipskip migrate``, the local
+  stack's bootstrap and the next load convert it to entries and remove it.
+
+A load (``plan_load`` then ``apply_load``) reads the live state, takes the lock with a compare-and-set of ``head``
+(the revision that write gets is the new generation), writes a version of each entry that changed, commits by
+setting ``head`` to the new generation (compare-and-set again: a load that lost its lock cannot commit), then
+purges the versions the commit superseded. A one-tool change writes one entry.
+
+Readers (``CatalogFold``) take the bucket's messages in stream order from one watch. A version newer than the
+head waits until a head names its generation, then the whole generation is taken in at once: a page never sees
+half a load. Every version of a generation is stored before the head that commits it, so a reader holds them all
+when it sees that head; the head's counts check it (``CatalogOutOfStep`` otherwise: read everything again).
+A reader that starts from scratch takes, for each entry, its newest version at or below the head: versions above
+the head belong to a load still running (or one that died, whose versions the next load purges before it writes).
+"""
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TypeVar
+
+import msgspec
+import nats.errors
+from nats.js import JetStreamContext
+from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from contracts.catalog import (
+    Catalog,
+    CatalogError,
+    CatalogHead,
+    Comparison,
+    LoadLock,
+    Tool,
+    decode_catalog,
+    decode_head,
+    encode_head,
+)
+from contracts.subjects import CATALOG_BUCKET, CATALOG_KEY
+from services.shared.jetstream import catalog_bucket, connect
+
+log = logging.getLogger(__name__)
+
+HEAD_KEY = "head"
+LEGACY_KEY = CATALOG_KEY
+BACKING_STREAM = "KV_" + CATALOG_BUCKET
+"""The stream behind the bucket (NATS's naming), purged by subject to drop superseded versions without a marker."""
+LOCK_STALE_S = 120.0
+"""A load's lock older than this belongs to a loader that died: the next load takes it over."""
+IN_FLIGHT = 256
+"""Writes (and purges) a load keeps in flight."""
+PAYLOAD_HEADROOM = 1024
+"""Bytes of a message's max payload kept for its subject and headers."""
+
+
+class Kind(StrEnum):
+    TOOL = "tool"
+    COMPARISON = "comparison"
+
+
+EntryKey = tuple[Kind, str]
+Entry = Tool | Comparison
+_E = TypeVar("_E", Tool, Comparison)
+_T = TypeVar("_T")
+Progress = Callable[[int, int], None]
+"""(entries written, entries to write)."""
+
+_encoder = msgspec.json.Encoder()
+_decoders: dict[Kind, msgspec.json.Decoder[Tool | None] | msgspec.json.Decoder[Comparison | None]] = {
+    Kind.TOOL: msgspec.json.Decoder(Tool | None),
+    Kind.COMPARISON: msgspec.json.Decoder(Comparison | None),
+}
+
+
+def version_key(kind: Kind, entry_id: str, generation: int) -> str:
+    return f"{kind}.{entry_id}.{generation}"
+
+
+def parse_version_key(key: str) -> tuple[Kind, str, int] | None:
+    """(kind, id, generation) of a version key; None for any other key. Slugs hold no dots."""
+    kind, _, rest = key.partition(".")
+    entry_id, _, generation = rest.partition(".")
+    if kind not in (Kind.TOOL, Kind.COMPARISON) or not entry_id or not generation.isdigit():
+        return None
+    return Kind(kind), entry_id, int(generation)
+
+
+def encode_entry(entry: Entry | None) -> bytes:
+    return _encoder.encode(entry)
+
+
+def decode_entry(kind: Kind, data: bytes) -> Entry | None:
+    return _decoders[kind].decode(data)
+
+
+class CatalogOutOfStep(Exception):
+    """What a reader holds does not add up to what the head names (a message missed): read everything again."""
+
+
+@dataclass
+class Committed:
+    """What a commit (or a reader's first read) changed: each entry's new value, None where it is gone."""
+
+    revision: int
+    tools: dict[str, Tool | None] = field(default_factory=dict)
+    comparisons: dict[str, Comparison | None] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.tools or self.comparisons)
+
+
+class CatalogFold:
+    """The catalogue as the bucket's messages, taken in stream order, make it.
+
+    ``track_versions``: also remember which version keys exist and which are removal markers (a load needs them
+    to purge what it supersedes; services do not).
+    """
+
+    def __init__(self, *, track_versions: bool = False) -> None:
+        self.head: CatalogHead | None = None
+        self.head_revision = 0
+        """The KV revision of the last ``head`` message: a load's compare-and-set is against it."""
+        self.legacy: Catalog | None = None
+        self.legacy_revision = 0
+        self.tools: dict[str, Tool] = {}
+        self.comparisons: dict[str, Comparison] = {}
+        self.undecodable = 0
+        self._pending: dict[int, dict[EntryKey, Entry | None]] = {}
+        self._track = track_versions
+        self.versions: dict[EntryKey, set[int]] = {}
+        self.markers: set[tuple[Kind, str, int]] = set()
+
+    @property
+    def committed(self) -> int:
+        """The committed generation; 0 before the first load."""
+        return self.head.generation if self.head is not None else 0
+
+    @property
+    def revision(self) -> int:
+        """What readers call the catalogue's revision: the committed generation, else the old key's revision."""
+        if self.committed:
+            return self.committed
+        return self.legacy_revision if self.legacy is not None else 0
+
+    def entries(self, kind: Kind) -> dict[str, Tool] | dict[str, Comparison]:
+        return self.tools if kind is Kind.TOOL else self.comparisons
+
+    def catalog(self) -> Catalog:
+        """The committed catalogue, entries in id order."""
+        return Catalog(
+            tools=[self.tools[key] for key in sorted(self.tools)],
+            comparisons=[self.comparisons[key] for key in sorted(self.comparisons)],
+        )
+
+    def take(self, key: str, value: bytes | None, revision: int, removed: bool) -> Committed | None:
+        """One message of the bucket; what it commits, if anything."""
+        if key == HEAD_KEY:
+            if removed:
+                raise CatalogOutOfStep("the catalogue head was deleted")
+            self.head_revision = revision
+            head = decode_head(value or b"")
+            if head.loading is not None:
+                # A load took the lock: it writes under this revision, so versions between the committed head and
+                # it belong to a load that died before committing; it purges them, but without a marker.
+                for generation in [g for g in self._pending if head.generation < g < revision]:
+                    del self._pending[generation]
+            return self._on_head(head)
+        if key == LEGACY_KEY:
+            return self._on_legacy(None if removed else value, revision)
+        parsed = parse_version_key(key)
+        if parsed is None:
+            return None
+        kind, entry_id, generation = parsed
+        if removed:
+            self._forget(kind, entry_id, generation)
+            return None
+        try:
+            entry = decode_entry(kind, value or b"null")
+        except msgspec.DecodeError as exc:  # a newer release's entry, or damage: the rest stays usable
+            self.undecodable += 1
+            log.warning("catalogue entry %s cannot be read (%s); left out", key, exc)
+            return None
+        if self._track:
+            self.versions.setdefault((kind, entry_id), set()).add(generation)
+            if entry is None:
+                self.markers.add((kind, entry_id, generation))
+        if generation > self.committed or self.head is None:
+            self._pending.setdefault(generation, {})[(kind, entry_id)] = entry
+        # else: a version at or below the committed head, seen after it: one the head already accounted for.
+        return None
+
+    def _forget(self, kind: Kind, entry_id: str, generation: int) -> None:
+        pending = self._pending.get(generation)
+        if pending is not None:
+            pending.pop((kind, entry_id), None)
+        if self._track:
+            self.versions.get((kind, entry_id), set()).discard(generation)
+            self.markers.discard((kind, entry_id, generation))
+
+    def _on_legacy(self, value: bytes | None, revision: int) -> Committed | None:
+        if value is None:
+            self.legacy, self.legacy_revision = None, 0
+            return None
+        try:
+            self.legacy = decode_catalog(value)
+        except CatalogError as exc:
+            log.warning("the old single-key catalogue cannot be read: %s", exc)
+            return None
+        self.legacy_revision = revision
+        if self.committed:
+            return None  # superseded by the entries; the next load or `shipskip migrate` removes it
+        return self._replace({t.id: t for t in self.legacy.tools}, {c.id: c for c in self.legacy.comparisons}, revision)
+
+    def _on_head(self, head: CatalogHead) -> Committed | None:
+        before = self.committed
+        if self.head is not None and head.generation < before:
+            raise CatalogOutOfStep(f"the catalogue head went back from {before} to {head.generation}")
+        self.head = head
+        if head.generation == before or head.generation == 0:
+            return None  # a lock taken or released: nothing committed
+        if before == 0:
+            # A first read (or the first commit after the old single key): for each entry, its newest version at or
+            # below the head; everything else that was held is gone.
+            newest: dict[EntryKey, tuple[int, Entry | None]] = {}
+            for generation in sorted(g for g in self._pending if g <= head.generation):
+                for entry_key, entry in self._pending.pop(generation).items():
+                    newest[entry_key] = (generation, entry)
+            tools = {i: e for (k, i), (_, e) in newest.items() if k is Kind.TOOL and isinstance(e, Tool)}
+            comparisons = {
+                i: e for (k, i), (_, e) in newest.items() if k is Kind.COMPARISON and isinstance(e, Comparison)
+            }
+            committed = self._replace(tools, comparisons, head.generation)
+        else:
+            written = self._pending.pop(head.generation, {})
+            for generation in [g for g in self._pending if g < head.generation]:
+                del self._pending[generation]  # a load that died before it committed
+            if len(written) != head.changes:
+                raise CatalogOutOfStep(
+                    f"generation {head.generation} names {head.changes} entries, {len(written)} arrived"
+                )
+            committed = Committed(head.generation)
+            for (kind, entry_id), entry in written.items():
+                if kind is Kind.TOOL:
+                    self._set(self.tools, committed.tools, entry_id, entry if isinstance(entry, Tool) else None)
+                else:
+                    self._set(
+                        self.comparisons,
+                        committed.comparisons,
+                        entry_id,
+                        entry if isinstance(entry, Comparison) else None,
+                    )
+        if (len(self.tools), len(self.comparisons)) != (head.tools, head.comparisons) and not self.undecodable:
+            raise CatalogOutOfStep(
+                f"generation {head.generation} has {head.tools} tools and {head.comparisons} comparisons;"
+                f" {len(self.tools)} and {len(self.comparisons)} held"
+            )
+        return committed
+
+    @staticmethod
+    def _set(held: dict[str, _E], changes: dict[str, _E | None], entry_id: str, entry: _E | None) -> None:
+        if entry is None:
+            if held.pop(entry_id, None) is not None:
+                changes[entry_id] = None
+        elif held.get(entry_id) != entry:
+            held[entry_id] = entry
+            changes[entry_id] = entry
+
+    def _replace(self, tools: dict[str, Tool], comparisons: dict[str, Comparison], revision: int) -> Committed:
+        committed = Committed(revision, _changes(self.tools, tools), _changes(self.comparisons, comparisons))
+        self.tools, self.comparisons = tools, comparisons
+        return committed
+
+
+def _changes(old: dict[str, _E], new: dict[str, _E]) -> dict[str, _E | None]:
+    changes: dict[str, _E | None] = {key: None for key in old.keys() - new.keys()}
+    for key, entry in new.items():
+        if old.get(key) != entry:
+            changes[key] = entry
+    return changes
+
+
+# -- reading once (a load, `catalog show`, bootstrap) -----------------------------------------------------------
+
+
+async def open_bucket(js: JetStreamContext) -> KeyValue | None:
+    """The bucket, or None when it was never created (readers leave that to writers, which know the replicas)."""
+    try:
+        return await js.key_value(CATALOG_BUCKET)
+    except BucketNotFoundError:
+        return None
+
+
+def is_removal(entry: KeyValue.Entry) -> bool:
+    return entry.operation in ("DEL", "PURGE")
+
+
+async def read_fold(bucket: KeyValue, *, track_versions: bool = False, attempts: int = 3) -> CatalogFold:
+    """Everything the bucket holds now, folded; read again when a load committed in the middle of the read and
+    purged what this read was about to take."""
+    for attempt in range(attempts):
+        fold = CatalogFold(track_versions=track_versions)
+        watcher = await bucket.watchall()
+        try:
+            async for entry in watcher:
+                if entry is None:  # nats-py's marker: every message stored when the watch began was delivered
+                    return fold
+                fold.take(entry.key, entry.value, entry.revision or 0, is_removal(entry))
+        except CatalogOutOfStep as exc:
+            if attempt == attempts - 1:
+                raise
+            log.info("catalogue changed while read (%s); reading again", exc)
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+    raise CatalogOutOfStep("the catalogue watch ended before it delivered the stored entries")
+
+
+async def read_catalog(js: JetStreamContext) -> tuple[Catalog | None, int]:
+    """The committed catalogue and its revision; (None, 0) when none was ever loaded."""
+    bucket = await open_bucket(js)
+    if bucket is None:
+        return None, 0
+    fold = await read_fold(bucket)
+    if not fold.revision:
+        return None, 0
+    return fold.catalog(), fold.revision
+
+
+# -- loading ---------------------------------------------------------------------------------------------------
+
+
+class CatalogDiff(msgspec.Struct, frozen=True):
+    """A new catalogue against the live one, ids in order."""
+
+    tools_added: list[str]
+    tools_changed: list[str]
+    tools_removed: list[str]
+    comparisons_added: list[str]
+    comparisons_changed: list[str]
+    comparisons_removed: list[str]
+
+    @property
+    def empty(self) -> bool:
+        return not any(msgspec.structs.astuple(self))
+
+
+def diff_catalogs(tools: dict[str, Tool], comparisons: dict[str, Comparison], catalog: Catalog) -> CatalogDiff:
+    new_tools = {tool.id: tool for tool in catalog.tools}
+    new_comparisons = {comparison.id: comparison for comparison in catalog.comparisons}
+    return CatalogDiff(
+        tools_added=sorted(new_tools.keys() - tools.keys()),
+        tools_changed=sorted(k for k, v in new_tools.items() if k in tools and tools[k] != v),
+        tools_removed=sorted(tools.keys() - new_tools.keys()),
+        comparisons_added=sorted(new_comparisons.keys() - comparisons.keys()),
+        comparisons_changed=sorted(k for k, v in new_comparisons.items() if k in comparisons and comparisons[k] != v),
+        comparisons_removed=sorted(comparisons.keys() - new_comparisons.keys()),
+    )
+
+
+@dataclass
+class LoadPlan:
+    """What a load would do, worked out against the live state it read; nothing written yet."""
+
+    catalog: Catalog
+    diff: CatalogDiff
+    writes: dict[EntryKey, bytes]
+    """The version of each entry to write (``null``: removed)."""
+    fold: CatalogFold
+
+    @property
+    def previous(self) -> int:
+        return self.fold.revision
+
+
+@dataclass
+class LoadReport:
+    revision: int
+    previous: int
+    written: int
+    purged: int
+    """Superseded versions removed after the commit."""
+    left: int
+    """Superseded versions a purge failed on: harmless, the next load removes them."""
+    seconds: float
+
+
+class CatalogBusy(Exception):
+    """Another load holds the lock, or changed the catalogue after this one read it: nothing was committed."""
+
+
+def _encoded(catalog: Catalog, max_payload: int | None) -> dict[EntryKey, bytes]:
+    limit = None if max_payload is None else max_payload - PAYLOAD_HEADROOM
+    encoded: dict[EntryKey, bytes] = {}
+    lists: tuple[tuple[Kind, Sequence[Entry]], ...] = (
+        (Kind.TOOL, catalog.tools),
+        (Kind.COMPARISON, catalog.comparisons),
+    )
+    for kind, entries in lists:
+        for index, entry in enumerate(entries):
+            data = encode_entry(entry)
+            if limit is not None and len(data) > limit:
+                raise CatalogError(
+                    f"invalid catalogue: {kind} {entry.id!r} takes {len(data):,} bytes, more than the {limit:,} a"
+                    f" NATS message can carry here - at `$.{kind}s[{index}]`"
+                )
+            encoded[(kind, entry.id)] = data
+    return encoded
+
+
+def plan_from(fold: CatalogFold, catalog: Catalog, max_payload: int | None = None) -> LoadPlan:
+    encoded = _encoded(catalog, max_payload)
+    diff = diff_catalogs(fold.tools, fold.comparisons, catalog)
+    writes: dict[EntryKey, bytes] = {}
+    if fold.committed:
+        for kind, added, changed, removed in (
+            (Kind.TOOL, diff.tools_added, diff.tools_changed, diff.tools_removed),
+            (Kind.COMPARISON, diff.comparisons_added, diff.comparisons_changed, diff.comparisons_removed),
+        ):
+            for entry_id in (*added, *changed):
+                writes[(kind, entry_id)] = encoded[(kind, entry_id)]
+            for entry_id in removed:
+                writes[(kind, entry_id)] = encode_entry(None)
+    else:
+        # Nothing committed yet (an empty bucket, or the old single key): every entry, and a removal for each
+        # entry of the old key that is gone, so that readers holding the old key drop it at the commit.
+        writes.update(encoded)
+        for entry_id in diff.tools_removed:
+            writes[(Kind.TOOL, entry_id)] = encode_entry(None)
+        for entry_id in diff.comparisons_removed:
+            writes[(Kind.COMPARISON, entry_id)] = encode_entry(None)
+    return LoadPlan(catalog, diff, writes, fold)
+
+
+async def plan_load(js: JetStreamContext, catalog: Catalog, max_payload: int | None = None) -> LoadPlan:
+    """Read the live catalogue and work out what loading ``catalog`` changes; writes nothing."""
+    bucket = await open_bucket(js)
+    fold = await read_fold(bucket, track_versions=True) if bucket else CatalogFold(track_versions=True)
+    return plan_from(fold, catalog, max_payload)
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+async def _lock(bucket: KeyValue, fold: CatalogFold, stale_s: float) -> int:
+    """Take the load lock (compare-and-set of the head the plan read); its revision is the new generation."""
+    held = fold.head
+    if held is not None and held.loading is not None:
+        age = time.time() - held.loading.started
+        if age < stale_s:
+            raise CatalogBusy(
+                f"another catalogue load ({held.loading.by}, started {age:.0f} s ago) is running;"
+                " run this one again once it is done"
+            )
+        log.warning("taking over the lock of a catalogue load that started %.0f s ago (%s)", age, held.loading.by)
+    lock = LoadLock(by=_owner(), started=time.time())
+    head = msgspec.structs.replace(held, loading=lock) if held is not None else CatalogHead(0, 0, 0, 0, lock)
+    try:
+        if fold.head_revision:
+            return await bucket.update(HEAD_KEY, encode_head(head), last=fold.head_revision)
+        return await bucket.create(HEAD_KEY, encode_head(head))
+    except KeyWrongLastSequenceError:
+        raise CatalogBusy("the catalogue changed after this load read it (another load?); run it again") from None
+
+
+async def _release(bucket: KeyValue, fold: CatalogFold, lock_revision: int) -> None:
+    """Give the lock back after a failed load (best effort: otherwise it goes stale)."""
+    head = fold.head or CatalogHead(0, 0, 0, 0)
+    try:
+        await bucket.update(HEAD_KEY, encode_head(msgspec.structs.replace(head, loading=None)), last=lock_revision)
+    except (nats.errors.Error, OSError) as exc:
+        log.warning("could not release the catalogue load lock (%s); it goes stale in %.0f s", exc, LOCK_STALE_S)
+
+
+async def _each(items: Iterable[_T], work: Callable[[_T], Awaitable[None]], progress: Callable[[], None]) -> None:
+    """``work`` on every item, ``IN_FLIGHT`` at a time; the first failure cancels the rest."""
+    queue: Iterator[_T] = iter(items)
+
+    async def worker() -> None:
+        for item in queue:
+            await work(item)
+            progress()
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(IN_FLIGHT):
+            group.create_task(worker())
+
+
+async def _write(bucket: KeyValue, generation: int, writes: dict[EntryKey, bytes], progress: Progress | None) -> None:
+    done = 0
+
+    async def put(item: tuple[EntryKey, bytes]) -> None:
+        (kind, entry_id), data = item
+        await bucket.put(version_key(kind, entry_id, generation), data)
+
+    def count() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, len(writes))
+
+    await _each(writes.items(), put, count)
+
+
+async def _purge(js: JetStreamContext, keys: list[str]) -> int:
+    """Remove every message of these keys without leaving a marker (readers never need to hear of them)."""
+    done = 0
+
+    async def purge(key: str) -> None:
+        await js.purge_stream(BACKING_STREAM, subject=f"$KV.{CATALOG_BUCKET}.{key}")
+
+    def count() -> None:
+        nonlocal done
+        done += 1
+
+    await _each(keys, purge, count)
+    return done
+
+
+def _abandoned(fold: CatalogFold) -> list[str]:
+    """Versions above the committed head: written by a load that died. Purged before the next load commits, or a
+    reader starting afresh would take them for committed ones."""
+    return [
+        version_key(kind, entry_id, generation)
+        for (kind, entry_id), generations in fold.versions.items()
+        for generation in generations
+        if generation > fold.committed
+    ]
+
+
+def _superseded(fold: CatalogFold, written: set[EntryKey]) -> list[str]:
+    """After a commit: every older version of what it wrote, versions that an interrupted clean-up left behind,
+    removal markers one generation old (every reader has had a whole load's time to take them in), the old key."""
+    keys = []
+    for entry_key, generations in fold.versions.items():
+        kind, entry_id = entry_key
+        committed = [g for g in generations if g <= fold.committed]
+        if not committed:
+            continue
+        if entry_key in written:
+            drop = committed
+        else:
+            newest = max(committed)
+            drop = [g for g in committed if g < newest]
+            if (kind, entry_id, newest) in fold.markers and newest < fold.committed:
+                drop.append(newest)
+        keys += [version_key(kind, entry_id, generation) for generation in drop]
+    if fold.legacy is not None:
+        keys.append(LEGACY_KEY)
+    return keys
+
+
+async def apply_load(
+    js: JetStreamContext,
+    plan: LoadPlan,
+    *,
+    replicas: int = 1,
+    progress: Progress | None = None,
+    lock_stale_s: float = LOCK_STALE_S,
+) -> LoadReport:
+    """Write the plan's entries under a new generation and commit it; raises CatalogBusy when it cannot."""
+    started = time.monotonic()
+    fold = plan.fold
+    if fold.committed and not plan.writes and fold.legacy is None:
+        return LoadReport(fold.committed, fold.committed, 0, 0, 0, time.monotonic() - started)
+    bucket = await catalog_bucket(js, replicas)
+    lock_revision = await _lock(bucket, fold, lock_stale_s)
+    generation = lock_revision
+    committed = False
+    try:
+        await _purge(js, _abandoned(fold))
+        await _write(bucket, generation, plan.writes, progress)
+        head = CatalogHead(generation, len(plan.catalog.tools), len(plan.catalog.comparisons), len(plan.writes))
+        try:
+            await bucket.update(HEAD_KEY, encode_head(head), last=lock_revision)
+        except KeyWrongLastSequenceError:
+            raise CatalogBusy(
+                f"another load took this one's lock over (held more than {lock_stale_s:.0f} s); nothing committed"
+            ) from None
+        committed = True
+    finally:
+        if not committed:
+            await _release(bucket, fold, lock_revision)
+    superseded = _superseded(fold, set(plan.writes))
+    try:
+        purged = await _purge(js, superseded)
+    except* (nats.errors.Error, OSError) as failures:
+        log.warning("catalogue clean-up left superseded entries (%s); the next load removes them", failures.exceptions)
+        purged = 0
+    return LoadReport(
+        generation, fold.revision, len(plan.writes), purged, len(superseded) - purged, time.monotonic() - started
+    )
+
+
+async def write_catalog(
+    js: JetStreamContext, catalog: Catalog, replicas: int = 1, max_payload: int | None = None
+) -> LoadReport:
+    """Make ``catalog`` the current one (no checks beyond its own: see services/operators/catalog_loads.py)."""
+    return await apply_load(js, await plan_load(js, catalog, max_payload), replicas=replicas)
+
+
+async def migrate_legacy(js: JetStreamContext, replicas: int = 1) -> str:
+    """Convert the single-key catalogue of earlier releases to entries (``shipskip migrate``, bootstrap)."""
+    bucket = await open_bucket(js)
+    if bucket is None:
+        return "catalogue: none loaded yet"
+    fold = await read_fold(bucket, track_versions=True)
+    if fold.legacy is None:
+        return f"catalogue: revision {fold.revision}, one entry per tool and comparison"
+    if fold.committed and fold.legacy_revision < fold.head_revision:
+        await _purge(js, [LEGACY_KEY])
+        return f"catalogue: revision {fold.revision}; removed the single-key copy it superseded"
+    report = await apply_load(js, plan_from(fold, fold.legacy), replicas=replicas)
+    return (
+        f"catalogue: converted the single-key catalogue ({len(fold.legacy.tools)} tools,"
+        f" {len(fold.legacy.comparisons)} comparisons) to one entry each, revision {report.revision}"
+    )
+
+
+async def migrate_catalog_storage(nats_url: str, replicas: int = 1) -> str:
+    """``shipskip migrate``'s catalogue step, on a connection of its own."""
+    nc = await connect(nats_url, "shipskip-migrate", timeout_s=30)
+    try:
+        return await migrate_legacy(nc.jetstream(), replicas)
+    finally:
+        await nc.close()
