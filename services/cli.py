@@ -195,6 +195,9 @@ async def _catalog(args: argparse.Namespace) -> int:
         print(f"shipskip catalog {args.catalog_command}: NATS: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     print("\n".join(describe(outcome)))
+    if outcome.refused is not None:
+        print(f"shipskip catalog load: {outcome.refused}", file=sys.stderr)
+        return 2
     if outcome.revision is None:
         print("checked: nothing changed (run without --check to load)")
     elif outcome.revision == outcome.previous:

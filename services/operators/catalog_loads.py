@@ -38,6 +38,8 @@ class LoadOutcome(msgspec.Struct):
     voted: dict[str, int]
     """Comparisons removed that hold ballots, and how many."""
     checked_only: bool
+    refused: str | None = None
+    """Checked only: why loading it as given would be refused (null: it would load)."""
     revision: int | None = None
     """The revision the load committed (the previous one when nothing changed); None when only checked."""
     written: int = 0
@@ -134,22 +136,24 @@ async def load(
     except CatalogError as exc:
         raise LoadRefused(str(exc), 1, 422, "invalid_catalogue") from None
     removed = plan.diff.comparisons_removed
-    voted: dict[str, int] = {}
+    outcome = LoadOutcome(previous=plan.previous, diff=plan.diff, voted={}, checked_only=check)
+    refusal: LoadRefused | None = None
     if removed:
         try:
-            voted = await votes_of(removed)
+            outcome.voted = await votes_of(removed)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             if not force:
-                raise LoadRefused(
+                refusal = LoadRefused(
                     f"refused: cannot tell whether the {len(removed)} comparisons it removes have votes"
                     f" (Postgres: {exc}); --force removes them anyway",
                     2,
                     503,
                     "votes_unknown",
-                ) from None
-    outcome = LoadOutcome(previous=plan.previous, diff=plan.diff, voted=voted, checked_only=check)
-    if voted and not force:
-        raise LoadRefused(
+                    outcome,
+                )
+    if outcome.voted and not force:
+        voted = outcome.voted
+        refusal = LoadRefused(
             f"refused: it removes {len(voted)} comparison{'s' if len(voted) != 1 else ''} with votes: {_named(voted)};"
             " --force removes them (their votes stay in the stream and the tallies)",
             2,
@@ -158,7 +162,10 @@ async def load(
             outcome,
         )
     if check:
+        outcome.refused = None if refusal is None else str(refusal)
         return outcome
+    if refusal is not None:
+        raise refusal
     try:
         report: LoadReport = await apply_load(js, plan, replicas=replicas, progress=progress)
     except CatalogBusy as exc:

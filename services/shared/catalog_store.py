@@ -493,9 +493,12 @@ async def _each(items: Iterable[_T], work: Callable[[_T], Awaitable[None]], prog
             await work(item)
             progress()
 
-    async with asyncio.TaskGroup() as group:
-        for _ in range(IN_FLIGHT):
-            group.create_task(worker())
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(IN_FLIGHT):
+                group.create_task(worker())
+    except ExceptionGroup as failed:
+        raise failed.exceptions[0] from None  # callers handle one failure, as from a single write
 
 
 async def _write(bucket: KeyValue, generation: int, writes: dict[EntryKey, bytes], progress: Progress | None) -> None:
@@ -596,8 +599,8 @@ async def apply_load(
     superseded = _superseded(fold, set(plan.writes))
     try:
         purged = await _purge(js, superseded)
-    except* (nats.errors.Error, OSError) as failures:
-        log.warning("catalogue clean-up left superseded entries (%s); the next load removes them", failures.exceptions)
+    except (nats.errors.Error, OSError) as exc:
+        log.warning("catalogue clean-up left superseded entries (%s); the next load removes them", exc)
         purged = 0
     return LoadReport(
         generation, fold.revision, len(plan.writes), purged, len(superseded) - purged, time.monotonic() - started

@@ -155,6 +155,10 @@ def test_catalogue_changes_reach_the_votes_service_without_a_restart(
     assert f"removes 1 comparison with votes: {SMOL} (" in refused.stderr
     assert "--force" in refused.stderr
     assert httpx.post(url, json=vote, headers=headers).status_code == 200, "refused: nothing changed"
+    checked = run_cli(pipeline.env, "catalog", "load", "--check", str(smaller))
+    assert checked.returncode == 2, checked
+    assert f"comparisons removed: {SMOL}" in checked.stdout
+    assert f"removes 1 comparison with votes: {SMOL} (" in checked.stderr
     loaded = run_cli(pipeline.env, "catalog", "load", "--force", str(smaller))
     assert loaded.returncode == 0, loaded.stderr
     assert f"comparisons removed: {SMOL}" in loaded.stdout
