@@ -14,12 +14,14 @@ CATEGORIES = [
     "Developer Tools", "Design", "Writing", "Data", "Security", "Productivity", "Marketing", "Sales", "Support",
     "Finance", "Video", "Audio", "Search", "Infrastructure", "Education", "Research", "Health", "Legal",
 ]  # fmt: skip
-_WORDS = (
-    "the primitive here is clean adapters recipes quantization single GPU workflow agentic model benchmark moat "
-    "buyer pricing latency context window retrieval evaluation deployment tokens fine-tuning inference open weights "
-    "developer experience onboarding integration roadmap differentiation competitor distribution enterprise team "
-    "scenario breaks months ships skip earns place reference implementation thesis falsifiable trend second-order"
-).split()
+_WORDS = [
+    "the", "primitive", "here", "is", "clean", "adapters", "recipes", "quantization", "single", "GPU", "workflow",
+    "agentic", "model", "benchmark", "moat", "buyer", "pricing", "latency", "context", "window", "retrieval",
+    "evaluation", "deployment", "tokens", "fine-tuning", "inference", "open", "weights", "developer", "experience",
+    "onboarding", "integration", "roadmap", "differentiation", "competitor", "distribution", "enterprise", "team",
+    "scenario", "breaks", "months", "ships", "skip", "earns", "place", "reference", "implementation", "thesis",
+    "falsifiable", "trend", "second-order",
+]  # fmt: skip
 
 
 def _prose(rng: random.Random, length: int) -> str:

@@ -34,9 +34,13 @@ def call(pipeline: Pipeline, method: str, path: str, token: str | None = TOKEN, 
 @pytest.mark.parametrize(
     ("method", "path"),
     [
-        ("GET", "/status"), ("POST", "/rebuild"), ("POST", "/verify"), ("POST", "/void"), ("GET", "/dead-letters"),
+        ("GET", "/status"),
+        ("POST", "/rebuild"),
+        ("POST", "/verify"),
+        ("POST", "/void"),
+        ("GET", "/dead-letters"),
         ("POST", "/catalog"),
-    ],  # fmt: skip
+    ],
 )
 @pytest.mark.parametrize("token", [None, "wrong-token-0123456789", TOKEN[:-1], TOKEN + "x", f"Basic {TOKEN}"])
 def test_missing_and_wrong_tokens_are_refused(admin: Pipeline, method: str, path: str, token: str | None) -> None:
@@ -92,7 +96,8 @@ def test_catalogue_loads_through_http_with_the_cli_s_rules(admin: Pipeline) -> N
     assert len(body) > 3_000_000  # three times NATS's default max payload
     checked = call(admin, "POST", "/catalog?check=true", content=body)
     assert checked.status_code == 200, checked.text
-    assert checked.json()["checked_only"] is True and checked.json()["revision"] is None
+    assert checked.json()["checked_only"] is True
+    assert checked.json()["revision"] is None
     assert len(checked.json()["diff"]["comparisons_added"]) == 3_002
     assert checked.json()["voted"] == {LLAMA: 2}
     assert "removes 1 comparison with votes" in checked.json()["refused"]
@@ -108,26 +113,33 @@ def test_catalogue_loads_through_http_with_the_cli_s_rules(admin: Pipeline) -> N
     tool = big.tools[9]
     wait_until(lambda: httpx.get(f"{admin.read_url}/v1/tools/{tool.id}").status_code == 200)
     page = httpx.get(f"{admin.read_url}/v1/comparisons?limit=500").json()
-    assert page["revision"] == revision and len(page["comparisons"]) == 500
+    assert page["revision"] == revision
+    assert len(page["comparisons"]) == 500
     last = big.comparisons[-1].id
     with httpx.Client() as client:
         voter = new_voter(client, admin.votes_url)
         wait_until(
-            lambda: client.post(
-                f"{admin.votes_url}/v1/comparisons/{last}/votes",
-                json={"tool_id": big.comparisons[-1].tools[0], "verdict": "ship"},
-                headers={"X-Voter-Token": voter},
-            ).status_code
-            == 202
+            lambda: (
+                client.post(
+                    f"{admin.votes_url}/v1/comparisons/{last}/votes",
+                    json={"tool_id": big.comparisons[-1].tools[0], "verdict": "ship"},
+                    headers={"X-Voter-Token": voter},
+                ).status_code
+                == 202
+            )
         )
 
     bad_line = call(admin, "POST", "/catalog", content=b'{"tools": [],\n "comparisons": [}')
-    assert bad_line.status_code == 422 and "line 2" in bad_line.json()["detail"]
+    assert bad_line.status_code == 422
+    assert "line 2" in bad_line.json()["detail"]
     unknown = Catalog(tools=big.tools[:1], comparisons=big.comparisons[:1])
     bad_tool = call(admin, "POST", "/catalog", content=encode_catalog(unknown))
-    assert bad_tool.status_code == 422 and "$.comparisons[0].tools[1]" in bad_tool.json()["detail"]
+    assert bad_tool.status_code == 422
+    assert "$.comparisons[0].tools[1]" in bad_tool.json()["detail"]
     assert call(admin, "POST", "/catalog?check=maybe", content=body).status_code == 422
-    assert httpx.get(f"{admin.read_url}/v1/comparisons?limit=1").json()["revision"] == revision, "refusals change nothing"
+    assert httpx.get(f"{admin.read_url}/v1/comparisons?limit=1").json()["revision"] == revision, (
+        "refusals change nothing"
+    )
 
     restored = call(admin, "POST", "/catalog?force=true", content=DEMO_CATALOG.read_bytes())
     assert restored.status_code == 200, restored.text

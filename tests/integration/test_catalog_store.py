@@ -2,6 +2,7 @@
 fails or dies leaves nothing a reader takes in, the lock, and the clean-up of superseded entries."""
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 
@@ -35,10 +36,8 @@ SECOND = synthetic_catalog(300, 2_500, seed=2)  # every tool's text differs: eve
 @pytest_asyncio.fixture
 async def nc(servers: ServerAddresses) -> AsyncIterator[NATS]:
     client = await nats.connect(servers.nats_url)
-    try:
+    with contextlib.suppress(NotFoundError):
         await client.jetstream().delete_stream("KV_" + CATALOG_BUCKET)
-    except NotFoundError:
-        pass
     yield client
     await client.close()
 
@@ -93,7 +92,9 @@ async def test_a_failed_load_leaves_nothing_visible_and_the_next_cleans_up(nc: N
         assert view.revision == first.revision
         assert {c.id for c, _ in view.page(None, 5_000)[0]} == ids(FIRST)
         fresh, revision = await read_catalog(js)
-        assert fresh is not None and ids(fresh) == ids(FIRST) and revision == first.revision
+        assert fresh is not None
+        assert ids(fresh) == ids(FIRST)
+        assert revision == first.revision
 
         second = await write_catalog(js, SECOND)
         async with asyncio.timeout(10):
@@ -119,13 +120,15 @@ async def test_a_load_waits_for_a_live_lock_and_takes_over_a_stale_one(nc: NATS)
     head = msgspec.json.decode(entry.value or b"", type=CatalogHead)
     locked = msgspec.structs.replace(head, loading=LoadLock(by="elsewhere:1", started=time.time()))
     revision = await bucket.update(HEAD_KEY, encode_head(locked), last=entry.revision)
-    with pytest.raises(CatalogBusy, match="another catalogue load .elsewhere:1, started 0 s ago. is running"):
+    with pytest.raises(CatalogBusy, match=r"another catalogue load \(elsewhere:1, started 0 s ago\) is running"):
         await write_catalog(js, SECOND)
     stale = msgspec.structs.replace(head, loading=LoadLock(by="elsewhere:1", started=time.time() - 300))
     await bucket.update(HEAD_KEY, encode_head(stale), last=revision)
     report = await write_catalog(js, SECOND)
     current, at = await read_catalog(js)
-    assert current is not None and ids(current) == ids(SECOND) and at == report.revision
+    assert current is not None
+    assert ids(current) == ids(SECOND)
+    assert at == report.revision
 
 
 @pytest.mark.asyncio

@@ -14,6 +14,7 @@ from contracts.catalog import Catalog, Comparison, decode_catalog, encode_catalo
 from contracts.subjects import CATALOG_BUCKET, CATALOG_KEY
 from infra.stack.bootstrap import DEMO_CATALOG, bootstrap
 from infra.stack.servers import ServerAddresses
+from services.serve import ServiceName
 from services.shared.catalog_store import HEAD_KEY
 from tests.support import Pipeline, new_voter, reset_servers, run_cli, service_env, wait_until
 
@@ -60,8 +61,9 @@ def test_services_read_the_old_key_until_migrate_converts_it(
     asyncio.run(store_as_before(servers, OLD))
     pipeline = Pipeline(servers, service_env(servers), tmp_path_factory.mktemp("upgrade-logs"))
     try:
-        for name in ("projector", "read", "votes"):
-            pipeline.start(name)  # type: ignore[arg-type]
+        names: tuple[ServiceName, ...] = ("projector", "read", "votes")
+        for name in names:
+            pipeline.start(name)
         with httpx.Client(timeout=10) as client:
             old = OLD.comparisons[-1]
             token = new_voter(client, pipeline.votes_url)
@@ -71,15 +73,18 @@ def test_services_read_the_old_key_until_migrate_converts_it(
             listed = client.get(f"{pipeline.read_url}/v1/comparisons").json()
             assert [c["id"] for c in listed["comparisons"]] == sorted(c.id for c in OLD.comparisons)
             shown = run_cli(pipeline.env, "catalog", "show")
-            assert msgspec.json.decode(shown.stdout, type=Catalog).comparisons[-1].id == sorted(
-                c.id for c in OLD.comparisons
-            )[-1]
+            assert (
+                msgspec.json.decode(shown.stdout, type=Catalog).comparisons[-1].id
+                == sorted(c.id for c in OLD.comparisons)[-1]
+            )
 
             migrated = run_cli(pipeline.env, "migrate")
             assert migrated.returncode == 0, migrated.stderr
             assert "converted the single-key catalogue (3 tools, 3 comparisons) to one entry each" in migrated.stdout
             assert asyncio.run(keys_held(servers)) == {HEAD_KEY}
-            wait_until(lambda: client.get(f"{pipeline.read_url}/v1/comparisons").json()["revision"] != listed["revision"])
+            wait_until(
+                lambda: client.get(f"{pipeline.read_url}/v1/comparisons").json()["revision"] != listed["revision"]
+            )
             # Nothing was lost on the way: the same comparisons, votes still taken, figures still served.
             after = client.get(f"{pipeline.read_url}/v1/comparisons").json()
             assert [c["id"] for c in after["comparisons"]] == [c["id"] for c in listed["comparisons"]]
