@@ -5,7 +5,7 @@ from pathlib import Path
 
 from contracts.catalog import decode_catalog
 from infra.migrate import migrate
-from services.shared.catalog_store import migrate_legacy, read_catalog, write_catalog
+from services.shared.catalog_store import migrate_legacy, open_bucket, stored_revision, write_catalog
 from services.shared.jetstream import connect, ensure_tally_consumer, ensure_votes_stream
 
 log = logging.getLogger(__name__)
@@ -33,8 +33,9 @@ async def bootstrap(
         await ensure_votes_stream(js, duplicate_window_s, replicas)
         await ensure_tally_consumer(js, max_ack_pending=20_000)
         log.info("%s", await migrate_legacy(js, replicas))
-        current, _ = await read_catalog(js)
-        if current is None and catalog_file is not None:
+        bucket = await open_bucket(js)
+        loaded = bucket is not None and await stored_revision(bucket) > 0
+        if not loaded and catalog_file is not None:
             catalog = decode_catalog(catalog_file.read_bytes())
             await write_catalog(js, catalog, replicas, nc.max_payload)
             log.info("loaded the catalogue %s (%d comparisons)", catalog_file.name, len(catalog.comparisons))

@@ -35,7 +35,7 @@ from typing import TypeVar
 import msgspec
 import nats.errors
 from nats.js import JetStreamContext
-from nats.js.errors import BucketNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from contracts.catalog import (
@@ -327,6 +327,20 @@ async def read_fold(bucket: KeyValue, *, track_versions: bool = False, attempts:
     raise CatalogOutOfStep("the catalogue watch ended before it delivered the stored entries")
 
 
+async def stored_revision(bucket: KeyValue) -> int:
+    """The revision the bucket holds, from its head alone (two small reads): 0 when none was ever loaded."""
+    try:
+        head = decode_head((await bucket.get(HEAD_KEY)).value or b"")
+        if head.generation:
+            return head.generation
+    except KeyNotFoundError:
+        pass
+    try:
+        return (await bucket.get(LEGACY_KEY)).revision or 0
+    except KeyNotFoundError:
+        return 0
+
+
 async def read_catalog(js: JetStreamContext) -> tuple[Catalog | None, int]:
     """The committed catalogue and its revision; (None, 0) when none was ever loaded."""
     bucket = await open_bucket(js)
@@ -454,12 +468,26 @@ def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def _died_here(lock: LoadLock) -> bool:
+    """The lock's loader ran on this host and its process is gone (a CLI killed mid-load): no need to wait."""
+    host, _, pid = lock.by.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 async def _lock(bucket: KeyValue, fold: CatalogFold, stale_s: float) -> int:
     """Take the load lock (compare-and-set of the head the plan read); its revision is the new generation."""
     held = fold.head
     if held is not None and held.loading is not None:
         age = time.time() - held.loading.started
-        if age < stale_s:
+        if age < stale_s and not _died_here(held.loading):
             raise CatalogBusy(
                 f"another catalogue load ({held.loading.by}, started {age:.0f} s ago) is running;"
                 " run this one again once it is done"
@@ -619,6 +647,11 @@ async def migrate_legacy(js: JetStreamContext, replicas: int = 1) -> str:
     bucket = await open_bucket(js)
     if bucket is None:
         return "catalogue: none loaded yet"
+    try:
+        await bucket.get(LEGACY_KEY)
+    except KeyNotFoundError:
+        revision = await stored_revision(bucket)
+        return f"catalogue: revision {revision}, one entry per tool and comparison" if revision else "catalogue: none"
     fold = await read_fold(bucket, track_versions=True)
     if fold.legacy is None:
         return f"catalogue: revision {fold.revision}, one entry per tool and comparison"

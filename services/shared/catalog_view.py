@@ -24,18 +24,10 @@ from dataclasses import dataclass
 
 import nats.errors
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from contracts.catalog import Comparison, Tool, decode_head
-from services.shared.catalog_store import (
-    HEAD_KEY,
-    LEGACY_KEY,
-    CatalogFold,
-    Committed,
-    is_removal,
-    open_bucket,
-)
+from contracts.catalog import Comparison, Tool
+from services.shared.catalog_store import CatalogFold, Committed, is_removal, open_bucket, stored_revision
 
 log = logging.getLogger(__name__)
 
@@ -234,20 +226,9 @@ class CatalogView:
                 await self.rewatch()
 
     async def _stored_revision(self) -> int | None:
-        """The revision the bucket holds now (None: nothing to compare with)."""
+        """The revision the bucket holds now (None: no bucket to compare with)."""
         bucket = self._bucket = self._bucket or await open_bucket(self._js)
-        if bucket is None:
-            return None
-        try:
-            head = decode_head((await bucket.get(HEAD_KEY)).value or b"")
-            if head.generation:
-                return head.generation
-        except KeyNotFoundError:
-            pass
-        try:
-            return (await bucket.get(LEGACY_KEY)).revision
-        except KeyNotFoundError:
-            return None
+        return None if bucket is None else (await stored_revision(bucket)) or None
 
     # -- taking changes in -------------------------------------------------------------------------------------
 

@@ -3,6 +3,8 @@ fails or dies leaves nothing a reader takes in, the lock, and the clean-up of su
 
 import asyncio
 import contextlib
+import socket
+import sys
 import time
 from collections.abc import AsyncIterator
 
@@ -129,6 +131,23 @@ async def test_a_load_waits_for_a_live_lock_and_takes_over_a_stale_one(nc: NATS)
     assert current is not None
     assert ids(current) == ids(SECOND)
     assert at == report.revision
+
+    # A loader of this host whose process is gone (a CLI killed mid-load) is not waited for.
+    gone = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    await gone.wait()
+    entry = await bucket.get(HEAD_KEY)
+    dead = LoadLock(by=f"{socket.gethostname()}:{gone.pid}", started=time.time())
+    await bucket.update(HEAD_KEY, encode_head(msgspec.structs.replace(report_head(entry.value), loading=dead)),
+                        last=entry.revision)  # fmt: skip
+    report = await write_catalog(js, FIRST)
+    current, at = await read_catalog(js)
+    assert current is not None
+    assert ids(current) == ids(FIRST)
+    assert at == report.revision
+
+
+def report_head(value: bytes | None) -> CatalogHead:
+    return msgspec.json.decode(value or b"", type=CatalogHead)
 
 
 @pytest.mark.asyncio
