@@ -23,11 +23,12 @@ the head belong to a load still running (or one that died, whose versions the ne
 """
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TypeVar
@@ -307,15 +308,75 @@ def is_removal(entry: KeyValue.Entry) -> bool:
     return entry.operation in ("DEL", "PURGE")
 
 
+QUIET_S = 5.0
+"""After nats-py's marker, how long a watch waits for the stored entries before it takes them as gone."""
+
+
+class BucketWatch:
+    """A KV watch over the whole bucket (``watchall``) that says when it has delivered what was stored.
+
+    nats-py's own marker (``None``) can come before the stored entries (nats-io/nats.py#842 and #995: it compares
+    the consumer's pending count with the messages its callback has handled, while the server may have sent them
+    all already; and a message's pending count can read 0 and then grow again under concurrent writes). Here the
+    boundary is the stream's last sequence, read before the watch starts: what was stored has been delivered once
+    an entry at or past it arrives. The bucket's last message is always the head's latest, which no load purges;
+    should the boundary's message vanish anyway, the watch takes the stored entries as delivered ``QUIET_S`` after
+    nats-py's marker with nothing arriving.
+    """
+
+    def __init__(self, bucket: KeyValue) -> None:
+        self._bucket = bucket
+        self._watcher: KeyValue.KeyWatcher | None = None
+        self._boundary = 0
+
+    async def start(self) -> None:
+        status = await self._bucket.status()
+        state = status.stream_info.state
+        self._boundary = state.last_seq if state.messages else 0
+        self._watcher = await self._bucket.watchall()
+
+    async def stop(self) -> None:
+        """Ends ``entries`` (from any task)."""
+        if self._watcher is not None:
+            with contextlib.suppress(nats.errors.Error):
+                await self._watcher.stop()  # type: ignore[no-untyped-call]
+
+    async def entries(self) -> AsyncIterator[KeyValue.Entry | None]:
+        """Every entry in stream order, with one None right after the last of those stored when it started."""
+        assert self._watcher is not None, "start() first"
+        synced = marker = False
+        while True:
+            try:
+                item = await self._watcher.updates(None if synced or not marker else QUIET_S)  # type: ignore[no-untyped-call]
+            except nats.errors.TimeoutError:
+                synced = True
+                yield None
+                continue
+            if item is KeyValue.KeyWatcher.STOP_ITER:
+                return
+            if item is None:
+                marker = True
+                if not synced and self._boundary == 0:
+                    synced = True
+                    yield None
+                continue
+            assert isinstance(item, KeyValue.Entry)
+            yield item
+            if not synced and (item.revision or 0) >= self._boundary:
+                synced = True
+                yield None
+
+
 async def read_fold(bucket: KeyValue, *, track_versions: bool = False, attempts: int = 3) -> CatalogFold:
     """Everything the bucket holds now, folded; read again when a load committed in the middle of the read and
     purged what this read was about to take."""
     for attempt in range(attempts):
         fold = CatalogFold(track_versions=track_versions)
-        watcher = await bucket.watchall()
+        watch = BucketWatch(bucket)
+        await watch.start()
         try:
-            async for entry in watcher:
-                if entry is None:  # nats-py's marker: every message stored when the watch began was delivered
+            async for entry in watch.entries():
+                if entry is None:
                     return fold
                 fold.take(entry.key, entry.value, entry.revision or 0, is_removal(entry))
         except CatalogOutOfStep as exc:
@@ -323,7 +384,7 @@ async def read_fold(bucket: KeyValue, *, track_versions: bool = False, attempts:
                 raise
             log.info("catalogue changed while read (%s); reading again", exc)
         finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
+            await watch.stop()
     raise CatalogOutOfStep("the catalogue watch ended before it delivered the stored entries")
 
 

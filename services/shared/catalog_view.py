@@ -17,17 +17,22 @@ here too, so a page is a bisection and a slice whatever the catalogue's size.
 
 import asyncio
 import bisect
-import contextlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-import nats.errors
 from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from contracts.catalog import Comparison, Tool
-from services.shared.catalog_store import CatalogFold, Committed, is_removal, open_bucket, stored_revision
+from services.shared.catalog_store import (
+    BucketWatch,
+    CatalogFold,
+    Committed,
+    is_removal,
+    open_bucket,
+    stored_revision,
+)
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +102,7 @@ class CatalogView:
         self._by_category: dict[str, SortedIds] = {}
         self._listeners: list[Callable[[CatalogChange], None]] = []
         self._synced = asyncio.Event()
-        self._watcher: KeyValue.KeyWatcher | None = None
+        self._watch: BucketWatch | None = None
         self._bucket: KeyValue | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.revision = 0
@@ -169,10 +174,8 @@ class CatalogView:
 
     async def rewatch(self) -> None:
         """Read everything again from a new watch (the current one ends)."""
-        watcher = self._watcher
-        if watcher is not None:
-            with contextlib.suppress(nats.errors.Error):
-                await watcher.stop()  # type: ignore[no-untyped-call]
+        if self._watch is not None:
+            await self._watch.stop()
 
     async def _follow_forever(self) -> None:
         while True:
@@ -189,11 +192,11 @@ class CatalogView:
             await asyncio.sleep(self._check_s)
             return
         fold = CatalogFold()
-        watcher = await bucket.watchall()
-        self._watcher = watcher
+        watch = self._watch = BucketWatch(bucket)
+        await watch.start()
         synced = False
         try:
-            async for entry in watcher:
+            async for entry in watch.entries():
                 if entry is None:  # everything stored when the watch began has been delivered
                     self._adopt(fold)
                     synced = True
@@ -202,9 +205,8 @@ class CatalogView:
                 if synced and committed is not None:
                     self._apply(committed)
         finally:
-            self._watcher = None
-            with contextlib.suppress(nats.errors.Error):
-                await watcher.stop()  # type: ignore[no-untyped-call]
+            self._watch = None
+            await watch.stop()
 
     async def _check_forever(self) -> None:
         behind_since: int | None = None

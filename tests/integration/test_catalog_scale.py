@@ -2,8 +2,8 @@
 max payload, loaded and served; a one-tool change picked up live; --check; paging while the catalogue changes."""
 
 import asyncio
-import threading
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -174,45 +174,35 @@ def test_paging_returns_each_comparison_once_while_the_catalogue_changes(
         variants.append(Catalog(tools=base.tools, comparisons=[*kept, *extra]))
     asyncio.run(_write(servers, variants[1]))
     stable = {c.id for c in variants[0].comparisons} & {c.id for c in variants[1].comparisons}
-    stop = threading.Event()
-    loads = 0
-
-    def keep_changing() -> None:
-        nonlocal loads
-        while not stop.is_set():
-            asyncio.run(_write(servers, variants[loads % 2]))
-            loads += 1
-
-    changer = threading.Thread(target=keep_changing)
-    changer.start()
     seen: list[str] = []
-    revisions = set()
-    try:
-        cursor = None
-        while True:
-            body = client.get(
-                f"{pipeline.read_url}/v1/comparisons?limit=40" + (f"&cursor={cursor}" if cursor else "")
-            ).json()
-            seen += [entry["id"] for entry in body["comparisons"]]
-            revisions.add(body["revision"])
-            cursor = body["next_cursor"]
-            if cursor is None:
-                break
-            stop.wait(0.03)
-    finally:
-        stop.set()
-        changer.join()
-    assert len(revisions) > 3, f"the catalogue changed while paging ({loads} loads, revisions {revisions})"
+    revisions = []
+    cursor = None
+    listing = f"{pipeline.read_url}/v1/comparisons"
+    while True:
+        body = client.get(f"{listing}?limit=150" + (f"&cursor={cursor}" if cursor else "")).json()
+        seen += [entry["id"] for entry in body["comparisons"]]
+        revisions.append(body["revision"])
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+        # Between every two pages the catalogue changes: the other variant, loaded and taken in by the read API.
+        loaded = asyncio.run(_write(servers, variants[(len(revisions) - 1) % 2]))
+        wait_until(partial(_at_revision, client, listing, loaded))
+    assert len(set(revisions)) == len(revisions) >= 15, revisions
     assert seen == sorted(seen)
     counted = Counter(seen)
     assert [key for key, n in counted.items() if n > 1] == []
     assert stable - counted.keys() == set()
 
 
-async def _write(servers: ServerAddresses, catalog: Catalog) -> None:
+def _at_revision(client: httpx.Client, listing: str, revision: int) -> bool:
+    return bool(client.get(f"{listing}?limit=1").json()["revision"] == revision)
+
+
+async def _write(servers: ServerAddresses, catalog: Catalog) -> int:
     nc = await nats.connect(servers.nats_url)
     try:
-        await write_catalog(nc.jetstream(), catalog)
+        return (await write_catalog(nc.jetstream(), catalog)).revision
     finally:
         await nc.close()
 

@@ -122,7 +122,7 @@ async def test_a_load_waits_for_a_live_lock_and_takes_over_a_stale_one(nc: NATS)
     head = msgspec.json.decode(entry.value or b"", type=CatalogHead)
     locked = msgspec.structs.replace(head, loading=LoadLock(by="elsewhere:1", started=time.time()))
     revision = await bucket.update(HEAD_KEY, encode_head(locked), last=entry.revision)
-    with pytest.raises(CatalogBusy, match=r"another catalogue load \(elsewhere:1, started 0 s ago\) is running"):
+    with pytest.raises(CatalogBusy, match=r"another catalogue load \(elsewhere:1, started \d+ s ago\) is running"):
         await write_catalog(js, SECOND)
     stale = msgspec.structs.replace(head, loading=LoadLock(by="elsewhere:1", started=time.time() - 300))
     await bucket.update(HEAD_KEY, encode_head(stale), last=revision)
