@@ -422,6 +422,7 @@ async def catalog_scale(ctx: Context) -> None:
         await ctx.monitor.wait_caught_up(ctx.config.drain_timeout_s)
         vote = await vote_load(ctx, "shipskip", votes_port, ctx.config.duration_s)
         record_http(ctx, f"catalog.scale.{label}.vote", vote, (202, 200))
+        await ctx.monitor.wait_caught_up(ctx.config.drain_timeout_s)  # the read API is not still taking them in
         path = community_path(hot_comparison(ctx)[0])
         record_http(
             ctx, f"catalog.scale.{label}.read", await get_load(ctx, read_port, path, ctx.config.duration_s), (200,)

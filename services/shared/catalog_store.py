@@ -119,9 +119,6 @@ class Committed:
     tools: dict[str, Tool | None] = field(default_factory=dict)
     comparisons: dict[str, Comparison | None] = field(default_factory=dict)
 
-    def __bool__(self) -> bool:
-        return bool(self.tools or self.comparisons)
-
 
 class CatalogFold:
     """The catalogue as the bucket's messages, taken in stream order, make it.
@@ -155,9 +152,6 @@ class CatalogFold:
         if self.committed:
             return self.committed
         return self.legacy_revision if self.legacy is not None else 0
-
-    def entries(self, kind: Kind) -> dict[str, Tool] | dict[str, Comparison]:
-        return self.tools if kind is Kind.TOOL else self.comparisons
 
     def catalog(self) -> Catalog:
         """The committed catalogue, entries in id order."""

@@ -37,6 +37,8 @@ from services.shared.catalog_store import (
 log = logging.getLogger(__name__)
 
 Resolved = tuple[Comparison, tuple[Tool, Tool]]
+SYNC_TIMEOUT_S = 120.0
+"""A watch that has not delivered what is stored after this long is made again."""
 REBUILD_ABOVE = 2_000
 """Changes in one commit beyond which the indexes are rebuilt rather than updated one by one."""
 
@@ -103,6 +105,9 @@ class CatalogView:
         self._listeners: list[Callable[[CatalogChange], None]] = []
         self._synced = asyncio.Event()
         self._watch: BucketWatch | None = None
+        self._watch_started = 0.0
+        self._watch_synced = False
+        """Whether the current watch has delivered what was stored when it began (the check waits until it has)."""
         self._bucket: KeyValue | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.revision = 0
@@ -194,12 +199,13 @@ class CatalogView:
         fold = CatalogFold()
         watch = self._watch = BucketWatch(bucket)
         await watch.start()
-        synced = False
+        synced = self._watch_synced = False
+        self._watch_started = asyncio.get_running_loop().time()
         try:
             async for entry in watch.entries():
                 if entry is None:  # everything stored when the watch began has been delivered
                     self._adopt(fold)
-                    synced = True
+                    synced = self._watch_synced = True
                     continue
                 committed = fold.take(entry.key, entry.value, entry.revision or 0, is_removal(entry))
                 if synced and committed is not None:
@@ -212,6 +218,13 @@ class CatalogView:
         behind_since: int | None = None
         while True:
             await asyncio.sleep(self._check_s)
+            if not self._watch_synced:
+                # A watch still delivering what is stored (a large catalogue, a busy machine) is not behind, unless
+                # it has stalled for longer than any delivery takes.
+                if asyncio.get_running_loop().time() - self._watch_started > SYNC_TIMEOUT_S:
+                    log.warning("catalogue watch stalled before delivering what is stored; watching again")
+                    await self.rewatch()
+                continue
             try:
                 stored = await self._stored_revision()
             except Exception as exc:  # NATS away: the watch recovers by itself or is re-made when it is back
