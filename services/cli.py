@@ -156,7 +156,8 @@ async def _catalog(args: argparse.Namespace) -> int:
         postgres_votes,
         read_catalog_file,
     )
-    from services.shared.catalog_store import CatalogOutOfStep, read_catalog
+    from services.shared.catalog_fold import CatalogOutOfStep
+    from services.shared.catalog_store import read_catalog
     from services.shared.jetstream import connect
 
     servers = ServerSettings.from_env(Env())

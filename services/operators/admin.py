@@ -26,7 +26,7 @@ from services.operators.catalog_loads import MAX_FILE_BYTES, LoadRefused, load, 
 from services.operators.dead_letters import list_dead_letters, retry_dead_letters
 from services.operators.moderation import InvalidVoid, void_voter
 from services.operators.status import read_status
-from services.shared.catalog_store import CatalogOutOfStep
+from services.shared.catalog_fold import CatalogOutOfStep
 from services.shared.http import ApiError, decode_body, json_response
 from services.shared.jetstream import connect
 from services.tally.pools import folding_pool

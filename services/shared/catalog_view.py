@@ -25,14 +25,8 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from contracts.catalog import Comparison, Tool
-from services.shared.catalog_store import (
-    BucketWatch,
-    CatalogFold,
-    Committed,
-    is_removal,
-    open_bucket,
-    stored_revision,
-)
+from services.shared.catalog_fold import CatalogFold, Committed
+from services.shared.catalog_store import BucketWatch, is_removal, open_bucket, stored_revision
 
 log = logging.getLogger(__name__)
 

@@ -19,16 +19,8 @@ from bench.synthetic_catalog import synthetic_catalog
 from contracts.catalog import Catalog, CatalogHead, LoadLock, encode_head
 from contracts.subjects import CATALOG_BUCKET
 from infra.stack.servers import ServerAddresses
-from services.shared.catalog_store import (
-    HEAD_KEY,
-    CatalogBusy,
-    apply_load,
-    open_bucket,
-    parse_version_key,
-    plan_load,
-    read_catalog,
-    write_catalog,
-)
+from services.shared.catalog_fold import HEAD_KEY, parse_version_key
+from services.shared.catalog_store import CatalogBusy, apply_load, open_bucket, plan_load, read_catalog, write_catalog
 from services.shared.catalog_view import CatalogView
 
 FIRST = synthetic_catalog(300, 2_000, seed=1)

@@ -15,7 +15,7 @@ from contracts.subjects import CATALOG_BUCKET, CATALOG_KEY
 from infra.stack.bootstrap import DEMO_CATALOG, bootstrap
 from infra.stack.servers import ServerAddresses
 from services.serve import ServiceName
-from services.shared.catalog_store import HEAD_KEY
+from services.shared.catalog_fold import HEAD_KEY
 from tests.support import Pipeline, new_voter, reset_servers, run_cli, service_env, wait_until
 
 DEMO = decode_catalog(DEMO_CATALOG.read_bytes())
