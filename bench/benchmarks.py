@@ -19,6 +19,7 @@ import nats
 from nats.js.errors import NotFoundError
 
 from bench import natsraw
+from bench.catalog_scale import run_catalog_scale
 from bench.freshness import measure_freshness
 from bench.load import LoadResult, LoadSpec, VoteScenario, run_load
 from bench.monitor import Watch
@@ -403,3 +404,28 @@ async def rebuild(ctx: Context) -> None:
         raise RuntimeError(f"`{shlex.join(command)}` exited {process.returncode}:\n{tail}")
     ctx.record("rebuild.events_per_s", count / elapsed, "events/s")
     ctx.record("rebuild.seconds", elapsed, "s")
+
+
+# -- the catalogue at a real site's scale (last: it restarts every service) ----------------------------------------
+
+
+@benchmark("catalog.scale", runs=2)
+async def catalog_scale(ctx: Context) -> None:
+    """10,000 tools and 50,000 comparisons against the demo's: load, memory, start-up, p99s, SSE cost, a change."""
+
+    async def latencies(ctx: Context, label: str) -> None:
+        votes_port, read_port = ctx.stack.service("votes").port, ctx.stack.service("read").port
+        assert votes_port is not None
+        assert read_port is not None
+        if ctx.config.warmup_s > 0:  # the services were just restarted: warm them, on the ring's next votes
+            await vote_load(ctx, "shipskip", votes_port, ctx.config.warmup_s)
+        await ctx.monitor.wait_caught_up(ctx.config.drain_timeout_s)
+        vote = await vote_load(ctx, "shipskip", votes_port, ctx.config.duration_s)
+        record_http(ctx, f"catalog.scale.{label}.vote", vote, (202, 200))
+        await ctx.monitor.wait_caught_up(ctx.config.drain_timeout_s)  # the read API is not still taking them in
+        path = community_path(hot_comparison(ctx)[0])
+        record_http(
+            ctx, f"catalog.scale.{label}.read", await get_load(ctx, read_port, path, ctx.config.duration_s), (200,)
+        )
+
+    await run_catalog_scale(ctx, latencies)

@@ -43,6 +43,16 @@ class BenchConfig:
     """Voters of the soak: few enough that most of them come back to change or retract."""
     soak_comparisons: int = 6
     """Comparisons added to the catalogue for the soak; nothing else votes on them."""
+    scale_tools: int = 10_000
+    """``catalog.scale``: tools of the generated catalogue (each with a summary and two quotes)."""
+    scale_comparisons: int = 50_000
+    """``catalog.scale``: comparisons of the generated catalogue, the demo's included."""
+    scale_sse_comparisons: int = 500
+    """``catalog.scale``: the comparisons votes and SSE clients go to; the rest have no traffic."""
+    scale_sse_clients: int = 1_000
+    scale_vote_rate: float = 300.0
+    """``catalog.scale``: votes per second of its SSE run, paced."""
+    scale_run_s: float = 20.0
     drain_timeout_s: float = 120.0
     """How long to wait for the projector to catch up after a load run before going on."""
     generator: str = "auto"
@@ -103,5 +113,11 @@ QUICK = BenchConfig(
     soak_s=10.0,
     soak_sse_clients=50,
     soak_voter_tokens=500,
+    scale_tools=300,
+    scale_comparisons=2_000,
+    scale_sse_comparisons=25,
+    scale_sse_clients=50,
+    scale_vote_rate=100.0,
+    scale_run_s=3.0,
     drain_timeout_s=30.0,
 )

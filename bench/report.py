@@ -141,6 +141,15 @@ def _freshness(figures: Figures, kind: str) -> tuple[str, str, bool | None]:
     )
 
 
+def _scale_ratio(figures: Figures, name: str, small: str, big: str, at_most: float) -> tuple[str, str, bool | None]:
+    """The big catalogue's figure against the smaller one's (medians over the rounds)."""
+    base, value = _med(figures, name.format(small)), _med(figures, name.format(big))
+    if base is None or value is None or base == 0:
+        return "—", "", None
+    unit = figures[name.format(big)].unit
+    return f"{value / base:.2f}× ({_num(value, unit)})", f"{small}: {_num(base, unit)}", value / base <= at_most
+
+
 CHECKS = [
     # The bare POST is the framework's ceiling on the host, which moves with the host (0.47x on one, 0.65x on
     # another, the same code): shown, not chased. The targets are against the plain build.
@@ -164,6 +173,20 @@ CHECKS = [
     Check("freshness", "202 → received on SSE", "p99 ≤ 250 ms", lambda f: _freshness(f, "sse")),
     Check("memory", "votes service peak RSS (all its processes)", "≤ 150 MiB", _votes_memory),
     Check("memory", "flat after warm-up", "growth ≤ max(10 MiB, 10 %)", _flat),
+    Check("catalog.scale", "load 10,000 tools + 50,000 comparisons (CLI, wall)", "< 60 s",
+          lambda f: _at_most(f, "catalog.scale.load_s", 60.0, "s", worst=True)),
+    Check("catalog.scale", "a one-tool change: the CLI (reads all 60,000 entries to diff)", "< 30 s",
+          lambda f: _at_most(f, "catalog.scale.change.load_s", 30.0, "s", worst=True)),
+    Check("catalog.scale", "then shown by every service", "< 2 s",
+          lambda f: _at_most(f, "catalog.scale.change.visible_after_load_s", 2.0, "s", worst=True)),
+    Check("catalog.scale", "vote p99, 50,000 comparisons vs the demo's", "≤ 1.25× (noise)",
+          lambda f: _scale_ratio(f, "catalog.scale.{}.vote.p99_ms", "demo", "big", 1.25)),
+    Check("catalog.scale", "read p99, 50,000 comparisons vs the demo's", "≤ 1.25× (noise)",
+          lambda f: _scale_ratio(f, "catalog.scale.{}.read.p99_ms", "demo", "big", 1.25)),
+    Check("catalog.scale", "read API CPU per vote (SSE fan-out), +49,500 idle comparisons", "≤ 1.2×",
+          lambda f: _scale_ratio(f, "catalog.scale.sse.{}.read_cpu_us_per_vote", "small", "big", 1.2)),
+    Check("catalog.scale", "projector CPU per vote, +49,500 idle comparisons", "≤ 1.2×",
+          lambda f: _scale_ratio(f, "catalog.scale.sse.{}.projector_cpu_us_per_vote", "small", "big", 1.2)),
 ]  # fmt: skip
 
 

@@ -31,7 +31,7 @@ from bench.soak_sse import SseSoakResult, SseSoakSpec
 from bench.soak_votes import SoakComparison, VoteSoakResult, VoteSoakSpec, bucket_count
 from bench.stack import TOKEN_KEY, TOKEN_TTL_S
 from contracts.catalog import Catalog, Comparison
-from services.shared.jetstream import read_catalog, write_catalog
+from services.shared.catalog_store import read_catalog, write_catalog
 from services.votes.identity import VoterTokens
 
 SERVICES = ("votes", "read", "projector", "nats", "postgres", "redis")

@@ -1,6 +1,8 @@
 """The catalogue: the comparisons that can be voted on, and their tools.
 
-A tool can appear in several comparisons, so tools are listed once and comparisons name two of them.
+A tool can appear in several comparisons, so tools are listed once and comparisons name two of them. The
+catalogue is stored one entry per tool and per comparison (services/shared/catalog_store.py): the bounds below
+keep every entry far below NATS's smallest usual max payload, however large the catalogue.
 """
 
 from typing import Annotated
@@ -13,6 +15,8 @@ from contracts.ids import Slug
 
 Count = Annotated[int, Meta(ge=0)]
 Text = Annotated[str, Meta(min_length=1, max_length=4000)]
+MAX_QUOTES = 20
+"""Quotes per tool: with ``Text``'s bound, a tool entry stays under 400 KB even in 4-byte UTF-8."""
 
 
 class PanelVerdict(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -37,9 +41,9 @@ class Tool(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     entry: Annotated[str, Meta(min_length=1, max_length=60)]
     """The price of entry, as the site shows it ("Free", "$20/mo")."""
     panel: PanelVerdict
-    category: str = ""
-    summary: str = ""
-    quotes: list[Quote] = []
+    category: Annotated[str, Meta(max_length=100)] = ""
+    summary: Annotated[str, Meta(max_length=10_000)] = ""
+    quotes: Annotated[list[Quote], Meta(max_length=MAX_QUOTES)] = []
 
 
 class Comparison(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -47,15 +51,37 @@ class Comparison(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     title: Annotated[str, Meta(min_length=1, max_length=300)]
     tools: Annotated[list[Slug], Meta(min_length=2, max_length=2)]
     """Exactly two tool ids, in page order (left, right)."""
-    lede: str = ""
+    lede: Annotated[str, Meta(max_length=4000)] = ""
 
 
 class Catalog(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     tools: list[Tool]
     comparisons: list[Comparison]
 
-    def tool(self, tool_id: str) -> Tool:
-        return next(t for t in self.tools if t.id == tool_id)
+
+class LoadLock(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A catalogue load in progress: who, since when (the revision of the head that holds it is the generation
+    the load writes its entries under)."""
+
+    by: str
+    """host:pid of the loader."""
+    started: float
+    """Unix time."""
+
+
+class CatalogHead(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The ``head`` key of the CATALOG bucket: the committed generation, and the lock of a load in progress.
+
+    Readers take in a generation's entries when the head names it (services/shared/catalog_store.py).
+    """
+
+    generation: int
+    """0 until the first load commits."""
+    tools: int
+    comparisons: int
+    changes: int
+    """Entries written under ``generation`` (added, changed or removed): what a reader must hold to switch."""
+    loading: LoadLock | None = None
 
 
 class CatalogError(ValueError):
@@ -64,10 +90,19 @@ class CatalogError(ValueError):
 
 _decoder = msgspec.json.Decoder(Catalog)
 _encoder = msgspec.json.Encoder()
+_head_decoder = msgspec.json.Decoder(CatalogHead)
 
 
 def encode_catalog(catalog: Catalog) -> bytes:
     return _encoder.encode(catalog)
+
+
+def encode_head(head: CatalogHead) -> bytes:
+    return _encoder.encode(head)
+
+
+def decode_head(data: bytes) -> CatalogHead:
+    return _head_decoder.decode(data)
 
 
 def decode_catalog(data: bytes) -> Catalog:

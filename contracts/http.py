@@ -76,6 +76,7 @@ class ToolEntry(msgspec.Struct, frozen=True):
     pitch: str
     entry: str
     panel: PanelFigures
+    category: str
 
 
 class ComparisonEntry(msgspec.Struct, frozen=True):
@@ -85,7 +86,40 @@ class ComparisonEntry(msgspec.Struct, frozen=True):
 
 
 class ComparisonList(msgspec.Struct, frozen=True):
+    """GET /v1/comparisons: one page, in id order."""
+
     comparisons: list[ComparisonEntry]
+    next_cursor: str | None
+    """Pass as ``cursor`` for the next page; null on the last one."""
+    revision: int
+    """The catalogue revision this page was read from."""
+
+
+class QuoteEntry(msgspec.Struct, frozen=True):
+    verdict: str
+    text: str
+
+
+class ToolDetail(msgspec.Struct, frozen=True):
+    id: str
+    name: str
+    category: str
+    pitch: str
+    entry: str
+    summary: str
+    panel: PanelFigures
+    quotes: list[QuoteEntry]
+
+
+class ToolPage(msgspec.Struct, frozen=True):
+    """GET /v1/tools/{tool_id}: the tool, and the first page of the comparisons it is in."""
+
+    tool: ToolDetail
+    comparisons: list[ComparisonEntry]
+    comparison_count: int
+    next_cursor: str | None
+    """The rest: GET /v1/comparisons?tool_id=...&cursor=this; null when ``comparisons`` holds them all."""
+    revision: int
 
 
 IdempotencyKey = Annotated[str, Meta(min_length=1, max_length=255)]

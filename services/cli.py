@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from contracts.catalog import CatalogError, decode_catalog, encode_catalog
+from contracts.catalog import encode_catalog
 from services.shared.config import ConfigError, Env, ServerSettings
 from services.shared.logs import configure_logging
 from services.shared.telemetry_settings import TelemetrySettings
@@ -63,9 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     catalog = commands.add_parser("catalog", help="show or load the catalogue").add_subparsers(
         dest="catalog_command", required=True
     )
-    load = catalog.add_parser("load", help="validate a catalogue file and make it the current one")
+    load = catalog.add_parser(
+        "load", help="validate a catalogue file, show what it changes, and make it the current one"
+    )
     load.add_argument("file", type=Path)
-    catalog.add_parser("show", help="print the current catalogue as JSON")
+    load.add_argument("--check", action="store_true", help="validate and show the changes only; change nothing")
+    load.add_argument("--force", action="store_true", help="remove comparisons even when they have votes")
+    catalog.add_parser("show", help="print the current catalogue as JSON (entries in id order)")
 
     _operator_commands(commands)
     return parser
@@ -220,6 +224,9 @@ def _dispatch(args: argparse.Namespace) -> int:
             return 2
         print("applied: " + (", ".join(applied) or "nothing (up to date)"))
         print(asyncio.run(ensure_jetstream_objects(servers.nats, servers.stream_replicas, window_s)))
+        from services.shared.catalog_store import migrate_catalog_storage
+
+        print(asyncio.run(migrate_catalog_storage(servers.nats, servers.stream_replicas)))
         return 0
     if args.command == "catalog":
         return asyncio.run(_catalog(args))
@@ -229,30 +236,70 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 async def _catalog(args: argparse.Namespace) -> int:
-    from services.shared.jetstream import connect, read_catalog, write_catalog
+    import msgspec
+    import nats.errors
+
+    from services.operators.catalog_loads import (
+        LoadRefused,
+        ProgressLine,
+        describe,
+        load,
+        postgres_votes,
+        read_catalog_file,
+    )
+    from services.shared.catalog_fold import CatalogOutOfStep
+    from services.shared.catalog_store import read_catalog
+    from services.shared.jetstream import connect
 
     servers = ServerSettings.from_env(Env())
-    if args.catalog_command == "load":
-        try:
-            catalog = decode_catalog(args.file.read_bytes())
-        except (CatalogError, OSError) as exc:
-            print(f"{args.file}: {exc}", file=sys.stderr)
-            return 1
-    nc = await connect(servers.nats, "shipskip-cli", timeout_s=5)
     try:
-        js = nc.jetstream()
         if args.catalog_command == "load":
-            revision = await write_catalog(js, catalog, servers.stream_replicas)
-            print(f"catalogue revision {revision}: {len(catalog.comparisons)} comparisons, {len(catalog.tools)} tools")
-            return 0
-        current, revision = await read_catalog(js)
-        if current is None:
-            print("no catalogue loaded", file=sys.stderr)
-            return 1
-        sys.stdout.write(encode_catalog(current).decode() + "\n")
-        return 0
-    finally:
-        await nc.close()
+            catalog = read_catalog_file(args.file)
+        nc = await connect(servers.nats, "shipskip-cli", timeout_s=5)
+        try:
+            js = nc.jetstream()
+            if args.catalog_command == "show":
+                current, _ = await read_catalog(js)
+                if current is None:
+                    print("no catalogue loaded", file=sys.stderr)
+                    return 1
+                sys.stdout.write(encode_catalog(current).decode() + "\n")
+                return 0
+            outcome = await load(
+                js,
+                catalog,
+                postgres_votes(servers.database_url),
+                max_payload=nc.max_payload,
+                replicas=servers.stream_replicas,
+                check=args.check,
+                force=args.force,
+                progress=ProgressLine(),
+            )
+        finally:
+            await nc.close()
+    except LoadRefused as refused:
+        if refused.outcome is not None:
+            print("\n".join(describe(refused.outcome)))
+        print(f"shipskip catalog load: {refused}", file=sys.stderr)
+        return refused.exit_code
+    except (nats.errors.Error, OSError, CatalogOutOfStep, msgspec.DecodeError) as exc:
+        # OSError covers timeouts; a head that does not decode was written by something else than shipskip.
+        print(f"shipskip catalog {args.catalog_command}: NATS: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(describe(outcome)))
+    if outcome.refused is not None:
+        print(f"shipskip catalog load: {outcome.refused}", file=sys.stderr)
+        return 2
+    if outcome.revision is None:
+        print("checked: nothing changed (run without --check to load)")
+    elif outcome.revision == outcome.previous:
+        print(f"catalogue revision {outcome.revision}: unchanged")
+    else:
+        print(
+            f"catalogue revision {outcome.revision}: {len(catalog.comparisons)} comparisons, {len(catalog.tools)} tools"
+            f" ({outcome.written:,} entries written in {outcome.seconds:.1f} s)"
+        )
+    return 0
 
 
 if __name__ == "__main__":

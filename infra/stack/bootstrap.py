@@ -5,14 +5,9 @@ from pathlib import Path
 
 from contracts.catalog import decode_catalog
 from infra.migrate import migrate
+from services.shared.catalog_store import migrate_legacy, open_bucket, stored_revision, write_catalog
 from services.shared.config import NatsSettings
-from services.shared.jetstream import (
-    connect,
-    ensure_tally_consumer,
-    ensure_votes_stream,
-    read_catalog,
-    write_catalog,
-)
+from services.shared.jetstream import connect, ensure_tally_consumer, ensure_votes_stream
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +22,8 @@ async def bootstrap(
     catalog_file: Path | None = DEMO_CATALOG,
     replicas: int = 1,
 ) -> None:
-    """Idempotent: safe on every start. Loads ``catalog_file`` only when no catalogue was ever loaded.
+    """Idempotent: safe on every start. Loads ``catalog_file`` only when no catalogue was ever loaded; converts a
+    catalogue stored by an earlier release in one key to one entry per tool and comparison.
 
     ``replicas``: copies of the stream and the catalogue bucket (SHIPSKIP_STREAM_REPLICAS) on a NATS cluster.
     """
@@ -37,10 +33,12 @@ async def bootstrap(
         js = nc.jetstream()
         await ensure_votes_stream(js, duplicate_window_s, replicas)
         await ensure_tally_consumer(js, max_ack_pending=20_000)
-        current, _ = await read_catalog(js)
-        if current is None and catalog_file is not None:
+        log.info("%s", await migrate_legacy(js, replicas))
+        bucket = await open_bucket(js)
+        loaded = bucket is not None and await stored_revision(bucket) > 0
+        if not loaded and catalog_file is not None:
             catalog = decode_catalog(catalog_file.read_bytes())
-            await write_catalog(js, catalog, replicas)
+            await write_catalog(js, catalog, replicas, nc.max_payload)
             log.info("loaded the catalogue %s (%d comparisons)", catalog_file.name, len(catalog.comparisons))
     finally:
         await nc.close()

@@ -1,4 +1,5 @@
-"""The admin HTTP API, under ``/admin`` on the read-API port: status, rebuild, verify, void, voters, dead letters.
+"""The admin HTTP API, under ``/admin`` on the read-API port: status, rebuild, verify, void, voters, dead letters,
+and catalogue loads (the rules of ``shipskip catalog load``: services/operators/catalog_loads.py).
 
 Off entirely (no routes at all) unless ``SHIPSKIP_ADMIN_TOKEN`` is set; then every request needs
 ``Authorization: Bearer <token>``, compared in constant time. Rebuilds and verifications run in the background
@@ -15,11 +16,13 @@ from typing import Any, TypeVar
 
 import asyncpg
 import msgspec
+import nats.errors
 from litestar import Litestar, Request, Response, Router, get, post
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from nats.aio.client import Client as NATS
 
+from services.operators.catalog_loads import MAX_FILE_BYTES, LoadRefused, load, parse_catalog, pool_votes
 from services.operators.dead_letters import (
     InvalidDiscard,
     NoSuchDeadLetter,
@@ -40,6 +43,7 @@ from services.operators.voters import (
     find_voters,
     parse_since,
 )
+from services.shared.catalog_fold import CatalogOutOfStep
 from services.shared.http import ApiError, decode_body, json_response
 from services.shared.jetstream import connect
 from services.tally.pools import folding_pool
@@ -347,6 +351,38 @@ async def admin_discard_dead_letter(request: Request[Any, Any, Any], seq: int) -
         return json_response(await discard_dead_letter(context.pool, seq, body.reason))
 
 
+def _flag(request: Request[Any, Any, Any], name: str) -> bool:
+    value = request.query_params.get(name, "false").lower()
+    if value not in ("true", "false", "1", "0"):
+        raise ApiError(422, "invalid_parameter", f"{name}: true or false, not {value[:20]!r}")
+    return value in ("true", "1")
+
+
+@post("/catalog", status_code=200, request_max_body_size=MAX_FILE_BYTES)
+async def admin_load_catalog(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """The body is a catalogue file. ``?check=true``: the changes only; ``?force=true``: remove comparisons that
+    have votes. 200 with what changed; 422 naming the fault, 409 refused (votes, another load), 503 NATS away."""
+    context = _context(request)
+    check, force = _flag(request, "check"), _flag(request, "force")
+    try:
+        catalog = parse_catalog(await request.body())
+        nc = context.nc
+        outcome = await load(
+            nc.jetstream(),
+            catalog,
+            pool_votes(context.pool),
+            max_payload=nc.max_payload,
+            replicas=context.settings.servers.stream_replicas,
+            check=check,
+            force=force,
+        )
+    except LoadRefused as refused:
+        raise ApiError(refused.status, refused.error, str(refused)) from None
+    except (nats.errors.Error, OSError, CatalogOutOfStep, msgspec.DecodeError) as exc:
+        raise ApiError(503, "nats_unavailable", f"NATS: {type(exc).__name__}: {exc}", retry_after=5) from None
+    return json_response(outcome)
+
+
 def admin_router() -> Router:
     return Router(
         path="/admin",
@@ -363,6 +399,7 @@ def admin_router() -> Router:
             admin_dead_letter,
             admin_retry_dead_letters,
             admin_discard_dead_letter,
+            admin_load_catalog,
         ],
         include_in_schema=False,
     )

@@ -15,7 +15,7 @@ from nats.js.errors import NotFoundError
 
 from contracts.ids import SLUG_PATTERN
 from contracts.subjects import VOTES_STREAM, VOTES_SUBJECT_PREFIX, votes_subject
-from services.shared.jetstream import read_catalog
+from services.shared.catalog_store import read_catalog
 
 _SLUG = re.compile(SLUG_PATTERN)
 

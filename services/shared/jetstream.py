@@ -25,11 +25,10 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import APIError, BucketNotFoundError, KeyNotFoundError, NotFoundError
+from nats.js.errors import APIError, BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
-from contracts.catalog import Catalog, decode_catalog, encode_catalog
-from contracts.subjects import CATALOG_BUCKET, CATALOG_KEY, TALLY_CONSUMER, VOTES_STREAM, VOTES_SUBJECTS
+from contracts.subjects import CATALOG_BUCKET, TALLY_CONSUMER, VOTES_STREAM, VOTES_SUBJECTS
 from services.shared.config import NatsSettings
 
 log = logging.getLogger(__name__)
@@ -230,24 +229,6 @@ async def catalog_bucket(js: JetStreamContext, replicas: int = 1) -> KeyValue:
         config.num_replicas = replicas
         await until_placed(lambda: js.update_stream(config), CATALOG_BUCKET)
     return bucket
-
-
-async def read_catalog(js: JetStreamContext) -> tuple[Catalog | None, int]:
-    """The current catalogue and its revision; (None, 0) when none was ever loaded (nor the bucket created:
-    readers leave that to writers, which know how many replicas it needs)."""
-    try:
-        bucket = await js.key_value(CATALOG_BUCKET)
-        entry = await bucket.get(CATALOG_KEY)
-    except (BucketNotFoundError, KeyNotFoundError):
-        return None, 0
-    if entry.value is None:
-        return None, 0
-    return decode_catalog(entry.value), entry.revision or 0
-
-
-async def write_catalog(js: JetStreamContext, catalog: Catalog, replicas: int = 1) -> int:
-    bucket = await catalog_bucket(js, replicas)
-    return await bucket.put(CATALOG_KEY, encode_catalog(catalog))
 
 
 async def ensure_jetstream_objects(nats: NatsSettings, replicas: int, duplicate_window_s: float = 120.0) -> str:

@@ -34,6 +34,7 @@ EXPECTED = {
     "baseline.nats.read": "baseline.nats.read.best_per_s",
     "projector.catchup": "projector.catchup_events_per_s",
     "rebuild": "rebuild.events_per_s",
+    "catalog.scale": "catalog.scale.change.visible_s",
 }
 
 

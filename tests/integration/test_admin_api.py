@@ -7,6 +7,9 @@ from typing import Any
 import httpx
 import pytest
 
+from bench.synthetic_catalog import synthetic_catalog
+from contracts.catalog import Catalog, encode_catalog
+from infra.stack.bootstrap import DEMO_CATALOG
 from infra.stack.servers import ServerAddresses
 from tests.support import Pipeline, new_voter, projected_position, running_pipeline, stream_last_seq, wait_until
 
@@ -40,6 +43,7 @@ def call(pipeline: Pipeline, method: str, path: str, token: str | None = TOKEN, 
         ("GET", "/dead-letters/1"),
         ("POST", "/dead-letters/retry"),
         ("POST", "/dead-letters/1/discard"),
+        ("POST", "/catalog"),
     ],
 )
 @pytest.mark.parametrize("token", [None, "wrong-token-0123456789", TOKEN[:-1], TOKEN + "x", f"Basic {TOKEN}"])
@@ -88,3 +92,58 @@ def test_status_rebuild_and_verify_through_http(admin: Pipeline, servers: Server
     bad = call(admin, "POST", "/void", json={"voter_id": "nope", "reason": "x"})
     assert bad.status_code == 422
     assert call(admin, "POST", "/rebuild", content=b"{not json").status_code == 400
+
+
+def test_catalogue_loads_through_http_with_the_cli_s_rules(admin: Pipeline) -> None:
+    big = synthetic_catalog(1_003, 3_002, seed=3)
+    body = encode_catalog(big)
+    assert len(body) > 3_000_000  # three times NATS's default max payload
+    checked = call(admin, "POST", "/catalog?check=true", content=body)
+    assert checked.status_code == 200, checked.text
+    assert checked.json()["checked_only"] is True
+    assert checked.json()["revision"] is None
+    assert len(checked.json()["diff"]["comparisons_added"]) == 3_002
+    assert checked.json()["voted"] == {LLAMA: 2}
+    assert "removes 1 comparison with votes" in checked.json()["refused"]
+    # The demo's comparisons hold the votes of the test above: removing them is refused, then forced.
+    refused = call(admin, "POST", "/catalog", content=body)
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"] == "comparisons_have_votes"
+    assert f"{LLAMA} (2 ballots)" in refused.json()["detail"]
+    loaded = call(admin, "POST", "/catalog?force=true", content=body)
+    assert loaded.status_code == 200, loaded.text
+    revision = loaded.json()["revision"]
+    assert loaded.json()["written"] == 3_002 + 1_003 + 2 + 3  # and a removal for each of the demo's entries
+    tool = big.tools[9]
+    wait_until(lambda: httpx.get(f"{admin.read_url}/v1/tools/{tool.id}").status_code == 200)
+    page = httpx.get(f"{admin.read_url}/v1/comparisons?limit=500").json()
+    assert page["revision"] == revision
+    assert len(page["comparisons"]) == 500
+    last = big.comparisons[-1].id
+    with httpx.Client() as client:
+        voter = new_voter(client, admin.votes_url)
+        wait_until(
+            lambda: (
+                client.post(
+                    f"{admin.votes_url}/v1/comparisons/{last}/votes",
+                    json={"tool_id": big.comparisons[-1].tools[0], "verdict": "ship"},
+                    headers={"X-Voter-Token": voter},
+                ).status_code
+                == 202
+            )
+        )
+
+    bad_line = call(admin, "POST", "/catalog", content=b'{"tools": [],\n "comparisons": [}')
+    assert bad_line.status_code == 422
+    assert "line 2" in bad_line.json()["detail"]
+    unknown = Catalog(tools=big.tools[:1], comparisons=big.comparisons[:1])
+    bad_tool = call(admin, "POST", "/catalog", content=encode_catalog(unknown))
+    assert bad_tool.status_code == 422
+    assert "$.comparisons[0].tools[1]" in bad_tool.json()["detail"]
+    assert call(admin, "POST", "/catalog?check=maybe", content=body).status_code == 422
+    assert httpx.get(f"{admin.read_url}/v1/comparisons?limit=1").json()["revision"] == revision, (
+        "refusals change nothing"
+    )
+
+    restored = call(admin, "POST", "/catalog?force=true", content=DEMO_CATALOG.read_bytes())
+    assert restored.status_code == 200, restored.text

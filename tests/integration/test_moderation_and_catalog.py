@@ -149,8 +149,19 @@ def test_catalogue_changes_reach_the_votes_service_without_a_restart(
 
     smaller = tmp_path / "catalog.json"
     smaller.write_bytes(encode_catalog(type(catalog)(tools=catalog.tools, comparisons=catalog.comparisons[:1])))
-    loaded = run_cli(pipeline.env, "catalog", "load", str(smaller))
+    refused = run_cli(pipeline.env, "catalog", "load", str(smaller))
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.count("\n") == 1, "one line"
+    assert f"removes 1 comparison with votes: {SMOL} (" in refused.stderr
+    assert "--force" in refused.stderr
+    assert httpx.post(url, json=vote, headers=headers).status_code == 200, "refused: nothing changed"
+    checked = run_cli(pipeline.env, "catalog", "load", "--check", str(smaller))
+    assert checked.returncode == 2, checked
+    assert f"comparisons removed: {SMOL}" in checked.stdout
+    assert f"removes 1 comparison with votes: {SMOL} (" in checked.stderr
+    loaded = run_cli(pipeline.env, "catalog", "load", "--force", str(smaller))
     assert loaded.returncode == 0, loaded.stderr
+    assert f"comparisons removed: {SMOL}" in loaded.stdout
     wait_until(lambda: httpx.post(url, json=vote, headers=headers).status_code == 404, timeout=10)
     assert counts(servers, SMOL, "smolvlm2-2b") == kept, "removing a comparison keeps its history"
     shown = json.loads(run_cli(pipeline.env, "catalog", "show").stdout)

@@ -22,15 +22,7 @@ from litestar.response import Stream
 from litestar.types import ASGIApp, ControllerRouterHandler
 from nats.aio.client import Client as NATS
 
-from contracts.http import (
-    CommunityBatch,
-    ComparisonCommunity,
-    ComparisonEntry,
-    ComparisonList,
-    PanelFigures,
-    ReadHealth,
-    ToolEntry,
-)
+from contracts.http import CommunityBatch, ComparisonCommunity, ReadHealth
 from contracts.ids import SLUG_PATTERN
 from services.operators.admin import admin_lifespan, admin_router
 from services.shared.catalog_view import CatalogView
@@ -47,7 +39,7 @@ from services.shared.openapi_ui.pages import schema_pages
 from services.shared.ops_routes import OPS_ROUTES
 from services.shared.readiness import Check, nats_check, postgres_check
 from services.shared.telemetry_settings import TelemetrySettings
-from services.tally.read.figures import share_pct
+from services.tally.read.catalog_routes import CATALOG_ROUTES
 from services.tally.read.http_cache import PUBLIC_ORIGINS, request_header
 from services.tally.read.metrics import ReadMetrics
 from services.tally.read.settings import LiveSettings
@@ -96,7 +88,7 @@ def _context(request: Request[Any, Any, Any]) -> ReadContext:
 
 
 def _rendered(context: ReadContext, comparison_id: str) -> Rendered:
-    rendered = context.view.rendered.get(comparison_id)
+    rendered = context.view.get(comparison_id)
     if rendered is None:
         raise ApiError(404, "unknown_comparison", f"no comparison {comparison_id[:80]!r}")
     return rendered
@@ -118,35 +110,6 @@ async def healthz(request: Request[Any, Any, Any]) -> Response[bytes]:
             pid=os.getpid(),
         )
     )
-
-
-@get(
-    "/v1/comparisons",
-    summary="The open comparisons and their tools",
-    responses=answers({200: (ComparisonList, "The open comparisons")}),
-)
-async def list_comparisons(request: Request[Any, Any, Any]) -> Response[bytes]:
-    catalog = _context(request).catalog
-    entries = []
-    for comparison in catalog.catalog.comparisons:
-        found = catalog.comparison(comparison.id)
-        assert found is not None
-        tools = [
-            ToolEntry(
-                id=tool.id,
-                name=tool.name,
-                pitch=tool.pitch,
-                entry=tool.entry,
-                panel=PanelFigures(
-                    ship=tool.panel.ship,
-                    skip=tool.panel.skip,
-                    ship_pct=share_pct(tool.panel.ship, tool.panel.ship + tool.panel.skip),
-                ),
-            )
-            for tool in found[1]
-        ]
-        entries.append(ComparisonEntry(id=comparison.id, title=comparison.title, tools=tools))
-    return json_response(ComparisonList(comparisons=entries))
 
 
 @get(
@@ -274,7 +237,7 @@ def create_app(
     buffer = MetricBuffer()
     metrics = ReadMetrics()
     handlers: list[ControllerRouterHandler] = [
-        healthz, list_comparisons, community, community_stream, community_batch, *OPS_ROUTES,
+        healthz, *CATALOG_ROUTES, community, community_stream, community_batch, *OPS_ROUTES,
     ]  # fmt: skip
     lifespans = [flushing(buffer), read_lifespan(settings, live, metrics)]
     if settings.admin_token is not None:

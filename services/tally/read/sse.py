@@ -52,7 +52,7 @@ class FiguresBroadcast:
         """The event stream of one comparison: the current figures unless the client has them, then each change."""
         self.clients += 1
         try:
-            sent = self._view.rendered.get(comparison_id)
+            sent = self._view.get(comparison_id)
             if sent is None:
                 return
             if last_event_id is not None and last_event_id.strip() == str(sent.position):
@@ -61,7 +61,7 @@ class FiguresBroadcast:
                 yield RETRY + sent.event
             while not self.closing:
                 next_change = self._next_change.setdefault(comparison_id, asyncio.Event())
-                current: Rendered | None = self._view.rendered.get(comparison_id)
+                current: Rendered | None = self._view.get(comparison_id)
                 if current is None:
                     return  # the comparison left the catalogue
                 if current is not sent:

@@ -6,6 +6,10 @@ consistent read when notices were missed (a notice's ``previous`` is not the las
 reconnect, when a rebuild announces ``tally.reload``, and every ``resync_s`` as a safety net for a lost notice
 that no later one would reveal. Each render keeps the JSON bytes, the HTTP answers and the SSE event, so a read
 does no work, and listeners (the SSE fan-out) hear which comparisons changed.
+
+Renders are made when a comparison's counts change or when it is first asked for, never for the whole catalogue:
+the work and the memory grow with the comparisons that have traffic, not with those that sit in the catalogue
+unvoted and unread. A catalogue change re-renders only the comparisons it touched that are held.
 """
 
 import asyncio
@@ -21,11 +25,10 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from contracts.catalog import Catalog
 from contracts.http import ComparisonCommunity
 from contracts.notices import decode_notice
 from contracts.subjects import TALLY_NOTICE_PREFIX, TALLY_RELOAD_SUBJECT
-from services.shared.catalog_view import CatalogView
+from services.shared.catalog_view import CatalogChange, CatalogView
 from services.tally.changes import comparison_positions, partition_change_positions
 from services.tally.read.figures import comparison_figures
 from services.tally.read.http_cache import CachedJson
@@ -92,7 +95,6 @@ class CommunityView:
         ]
         await nc.flush()
         await self.reload()
-        self._on_catalog(self._catalog.catalog)  # every comparison, the ones nobody voted on yet too
         self._task = asyncio.create_task(self._refresher(), name="community-refresh")
 
     async def stop(self) -> None:
@@ -123,11 +125,21 @@ class CommunityView:
         self.reloads += 1
         self._render(changed)
 
-    def _on_catalog(self, catalog: Catalog) -> None:
-        gone = self.rendered.keys() - {comparison.id for comparison in catalog.comparisons}
+    def get(self, comparison_id: str) -> Rendered | None:
+        """A comparison's figures, rendered now if nothing rendered them yet; None when it is not in the catalogue."""
+        held = self.rendered.get(comparison_id)
+        if held is None and self._catalog.comparison(comparison_id) is not None:
+            self._render([comparison_id], notify=False)
+            held = self.rendered.get(comparison_id)
+        return held
+
+    def _on_catalog(self, change: CatalogChange) -> None:
+        """Re-render what the change touched among the renders held (the rest renders when asked for)."""
+        touched = [comparison_id for comparison_id in change.comparisons if comparison_id in self.rendered]
+        gone = [comparison_id for comparison_id in touched if self._catalog.comparison(comparison_id) is None]
         for comparison_id in gone:
             del self.rendered[comparison_id]
-        self._render([comparison.id for comparison in catalog.comparisons], also_changed=gone)
+        self._render(touched, also_changed=gone)
 
     async def _on_notice(self, msg: Msg) -> None:
         try:
@@ -145,7 +157,7 @@ class CommunityView:
     async def _on_reload_notice(self, msg: Msg) -> None:
         self.request_reload(f"{msg.subject} {msg.data[:40]!r}")
 
-    def _render(self, comparison_ids: Iterable[str], also_changed: Iterable[str] = ()) -> None:
+    def _render(self, comparison_ids: Iterable[str], also_changed: Iterable[str] = (), notify: bool = True) -> None:
         changed = set(also_changed)
         for comparison_id in comparison_ids:
             found = self._catalog.comparison(comparison_id)
@@ -165,7 +177,7 @@ class CommunityView:
                 event_frame(standing.position, body),
             )
             changed.add(comparison_id)
-        if changed:
+        if changed and notify:
             for listener in self._listeners:
                 listener(changed)
 

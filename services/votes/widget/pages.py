@@ -20,6 +20,8 @@ WIDGET_VERSION = hashlib.sha256(WIDGET_JS).hexdigest()[:12]
 # Compressed once (a third of the size: its comments and word table compress well); mtime=0 keeps it reproducible.
 WIDGET_JS_GZIP = gzip.compress(WIDGET_JS, compresslevel=9, mtime=0)
 _WIDGET_ETAGS = {False: f'"{WIDGET_VERSION}"', True: f'"{WIDGET_VERSION}-gzip"'}
+DEMO_INDEX_SIZE = 200
+"""Comparisons the demo index lists (the first in id order): a page, not the whole of a large catalogue."""
 
 _STYLE = """
 :root{--bg:#f6f5f2;--fg:#1c1b19;--card:#fff;--muted:#6b6760;--soft:#4a4742;--rule:#eee;--link:#1f5fbf;
@@ -155,8 +157,8 @@ def _accepts_gzip(accept_encoding: str) -> bool:
 
 @get("/", include_in_schema=False)
 async def demo_index(request: Request[Any, Any, Any]) -> Response[bytes]:
-    comparisons = request.app.state.votes.catalog.catalog.comparisons
-    items = "".join(f'<li><a href="/compare/{escape(c.id)}">{escape(c.title)}</a></li>' for c in comparisons)
+    comparisons, _ = request.app.state.votes.catalog.page(None, DEMO_INDEX_SIZE)
+    items = "".join(f'<li><a href="/compare/{escape(c.id)}">{escape(c.title)}</a></li>' for c, _ in comparisons)
     body = (
         "<div class=eyebrow>shipskip demo</div><h1>AI tool comparisons</h1>"
         "<p class=lede>Every page puts two tools side by side; the Community figure is live.</p>"
