@@ -16,7 +16,11 @@ from pathlib import Path
 
 import httpx
 
+from infra.stack.servers import free_port
 from services.serve import ServiceName, service_command
+from services.shared.config import Env
+from services.shared.ops_port import OPS_PORT_VARIABLES, ops_port_of
+from services.shared.telemetry_settings import TelemetrySettings
 
 
 def launch_command(name: ServiceName, port: int | None = None, workers: int = 1) -> list[str]:
@@ -65,10 +69,16 @@ class ServiceProcess:
     """Where this run's lines begin in the (appended) log."""
     workers: int = 1
     """granian worker processes behind the port (HTTP services)."""
+    ops_port: int = 0
+    """Where it serves /metrics, /healthz and /readyz for operators (services/shared/ops_port.py)."""
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ops_url(self) -> str:
+        return f"http://127.0.0.1:{self.ops_port}"
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -110,6 +120,10 @@ def start_service(
         # granian counts an open push stream as a request in flight: the read API needs room for many
         # (services/tally/read/settings.py sizes its stream limit from the same variable).
         env = {"GRANIAN_BACKPRESSURE": "8192", **env}
+    ops_port = ops_port_of(name, TelemetrySettings.from_env(Env({**os.environ, **env})))
+    if ops_port == 0:  # any free port: picked here, so that the caller knows it
+        ops_port = free_port()
+        env = {**env, OPS_PORT_VARIABLES[name]: str(ops_port)}
     log_path = log_dir / f"{name}.log"
     log_start = log_path.stat().st_size if log_path.exists() else 0
     with log_path.open("ab") as log:
@@ -121,7 +135,7 @@ def start_service(
             cwd=cwd,
             start_new_session=own_session,
         )
-    service = ServiceProcess(name, process, port, log_path, log_start, workers)
+    service = ServiceProcess(name, process, port, log_path, log_start, workers, ops_port)
     if wait:
         wait_ready(service)
     return service

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.process_collector import ProcessCollector
 
 from contracts.subjects import VOTES_STREAM, VOTES_SUBJECTS
+from services.shared.readiness import readiness_gauge
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,8 @@ class ProjectorMetrics:
             labels,
             registry=self.registry,
         )
+
+        self.readiness = readiness_gauge(self.registry)
 
     def folded(self, partition: str, messages: int, dead_letters: int, seconds: float) -> None:
         self.batch_size.labels(partition).observe(messages)
