@@ -21,7 +21,7 @@ from litestar import Litestar
 from litestar.types import ASGIApp, Message, ReceiveMessage, Scope
 
 from services.shared.config import ConfigError
-from services.shared.metrics import CONTENT_TYPE, WorkersExposition
+from services.shared.metrics import CONTENT_TYPE, WorkersExposition, build_info
 from services.shared.monitor_server import Answer, MonitorServer
 from services.shared.readiness import Check, readiness, readiness_gauge, record_readiness
 from services.shared.telemetry_settings import TelemetrySettings
@@ -63,7 +63,9 @@ def ops_port(
     """A Litestar lifespan serving the worker's ops port; listed after the lifespan that sets the app's
     ``readiness_checks`` (its state also holds ``exposition``, the /metrics text)."""
     variable, port, host = OPS_PORT_VARIABLES[service], ops_port_of(service, telemetry), telemetry.metrics_host
-    gauge = readiness_gauge(None)  # created now: after use_run_folder, in the run's multiprocess files
+    # Created now: after use_run_folder, in the run's multiprocess files.
+    gauge = readiness_gauge(None)
+    build_info(service, None)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
