@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: help install run test lint typecheck pytest chromium bench soak format clean
+.PHONY: help install run test lint typecheck pytest chromium promtool bench soak format clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,17 @@ chromium: ## install Debian's chromium for the browser tests when missing (root)
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y -qq chromium >/dev/null; } || echo "chromium could not be installed: browser tests skip"
 
-pytest: install chromium ## the whole test suite (real servers on free ports), without -m slow
+# promtool checks the alert rules and runs their tests (tests/integration/test_dashboard_and_alerts.py). Debian's
+# prometheus package carries it: only that binary is taken, into .venv/bin (apt-get download; no server is installed
+# or started). Without it those tests are skipped with a reason.
+promtool: install ## promtool from Debian's prometheus package into .venv/bin, for the alert-rule tests
+	@command -v promtool >/dev/null 2>&1 || test -x $(BIN)/promtool || { tmp=$$(mktemp -d) && \
+		{ (cd $$tmp && apt-get download prometheus >/dev/null 2>&1) || \
+		  { apt-get update -qq && (cd $$tmp && apt-get download prometheus >/dev/null 2>&1); }; } && \
+		dpkg-deb -x $$tmp/prometheus_*.deb $$tmp/x && cp $$tmp/x/usr/bin/promtool $(BIN)/promtool; \
+		rm -rf $$tmp; test -x $(BIN)/promtool; } || echo "promtool could not be had: the alert-rule tests skip"
+
+pytest: install chromium promtool ## the whole test suite (real servers on free ports), without -m slow
 	$(BIN)/pytest
 
 test: lint typecheck pytest ## lint, typecheck and pytest: what CI runs (about 6-12 minutes)

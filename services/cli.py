@@ -71,6 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--force", action="store_true", help="remove comparisons even when they have votes")
     catalog.add_parser("show", help="print the current catalogue as JSON (entries in id order)")
 
+    doctor = commands.add_parser(
+        "doctor",
+        help="check the configured servers: reachable, versions, stream, consumers, migrations, partitions, clocks",
+        description="Check NATS, JetStream, Postgres and Redis as shipskip needs them, and say what to fix"
+        " (exit 1 when something is wrong).",
+    )
+    doctor.add_argument("--json", action="store_true", help="machine-readable output")
+
     _operator_commands(commands)
     return parser
 
@@ -230,6 +238,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "catalog":
         return asyncio.run(_catalog(args))
+    if args.command == "doctor":
+        from services.operators.doctor import doctor_main
+
+        return doctor_main(args.json)
     from services.operators.commands import operator_main
 
     return operator_main(args)

@@ -38,24 +38,37 @@ def service_command(name: ServiceName, port: int | None = None, workers: int = 1
     ]  # fmt: skip
 
 
-def check_settings(name: ServiceName, environ: dict[str, str]) -> int:
-    """Every setting the service reads, validated as its workers will read them; the port it listens on."""
+def check_settings(name: ServiceName, environ: dict[str, str], port_given: int | None = None) -> int:
+    """Every setting the service reads, validated as its workers will read them; the port it listens on (the
+    settings', unless ``port_given`` by ``--port``)."""
     env = Env(environ)
     if name == "votes":
         from services.votes.settings import VotesSettings
 
-        return VotesSettings.from_env(env).port
-    from services.tally.read.settings import LiveSettings
-    from services.tally.settings import TallySettings
+        port = VotesSettings.from_env(env).port
+    else:
+        from services.tally.read.settings import LiveSettings
+        from services.tally.settings import TallySettings
 
-    LiveSettings.from_env(env)
-    return TallySettings.from_env(env).port
+        LiveSettings.from_env(env)
+        port = TallySettings.from_env(env).port
+    _check_ops_port(name, env, port_given or port)
+    return port
+
+
+def _check_ops_port(name: ServiceName, env: Env, port: int) -> None:
+    """The ops port (/metrics) is not the public one, nor 0 with several workers (services/shared/ops_port.py)."""
+    from services.shared.ops_port import check_ops_port
+    from services.shared.telemetry_settings import TelemetrySettings
+
+    assert name != "projector"
+    check_ops_port(name, TelemetrySettings.from_env(env), port, env.integer("GRANIAN_WORKERS", 1, minimum=1))
 
 
 def serve(name: ServiceName, *, host: str, port: int | None, workers: int) -> NoReturn:
     # The workers learn their count from GRANIAN_WORKERS (LiveSettings sizes the stream limit by it).
     environ = {**os.environ, "GRANIAN_WORKERS": str(workers)}
-    settings_port = check_settings(name, environ)
+    settings_port = check_settings(name, environ, port)
     command = service_command(name, port or settings_port, workers, host)
     sys.stdout.flush()
     sys.stderr.flush()

@@ -42,8 +42,11 @@ def service_env(servers: ServerAddresses, **extra: str) -> dict[str, str]:
         "SHIPSKIP_RATE_LIMITS": "off",
         # The suite must never read a developer's .shipskip/stack.json.
         "SHIPSKIP_STACK_FILE": "/nonexistent/shipskip-stack.json",
-        # Any free port for a projector's /metrics: several run at once (and `make run` may hold 8082).
+        # Any free port for each process's /metrics: several run at once (and `make run` may hold 8082, 9080, 9081);
+        # the stack runner picks one and tells (ServiceProcess.ops_port).
         "SHIPSKIP_PROJECTOR_PORT": "0",
+        "SHIPSKIP_VOTES_METRICS_PORT": "0",
+        "SHIPSKIP_TALLY_METRICS_PORT": "0",
     }
     env.update(extra)
     return env
@@ -90,6 +93,15 @@ class Pipeline:
     @property
     def projector_url(self) -> str:
         return f"http://127.0.0.1:{self.projector_port}"
+
+    @property
+    def votes_ops_url(self) -> str:
+        """The votes API's ops port: /metrics (and /healthz, /readyz again)."""
+        return self.processes["votes"].ops_url
+
+    @property
+    def read_ops_url(self) -> str:
+        return self.processes["read"].ops_url
 
     def start(self, name: ServiceName) -> ServiceProcess:
         if name == "projector":

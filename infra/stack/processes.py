@@ -18,7 +18,11 @@ from pathlib import Path
 import httpx
 
 from infra.stack.lifeline import child_options
+from infra.stack.servers import free_port
 from services.serve import ServiceName, service_command
+from services.shared.config import Env
+from services.shared.ops_port import OPS_PORT_VARIABLES, ops_port_of
+from services.shared.telemetry_settings import TelemetrySettings
 
 
 def launch_command(name: ServiceName, port: int | None = None, workers: int = 1) -> list[str]:
@@ -80,6 +84,8 @@ class ServiceProcess:
     label: str | None = None
     """What logs and messages call it, when not its name (``projector-1``: one of several)."""
     started_at: float = field(default_factory=time.monotonic)
+    ops_port: int = 0
+    """Where it serves /metrics, /healthz and /readyz for operators (services/shared/ops_port.py)."""
 
     @property
     def title(self) -> str:
@@ -88,6 +94,10 @@ class ServiceProcess:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ops_url(self) -> str:
+        return f"http://127.0.0.1:{self.ops_port}"
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -154,6 +164,10 @@ def start_service(
         # granian counts an open push stream as a request in flight: the read API needs room for many
         # (services/tally/read/settings.py sizes its stream limit from the same variable).
         env = {"GRANIAN_BACKPRESSURE": "8192", **env}
+    ops_port = ops_port_of(name, TelemetrySettings.from_env(Env({**os.environ, **env})))
+    if ops_port == 0:  # any free port: picked here, so that the caller knows it
+        ops_port = free_port()
+        env = {**env, OPS_PORT_VARIABLES[name]: str(ops_port)}
     log_path = log_dir / f"{label or name}.log"
     log_start = log_path.stat().st_size if log_path.exists() else 0
     with log_path.open("ab") as log:
@@ -166,7 +180,7 @@ def start_service(
             start_new_session=own_session,
             **child_options(),
         )
-    service = ServiceProcess(name, process, port, log_path, log_start, workers, label)
+    service = ServiceProcess(name, process, port, log_path, log_start, workers, label, ops_port=ops_port)
     if wait:
         wait_ready(service)
     return service

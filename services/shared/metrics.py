@@ -13,13 +13,14 @@ The projector is one process: it keeps its metrics in memory (``CollectorRegistr
 """
 
 import contextlib
+import importlib.metadata
 import os
 import re
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, values
+from prometheus_client import CollectorRegistry, Gauge, values
 from prometheus_client.core import Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
@@ -129,3 +130,25 @@ class WorkersExposition:
 
 def render_registry(registry: CollectorRegistry) -> bytes:
     return generate_latest(registry)
+
+
+def build_info(service: str, registry: CollectorRegistry | None) -> Gauge:
+    """``shipskip_build_info{service, version} 1``: which process a scrape came from, to tell the series both HTTP
+    services have (``shipskip_http_*``, ``shipskip_readiness``) apart whatever the scraper names its jobs, by joining
+    on the target: ``... * on (job, instance) group_left () shipskip_build_info{service="read"}``."""
+    gauge = Gauge(
+        "shipskip_build_info",
+        "1, labelled with the process's service (votes, read, projector) and shipskip's version",
+        ["service", "version"],
+        multiprocess_mode="livemax",
+        registry=registry,
+    )
+    gauge.labels(service, _version()).set(1)
+    return gauge
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("shipskip")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"

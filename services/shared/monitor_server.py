@@ -1,4 +1,5 @@
-"""A minimal HTTP server for a process that serves no API (the projector): ``/metrics``, ``/healthz``, ``/readyz``.
+"""A minimal HTTP server for ``/metrics``, ``/healthz``, ``/readyz``: the projector's (which serves no API), and the
+HTTP services' ops ports (services/shared/ops_port.py), one per granian worker sharing the port (``reuse_port``).
 
 Runs on the process's own event loop (so ``/readyz`` checks its live connections), answers GET and HEAD, one
 request per connection; anything else is a JSON 404/405/400. Request lines and headers are capped and time-bound:
@@ -36,10 +37,11 @@ def _refusal(status: int, error: str, detail: str) -> Answer:
 
 
 class MonitorServer:
-    def __init__(self, routes: dict[str, Route], host: str, port: int) -> None:
+    def __init__(self, routes: dict[str, Route], host: str, port: int, *, reuse_port: bool = False) -> None:
         self._routes = routes
         self._host = host
         self._port = port
+        self._reuse_port = reuse_port
         self._server: asyncio.Server | None = None
 
     @property
@@ -50,7 +52,9 @@ class MonitorServer:
         return port
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, self._host, self._port, limit=MAX_HEAD_BYTES)
+        self._server = await asyncio.start_server(
+            self._serve, self._host, self._port, limit=MAX_HEAD_BYTES, reuse_port=self._reuse_port or None
+        )
 
     async def stop(self) -> None:
         if self._server is not None:

@@ -15,6 +15,7 @@ import asyncpg
 import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from prometheus_client import CollectorRegistry, Gauge
 
 from contracts.http import Readiness
 from contracts.subjects import VOTES_STREAM
@@ -46,6 +47,23 @@ async def readiness(checks: Mapping[str, Check], tolerated: frozenset[str] = fro
         problems=[f"{name}: {outcome[name]}" for name in failed],
     )
     return body, 503 if blocking else 200
+
+
+def readiness_gauge(registry: CollectorRegistry | None) -> Gauge:
+    """``shipskip_readiness{check}``: 1 while a check passes, 0 while it fails, as of the last scrape (which runs
+    them). Of several workers, the one that answered the scrape counts (``livemostrecent``)."""
+    return Gauge(
+        "shipskip_readiness",
+        "1 while the readiness check passes, 0 while it fails (the checks run at each scrape), by check",
+        ["check"],
+        multiprocess_mode="livemostrecent",
+        registry=registry,
+    )
+
+
+def record_readiness(gauge: Gauge, body: Readiness) -> None:
+    for name, outcome in body.checks.items():
+        gauge.labels(name).set(1.0 if outcome == "ok" else 0.0)
 
 
 def nats_check(nc: NATS, js: JetStreamContext) -> Check:

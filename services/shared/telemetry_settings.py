@@ -30,6 +30,12 @@ class TelemetrySettings(msgspec.Struct, frozen=True):
     """The address the projector's monitoring endpoint listens on (0.0.0.0 in a container)."""
     projector_port: int
     """The projector's /metrics, /healthz and /readyz port (0: any free port, logged at start)."""
+    metrics_host: str
+    """The address the HTTP services' ops ports listen on (0.0.0.0 in a container, for the scraper)."""
+    votes_metrics_port: int
+    """The votes API's ops port: /metrics, /healthz, /readyz, off the public one (services/shared/ops_port.py)."""
+    tally_metrics_port: int
+    """The read API's ops port (0 for either: any free port, each worker its own; one worker only)."""
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> "TelemetrySettings":
@@ -41,6 +47,9 @@ class TelemetrySettings(msgspec.Struct, frozen=True):
             metrics_dir=Path(env.text("SHIPSKIP_METRICS_DIR", str(Path(tempfile.gettempdir()) / "shipskip-metrics"))),
             projector_host=env.text("SHIPSKIP_PROJECTOR_HOST", "127.0.0.1"),
             projector_port=env.integer("SHIPSKIP_PROJECTOR_PORT", 8082, minimum=0, maximum=65535),
+            metrics_host=env.text("SHIPSKIP_METRICS_HOST", "127.0.0.1"),
+            votes_metrics_port=env.integer("SHIPSKIP_VOTES_METRICS_PORT", 9080, minimum=0, maximum=65535),
+            tally_metrics_port=env.integer("SHIPSKIP_TALLY_METRICS_PORT", 9081, minimum=0, maximum=65535),
         )
 
 

@@ -20,6 +20,7 @@ from services.shared.metric_buffer import MetricBuffer, flushing
 from services.shared.metrics import WorkersExposition, use_run_folder
 from services.shared.observed_asgi import HttpMetrics, ObservedApp
 from services.shared.openapi_ui.pages import schema_pages
+from services.shared.ops_port import ops_port
 from services.shared.ops_routes import OPS_ROUTES
 from services.shared.readiness import Check, nats_check
 from services.shared.telemetry_settings import TelemetrySettings
@@ -94,7 +95,8 @@ def create_app(settings: VotesSettings | None = None, telemetry: TelemetrySettin
 
     app = Litestar(
         route_handlers=[*ROUTES, *OPS_ROUTES, *WIDGET_ROUTES],
-        lifespan=[flushing(buffer), lifespan, frozen_after_start],  # frozen last: after everything is built
+        # frozen last: after everything is built; the ops port (/metrics) once the readiness checks exist
+        lifespan=[flushing(buffer), lifespan, ops_port("votes", telemetry), frozen_after_start],
         exception_handlers=EXCEPTION_HANDLERS,
         logging_config=None,  # configure_logging above: JSON lines, request ids
         middleware=[DefineMiddleware(CorsMiddleware, origins=settings.cors_origins)],

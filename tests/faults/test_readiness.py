@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from infra.stack.servers import EmbeddedServers, ServerAddresses, ServerName
+from tests.integration.metrics_text import scrape
 from tests.support import Pipeline, running_pipeline, wait_until
 
 NEEDS: dict[ServerName, set[str]] = {
@@ -34,6 +35,18 @@ def pipeline(
 
 def urls(pipeline: Pipeline) -> dict[str, str]:
     return {"votes": pipeline.votes_url, "read": pipeline.read_url, "projector": pipeline.projector_url}
+
+
+def ops_urls(pipeline: Pipeline) -> dict[str, str]:
+    """Where each process serves /metrics (and /readyz again)."""
+    return {"votes": pipeline.votes_ops_url, "read": pipeline.read_ops_url, "projector": pipeline.projector_url}
+
+
+def recorded(url: str, check: str) -> float:
+    """``shipskip_readiness{check}`` as a scrape records it (the scrape runs the checks)."""
+    scraped = scrape(url)
+    assert scraped.has("shipskip_readiness", check=check), scraped.text
+    return scraped.value("shipskip_readiness", check=check)
 
 
 def readiness(url: str) -> tuple[int, dict[str, object]]:
@@ -68,6 +81,9 @@ def test_readyz_names_a_stopped_server_and_recovers(
                 problems = body["problems"]
                 assert isinstance(problems, list)
                 assert any(problem.startswith(f"{server}: ") for problem in problems), body
+                # The ops port answers alike, and its metrics say which check fails.
+                assert readiness(ops_urls(pipeline)[name])[0] == expected[0]
+                assert recorded(ops_urls(pipeline)[name], server) == 0
             else:
                 status, body = readiness(url)
                 assert status == 200, (name, body)
@@ -79,3 +95,6 @@ def test_readyz_names_a_stopped_server_and_recovers(
     for url in urls(pipeline).values():
         status, body = readiness(url)
         assert body["problems"] == []
+    for name, url in ops_urls(pipeline).items():
+        if name in NEEDS[server]:
+            assert recorded(url, server) == 1

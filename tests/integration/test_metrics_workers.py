@@ -1,7 +1,8 @@
 """/metrics with several granian workers: whichever worker answers a scrape, it counts every worker's requests.
 
 The workers write to one folder per run of the service (services/shared/metrics.py); the test finds which worker
-answered each request from its access log line (``SHIPSKIP_ACCESS_LOG=all`` logs every request with its pid).
+answered each request from its access log line (``SHIPSKIP_ACCESS_LOG=all`` logs every request with its pid), and
+which workers listen on the ops port (every one, SO_REUSEPORT: services/shared/ops_port.py) from its /healthz.
 """
 
 import asyncio
@@ -24,12 +25,19 @@ WORKERS = 2
 
 
 @pytest.fixture(scope="module")
-def two_workers(servers: ServerAddresses, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path, Path]]:
+def two_workers(
+    servers: ServerAddresses, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str, Path, Path]]:
     asyncio.run(reset_servers(servers))
     metrics_dir = tmp_path_factory.mktemp("metrics")
     log_path = tmp_path_factory.mktemp("workers-log") / "votes.log"
-    env = service_env(servers, SHIPSKIP_METRICS_DIR=str(metrics_dir), SHIPSKIP_ACCESS_LOG="all")
-    port = free_port()
+    port, ops_port = free_port(), free_port()
+    env = service_env(
+        servers,
+        SHIPSKIP_METRICS_DIR=str(metrics_dir),
+        SHIPSKIP_ACCESS_LOG="all",
+        SHIPSKIP_VOTES_METRICS_PORT=str(ops_port),
+    )
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             service_command("votes", port, workers=WORKERS),
@@ -41,7 +49,7 @@ def two_workers(servers: ServerAddresses, tmp_path_factory: pytest.TempPathFacto
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: _answers(url), timeout=60)
-        yield url, metrics_dir, log_path
+        yield url, f"http://127.0.0.1:{ops_port}", metrics_dir, log_path
     finally:
         stop_process(process)
 
@@ -63,8 +71,8 @@ def _pids_of(log_path: Path, route: str) -> list[int]:
     return pids
 
 
-def test_every_scrape_counts_the_requests_of_every_worker(two_workers: tuple[str, Path, Path]) -> None:
-    url, metrics_dir, log_path = two_workers
+def test_every_scrape_counts_the_requests_of_every_worker(two_workers: tuple[str, str, Path, Path]) -> None:
+    url, ops_url, metrics_dir, log_path = two_workers
     sent = 0
     # New connections until both workers have answered some (granian hands connections to either).
     while len(set(_pids_of(log_path, "/healthz"))) < WORKERS:
@@ -78,15 +86,23 @@ def test_every_scrape_counts_the_requests_of_every_worker(two_workers: tuple[str
     assert len(set(pids)) == WORKERS
 
     def counted() -> float:
-        return scrape(url).value("shipskip_http_requests_total", route="/healthz", status="200")
+        return scrape(ops_url).value("shipskip_http_requests_total", route="/healthz", status="200")
+
+    # Every worker listens on the ops port: new connections reach each of them (asked in-process, those /healthz
+    # answers are not requests of the public port, and are not counted).
+    listening: set[int] = set()
+    for _ in range(200):
+        with httpx.Client(timeout=10) as client:
+            listening.add(client.get(ops_url + "/healthz").json()["pid"])
+        if listening >= set(pids):
+            break
+    assert listening == set(pids), "every worker answers on the ops port"
 
     # The other workers flush their counts every second; then every scrape, by any worker, sees them all.
     wait_until(lambda: counted() == sent, timeout=15)
-    scraped_by = set()
     for _ in range(20):
         assert counted() == sent
-        scraped_by.update(_pids_of(log_path, "/metrics"))
-    assert len(scraped_by) == WORKERS, "every worker answered some of the scrapes"
+    assert httpx.get(url + "/metrics", timeout=10).status_code == 404
 
     # One folder for this run, holding the files of both workers.
     (run_folder,) = metrics_dir.iterdir()

@@ -46,9 +46,9 @@ def json_lines(path: Path) -> list[dict[str, object]]:
 def test_votes_metrics_count_accepted_unchanged_and_refused_votes_by_reason(
     pipeline: Pipeline, client: httpx.Client
 ) -> None:
-    url = pipeline.votes_url
+    url, ops = pipeline.votes_url, pipeline.votes_ops_url
     token = new_voter(client, url)
-    before = scrape(url)
+    before = scrape(ops)
 
     assert send_vote(client, url, token, "ship", LLAMA, TOOL).status_code == 202
     assert send_vote(client, url, token, "skip", LLAMA, TOOL).status_code == 202
@@ -65,7 +65,7 @@ def test_votes_metrics_count_accepted_unchanged_and_refused_votes_by_reason(
     assert send_vote(client, url, token, None, LLAMA, "no-such-tool").status_code == 404
     assert client.get(f"{url}/v1/comparisons/{LLAMA}/no/such/path/12345").status_code == 404
 
-    after = scrape(url)
+    after = scrape(ops)
     metric = "shipskip_votes_accepted_total"
     assert delta(after, before, metric, action="cast") == 2
     assert delta(after, before, metric, action="retract") == 1
@@ -109,7 +109,7 @@ def test_rate_limit_hits_are_counted_by_limit(
     votes = start_votes_service(servers, tmp_path_factory.mktemp("limited"), **tight)
     try:
         with httpx.Client(timeout=10) as client:
-            before = scrape(votes.url)
+            before = scrape(votes.ops_url)
             token = new_voter(client, votes.url, "198.51.100.77")
             again = client.post(votes.url + "/v1/voters", headers={"X-Forwarded-For": "198.51.100.77"})
             assert again.status_code == 429
@@ -117,7 +117,7 @@ def test_rate_limit_hits_are_counted_by_limit(
             assert statuses == [202, 202]
             for _ in range(3):
                 assert send_vote(client, votes.url, token, "ship", LLAMA, TOOL).status_code == 429
-            after = scrape(votes.url)
+            after = scrape(votes.ops_url)
     finally:
         votes.stop()
     assert delta(after, before, "shipskip_rate_limit_hits_total", limit="voter") == 3
@@ -127,12 +127,12 @@ def test_rate_limit_hits_are_counted_by_limit(
 
 
 def test_read_metrics_count_reads_streams_and_the_views_position(pipeline: Pipeline, client: httpx.Client) -> None:
-    url = pipeline.read_url
-    before = scrape(url)
+    url, ops = pipeline.read_url, pipeline.read_ops_url
+    before = scrape(ops)
     for _ in range(5):
         assert client.get(f"{url}/v1/comparisons/{LLAMA}/community").status_code == 200
     assert client.get(f"{url}/v1/comparisons/nope-nope/community").status_code == 404
-    after = scrape(url)
+    after = scrape(ops)
     requests = "shipskip_http_requests_total"
     assert delta(after, before, requests, route=COMMUNITY, method="GET", status="200") == 5
     assert delta(after, before, requests, route=COMMUNITY, method="GET", status="404") == 1
@@ -143,17 +143,17 @@ def test_read_metrics_count_reads_streams_and_the_views_position(pipeline: Pipel
     token = new_voter(client, pipeline.votes_url)
     assert send_vote(client, pipeline.votes_url, token, "ship", LLAMA, TOOL).status_code == 202
     position = client.get(f"{url}/v1/comparisons/{LLAMA}/community").json()["position"]
-    wait_until(lambda: scrape(url).value("shipskip_view_position") >= position, timeout=20)
+    wait_until(lambda: scrape(ops).value("shipskip_view_position") >= position, timeout=20)
 
     # Open streams are counted while open, and no more once closed.
-    assert scrape(url).value("shipskip_sse_clients") == 0
+    assert scrape(ops).value("shipskip_sse_clients") == 0
     streams = [open_stream(url, f"/v1/comparisons/{LLAMA}/community/stream") for _ in range(2)]
     try:
-        wait_until(lambda: scrape(url).value("shipskip_sse_clients") == 2, timeout=20)
+        wait_until(lambda: scrape(ops).value("shipskip_sse_clients") == 2, timeout=20)
     finally:
         for stream in streams:
             stream.close()
-    wait_until(lambda: scrape(url).value("shipskip_sse_clients") == 0, timeout=20)
+    wait_until(lambda: scrape(ops).value("shipskip_sse_clients") == 0, timeout=20)
 
 
 def open_stream(base_url: str, path: str) -> socket.socket:
@@ -268,3 +268,39 @@ def test_the_read_api_and_projector_return_request_ids_too(pipeline: Pipeline, c
     assert unknown.status_code == 404
     assert unknown.json()["error"] == "not_found"
     assert client.post(pipeline.projector_url + "/metrics").status_code == 405
+
+
+CHECKS = {"votes": {"nats", "redis"}, "read": {"nats", "postgres", "view"}, "projector": {"nats", "postgres"}}
+
+
+@pytest.mark.parametrize("service", ["votes", "read"])
+def test_metrics_are_on_the_ops_port_only_and_health_on_both(pipeline: Pipeline, service: str) -> None:
+    process = pipeline.processes[service]  # type: ignore[index]
+    assert process.ops_port not in (0, process.port)
+    public = httpx.get(process.url + "/metrics", timeout=10)
+    assert public.status_code == 404, "anyone reaching the public port could scrape it"
+    assert "/metrics" not in httpx.get(process.url + "/schema/openapi.json", timeout=10).json()["paths"]
+    scraped = scrape(process.ops_url)
+    assert scraped.has("shipskip_http_requests_total")
+    # Each scrape runs the readiness checks and records them.
+    assert {check: scraped.value("shipskip_readiness", check=check) for check in CHECKS[service]} == dict.fromkeys(
+        CHECKS[service], 1.0
+    )
+    # /healthz and /readyz: the same answers on both ports (the load balancer's, the operators').
+    for path in ("/healthz", "/readyz"):
+        on_public, on_ops = httpx.get(process.url + path, timeout=10), httpx.get(process.ops_url + path, timeout=10)
+        assert on_public.status_code == on_ops.status_code == 200, (path, on_ops.text)
+        assert on_ops.headers["content-type"].startswith("application/json")
+        assert on_public.json().keys() == on_ops.json().keys()
+        assert on_ops.json()["status"] == on_public.json()["status"]
+    # One worker: the one that answers on the public port.
+    pids = {httpx.get(url + "/healthz", timeout=10).json()["pid"] for url in (process.url, process.ops_url)}
+    assert len(pids) == 1
+    assert httpx.get(process.ops_url + "/v1/comparisons", timeout=10).status_code == 404
+
+
+def test_the_projector_records_its_readiness_checks_too(pipeline: Pipeline) -> None:
+    scraped = scrape(pipeline.projector_url)
+    assert {check: scraped.value("shipskip_readiness", check=check) for check in CHECKS["projector"]} == dict.fromkeys(
+        CHECKS["projector"], 1.0
+    )

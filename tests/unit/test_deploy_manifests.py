@@ -10,7 +10,13 @@ the code and with each other. They cannot be run here (no container runtime); wh
 - compose and Kubernetes run the same containers (commands, replicas, settings) against the same servers: three NATS
   nodes that the services list, the stream replicated on all three, Postgres and Redis as the URLs name them;
 - one projector per partition, the partitions disjoint and covering all of them;
-- nats.conf passes ``nats-server -t``, and the Dockerfile copies what the build needs.
+- nats.conf passes ``nats-server -t``, and the Dockerfile copies what the build needs;
+- every Kubernetes object (those kustomization.yaml lists, and the ConfigMap it generates) is valid for
+  ``KUBERNETES_VERSION`` by its schema (kubernetes-validate, strict: an unknown field is an error);
+- every container has resource requests and a memory limit, the services liveness and readiness probes on
+  /healthz and /readyz, the votes and read Deployments a PodDisruptionBudget that lets a drain proceed one pod at
+  a time; Prometheus is pointed at each process's ops port (/metrics), which no Service, Ingress or published
+  port exposes; and the read API's admin API (/admin) is routed nowhere public (the Ingress, nginx).
 """
 
 import importlib
@@ -23,6 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import kubernetes_validate
 import pytest
 import yaml
 from litestar.handlers import HTTPRouteHandler
@@ -32,6 +39,7 @@ from infra.stack.servers import nats_server_path
 from services.cli import build_parser
 from services.serve import FACTORIES, ServiceName, check_settings
 from services.shared.config import Env, ServerSettings
+from services.shared.ops_port import ops_port_of
 from services.tally.read.settings import LiveSettings
 from services.tally.settings import TallySettings
 from services.votes.settings import VotesSettings
@@ -60,6 +68,8 @@ PLATFORM_SPECIFIC = {
 
 NATS_NODES = 3
 PARTITIONS = 2
+KUBERNETES_VERSION = "1.31"
+"""The Kubernetes release the manifests are checked against (its schemas ship with kubernetes-validate)."""
 
 
 def pending_partition_variables() -> set[str]:
@@ -87,6 +97,8 @@ class Component:
     """Ports the platform talks to: container ports (Kubernetes) and health-check URLs (compose)."""
     probes: set[tuple[str, int]] = field(default_factory=set)
     """(path, port) of every HTTP probe or health check."""
+    scrape: dict[str, str] = field(default_factory=dict)
+    """The pod's prometheus.io/* annotations (Kubernetes)."""
 
     @property
     def command(self) -> str:
@@ -184,6 +196,11 @@ def k8s_components() -> dict[str, Component]:
                 replicas=int(obj["spec"].get("replicas", 1)),
                 ports={int(port["containerPort"]) for port in container.get("ports", [])},
                 probes=probes,
+                scrape={
+                    key.removeprefix("prometheus.io/"): str(value)
+                    for key, value in obj["spec"]["template"]["metadata"].get("annotations", {}).items()
+                    if key.startswith("prometheus.io/")
+                },
             )
     return components
 
@@ -347,7 +364,12 @@ def test_ports_and_probes_are_the_settings(platform: str, component: Component) 
     else:
         assert not component.ports, f"{component.name} runs to completion and listens on nothing"
         return
-    assert component.ports == {port}, (platform, component.name, component.ports, port)
+    # Kubernetes names the ops port too (the scraper's); compose only health-checks the public one.
+    ops_port = ops_port_of(component.args[1] if component.args[0] == "serve" else "projector", settings["telemetry"])
+    expected = {port, ops_port} if platform == "k8s" else {port}
+    assert component.ports == expected, (platform, component.name, component.ports, expected)
+    if ops_port != port:
+        assert settings["telemetry"].metrics_host == "0.0.0.0"  # noqa: S104 - reachable by the scraper
     assert component.probes, f"{platform} {component.name} is never probed"
     routes = SERVICE_ROUTES[component.command]()
     for path, probe_port in component.probes:
@@ -518,3 +540,150 @@ def test_the_dockerfile_builds_the_project_and_runs_shipskip() -> None:
         assert (ROOT / source).exists(), source
     assert "USER 10001" in text
     assert ".venv" in (ROOT / ".dockerignore").read_text()
+
+
+# -- Kubernetes' schemas, resources, probes, disruption budgets, scraping, the admin API ------------------------------
+
+
+def assembled_objects() -> list[dict[str, Any]]:
+    """What ``kubectl apply -k`` sends: the listed resources and the generated ConfigMaps (their name, without the
+    hash suffix kustomize adds)."""
+    kustomization = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
+    generated = [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": generator["name"]},
+            "data": {Path(file).name: (DEPLOY / file).read_text() for file in generator["files"]},
+        }
+        for generator in kustomization.get("configMapGenerator", [])
+    ]
+    assert set(kustomization) <= {"apiVersion", "kind", "resources", "configMapGenerator"}, (
+        "kustomize features unchecked"
+    )
+    return kubernetes_objects() + generated
+
+
+def test_every_object_is_valid_for_kubernetes_by_its_schema() -> None:
+    objects = assembled_objects()
+    assert {o["kind"] for o in objects} >= {"Deployment", "StatefulSet", "Job", "Service", "Ingress", "ConfigMap"}
+    for obj in objects:
+        where = f"{obj['kind']} {obj['metadata']['name']}"
+        try:
+            checked = kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            raise AssertionError(f"{where} is not valid for Kubernetes {KUBERNETES_VERSION}: {exc}") from None
+        assert checked == KUBERNETES_VERSION, where
+
+
+def test_the_schema_check_catches_a_wrong_manifest() -> None:
+    votes = k8s_object("Deployment", "votes")
+    votes["spec"]["template"]["spec"]["containers"][0]["resources"]["limit"] = {"memory": "1Gi"}  # not "limits"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(votes, KUBERNETES_VERSION, strict=True)
+
+
+def pods() -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(object, pod template) of everything that runs containers."""
+    return [
+        (o, o["spec"]["template"]) for o in kubernetes_objects() if o["kind"] in ("Deployment", "StatefulSet", "Job")
+    ]
+
+
+def test_every_container_has_requests_and_a_memory_limit() -> None:
+    for obj, template in pods():
+        for container in template["spec"]["containers"]:
+            resources = container.get("resources", {})
+            where = f"{obj['kind']} {obj['metadata']['name']}"
+            assert {"cpu", "memory"} <= set(resources.get("requests", {})), where
+            assert "memory" in resources.get("limits", {}), where
+
+
+def test_every_service_process_is_probed_for_liveness_and_readiness() -> None:
+    for name, component in k8s_components().items():
+        if component.command in ("migrate", "catalog load"):
+            continue
+        container = k8s_object("Deployment", name)["spec"]["template"]["spec"]["containers"][0]
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz", name
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz", name
+
+
+def test_votes_and_read_have_a_disruption_budget_that_lets_a_drain_proceed() -> None:
+    budgets = [o for o in kubernetes_objects() if o["kind"] == "PodDisruptionBudget"]
+    for name in ("votes", "read"):
+        deployment = k8s_object("Deployment", name)
+        replicas = deployment["spec"]["replicas"]
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        (budget,) = [b for b in budgets if b["spec"]["selector"]["matchLabels"] == labels]
+        spec = budget["spec"]
+        allowed = spec["maxUnavailable"] if "maxUnavailable" in spec else replicas - spec["minAvailable"]
+        assert 1 <= allowed < replicas, f"{name}: a drain could take all of it, or none ({spec})"
+
+
+def test_prometheus_scrapes_each_ops_port_which_nothing_public_exposes() -> None:
+    ops_ports: dict[str, int] = {}
+    for name, component in k8s_components().items():
+        if component.command in ("migrate", "catalog load"):
+            assert not component.scrape, name
+            continue
+        telemetry = read_settings(component)[1]["telemetry"]
+        port = ops_port_of(component.args[1] if component.args[0] == "serve" else "projector", telemetry)
+        assert component.scrape == {"scrape": "true", "port": str(port), "path": "/metrics"}, name
+        assert port in component.ports, name
+        ops_ports[name] = port
+    services = [o for o in kubernetes_objects() if o["kind"] == "Service"]
+    serving = {p.get("targetPort", p["port"]) for o in services for p in o["spec"]["ports"]}
+    for name in ("votes", "read"):
+        assert ops_ports[name] not in serving, f"a Service exposes the {name} API's ops port"
+    compose = load_compose()["services"]
+    published = {str(port).split(":")[-2] for service in compose.values() for port in service.get("ports", [])}
+    assert not published & {str(port) for port in ops_ports.values()}, "compose publishes an ops port"
+    # compose's Prometheus configuration scrapes the same ports.
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yaml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    for name in ("votes", "read"):
+        (sd,) = jobs[name]["dns_sd_configs"]
+        assert (sd["names"], sd["port"]) == ([name], ops_ports[name])
+    targets = {t for c in jobs["projector"]["static_configs"] for t in c["targets"]}
+    assert targets == {f"projector-{i}:{ops_ports[f'projector-{i}']}" for i in range(PARTITIONS)}
+
+
+def ingress_paths(host_backend: str) -> list[tuple[str, str]]:
+    return [
+        (path["path"], path["pathType"])
+        for rule in k8s_object("Ingress", "shipskip")["spec"]["rules"]
+        for path in rule["http"]["paths"]
+        if path["backend"]["service"]["name"] == host_backend
+    ]
+
+
+def routed(path: str, paths: list[tuple[str, str]]) -> bool:
+    """Whether a request for ``path`` matches one of the Ingress's paths (Kubernetes' Prefix: by whole segments)."""
+    for prefix, kind in paths:
+        if kind == "Exact" and path == prefix:
+            return True
+        if kind == "Prefix" and (prefix == "/" or path == prefix or path.startswith(prefix.rstrip("/") + "/")):
+            return True
+    return False
+
+
+def test_the_admin_api_is_routed_nowhere_public() -> None:
+    from services.operators.admin import admin_router
+
+    assert admin_router().path == "/admin"
+    read_paths = ingress_paths("read")
+    assert not routed("/admin", read_paths)
+    assert not routed("/admin/void", read_paths)
+    # ... while every public route of the read API is.
+    for route in routes_of(["services.tally.read.app"]) - {"/healthz", "/readyz"}:  # the probes: inside only
+        assert routed(route.split("{")[0].rstrip("/") or "/", read_paths), route
+    assert routed("/schema/openapi.json", read_paths)
+    # nginx (compose): the read server answers /admin itself, 404.
+    nginx = (DEPLOY / "nginx.conf").read_text()
+    read_port = settings_of("read")["tally"].port
+    server = nginx.split(f"listen {read_port};", 1)[1].split("\n  }\n", 1)[0]
+    admin = re.search(r"location\s+(?:\^~\s+)?/admin\s*\{([^}]*)\}", server)
+    assert admin is not None, "nginx's read server has no location for /admin"
+    assert re.fullmatch(r"\s*return 404;\s*", admin.group(1)), admin.group(1)
+    # nginx takes the longest matching prefix, whatever the order: /admin wins over the catch-all "/".
+    assert "location / {" in server

@@ -17,6 +17,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.process_collector import ProcessCollector
 
 from contracts.subjects import VOTES_STREAM, VOTES_SUBJECTS
+from services.shared.metrics import build_info
+from services.shared.readiness import readiness_gauge
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,9 @@ class ProjectorMetrics:
             labels,
             registry=self.registry,
         )
+
+        self.readiness = readiness_gauge(self.registry)
+        build_info("projector", self.registry)
 
     def folded(self, partition: str, messages: int, dead_letters: int, seconds: float) -> None:
         self.batch_size.labels(partition).observe(messages)

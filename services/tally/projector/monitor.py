@@ -2,7 +2,8 @@
 
 - ``/healthz``: the process is alive; the position of each partition it folds.
 - ``/readyz``: NATS (JetStream answers for the stream) and Postgres reachable: 503 naming what is not.
-- ``/metrics``: services/tally/projector/metrics.py, the lag read from the server at each scrape.
+- ``/metrics``: services/tally/projector/metrics.py, the lag read from the server and the readiness checks run at
+  each scrape.
 """
 
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from nats.aio.client import Client as NATS
 
 from services.shared.metrics import CONTENT_TYPE, render_registry
 from services.shared.monitor_server import Answer, MonitorServer, json_answer
-from services.shared.readiness import nats_check, postgres_check, readiness
+from services.shared.readiness import nats_check, postgres_check, readiness, record_readiness
 from services.tally.projector.metrics import ProjectorMetrics
 
 
@@ -38,6 +39,7 @@ def projector_monitor(
         for partition, position in folded.items():
             metrics.position.labels(partition).set(position)
         await metrics.read_lag(js, list(folded))
+        record_readiness(metrics.readiness, (await readiness(checks))[0])
         return 200, CONTENT_TYPE, render_registry(metrics.registry)
 
     async def healthz() -> Answer:

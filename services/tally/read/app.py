@@ -36,6 +36,7 @@ from services.shared.metrics import WorkersExposition, use_run_folder
 from services.shared.observed_asgi import HttpMetrics, ObservedApp
 from services.shared.openapi import RETRY_AFTER, answers, documented
 from services.shared.openapi_ui.pages import schema_pages
+from services.shared.ops_port import ops_port
 from services.shared.ops_routes import OPS_ROUTES
 from services.shared.readiness import Check, nats_check, postgres_check
 from services.shared.telemetry_settings import TelemetrySettings
@@ -239,7 +240,7 @@ def create_app(
     handlers: list[ControllerRouterHandler] = [
         healthz, *CATALOG_ROUTES, community, community_stream, community_batch, *OPS_ROUTES,
     ]  # fmt: skip
-    lifespans = [flushing(buffer), read_lifespan(settings, live, metrics)]
+    lifespans = [flushing(buffer), read_lifespan(settings, live, metrics), ops_port("read", telemetry)]
     if settings.admin_token is not None:
         handlers.append(admin_router())
         lifespans.append(admin_lifespan(settings, settings.admin_token))

@@ -24,6 +24,12 @@ class ReadMetrics:
         self.sse_clients = Gauge(
             "shipskip_sse_clients", "Open /community/stream connections", multiprocess_mode="livesum", registry=None
         )
+        self.sse_limit = Gauge(
+            "shipskip_sse_clients_limit",
+            "Open streams taken before a 503 too_many_streams (SHIPSKIP_SSE_MAX_STREAMS, per worker)",
+            multiprocess_mode="livesum",
+            registry=None,
+        )
         self.view_age = Gauge(
             "shipskip_view_age_seconds",
             "Since the in-memory view last took in a change notice or a reload (the stalest worker)",
@@ -73,6 +79,7 @@ class ReadMetrics:
         self.view_age.set(now - self._refreshed_at)
         self.view_position.set(position)
         self.sse_clients.set(broadcast.clients)
+        self.sse_limit.set(broadcast.max_clients)
 
     async def _sampler(self) -> None:
         while True:
