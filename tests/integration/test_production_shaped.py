@@ -131,7 +131,7 @@ def test_verify_and_rebuild_read_the_stream_over_tls(secure_pipeline: Pipeline) 
     assert "0 differences" in verified.stdout, verified.stdout
     rebuilt = run_cli(secure_pipeline.env, "rebuild")
     assert rebuilt.returncode == 0, rebuilt.stderr
-    assert "rebuilt 1 events" in rebuilt.stdout, rebuilt.stdout
+    assert "rebuilt 1 event in" in rebuilt.stdout, rebuilt.stdout
     assert _ship_count(secure_pipeline) == 1
 
 
