@@ -52,6 +52,7 @@ class RedisLink:
         self._watcher: asyncio.Task[None] | None = None
         self._recovery_hooks: list[Callable[[Redis], Awaitable[None]]] = []
         self._close_hooks: list[Callable[[], Awaitable[None]]] = []
+        self._closed = False
 
     def on_recovery(self, hook: Callable[[Redis], Awaitable[None]]) -> None:
         """Run ``hook`` when Redis answers again, before anything is shared through it."""
@@ -66,8 +67,8 @@ class RedisLink:
         return self._up
 
     async def run(self, operation: Callable[[Redis], Awaitable[_T]]) -> _T | None:
-        """The operation's result, or None (at once while Redis is known to be down)."""
-        if not self._up:
+        """The operation's result, or None (at once while Redis is known to be down, or once closed)."""
+        if not self._up or self._closed:
             return None
         try:
             return await operation(self.client)
@@ -80,8 +81,8 @@ class RedisLink:
         await self.run(lambda client: client.ping())
 
     def _went_down(self, exc: BaseException) -> None:
-        if not self._up:
-            return
+        if not self._up or self._closed:
+            return  # a closed link watches nothing: its pings would open connections nobody closes
         self._up = False
         log.warning(
             "Redis unreachable (%s: %s): limits are counted per process and idempotency records are not kept "
@@ -105,6 +106,7 @@ class RedisLink:
             return
 
     async def close(self) -> None:
+        self._closed = True
         if self._watcher is not None:
             self._watcher.cancel()
             with suppress(asyncio.CancelledError):
