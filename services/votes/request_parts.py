@@ -21,27 +21,31 @@ MAX_IDEMPOTENCY_KEY = 255
 _KEPT = frozenset(
     {VOTER_HEADER.lower().encode(), IDEMPOTENCY_HEADER.lower().encode(), b"origin", b"content-type", b"content-length"}
 )
+_VOTER = VOTER_HEADER.lower().encode()
 _FORWARDED_FOR = b"x-forwarded-for"
 _COOKIE = b"cookie"
 
 
 class RequestHeaders:
-    """The first value of each header the routes read (as ``Headers.get``), and every X-Forwarded-For and Cookie
-    line.
+    """The first value of each header the routes read (as ``Headers.get``), every X-Forwarded-For and Cookie line,
+    and whether X-Voter-Token came again with another value (which one counts is not ours to guess).
 
     ASGI servers give header names in lower case (the specification asks it), which is how they are matched.
     """
 
-    __slots__ = ("_first", "cookies", "forwarded_for")
+    __slots__ = ("_first", "cookies", "forwarded_for", "voter_repeated")
 
     def __init__(self, raw: Iterable[tuple[bytes, bytes]]) -> None:
         first: dict[bytes, str] = {}
         forwarded_for: list[str] = []
         cookies: list[str] = []
+        voter_repeated = False
         for name, value in raw:
             if name in _KEPT:
                 if name not in first:
                     first[name] = value.decode("latin-1")
+                elif name == _VOTER and value.decode("latin-1") != first[name]:
+                    voter_repeated = True
             elif name == _FORWARDED_FOR:
                 forwarded_for.append(value.decode("latin-1"))
             elif name == _COOKIE:
@@ -49,6 +53,7 @@ class RequestHeaders:
         self._first = first
         self.forwarded_for = forwarded_for
         self.cookies = cookies
+        self.voter_repeated = voter_repeated
 
     def get(self, name: bytes) -> str | None:
         """``name`` is one of the kept headers, in lower case."""

@@ -174,6 +174,8 @@ async def retract_vote(request: Request[Any, Any, Any], comparison_id: str, tool
 
 
 def _voter(context: VotesContext, headers: RequestHeaders) -> bytes:
+    if headers.voter_repeated:
+        raise ApiError(401, "voter_token_repeated", f"the request holds different {VOTER_HEADER} headers; send one")
     token = headers.get(_VOTER_HEADER) or _voter_cookie(headers)
     if not token:
         raise ApiError(

@@ -34,6 +34,7 @@ ADMIN_TOKEN = "admin-token-for-hostile-tests-0123"
 ADMIN_FAILURES = 4
 ADMIN_WINDOW_S = 3
 Service = Literal["votes", "read"]
+Headers = list[tuple[bytes | str, bytes | str]]
 GOOD = json.dumps({"tool_id": TOOL, "verdict": "ship"}).encode()
 
 
@@ -134,11 +135,23 @@ def test_two_different_voter_cookies_are_refused(pipeline: Pipeline, unchanged_s
         assert "shipskip_voter" in detail
 
 
-def test_the_same_voter_cookie_twice_is_one_voter(pipeline: Pipeline) -> None:
+def test_two_different_voter_token_headers_are_refused(pipeline: Pipeline, unchanged_stream: None) -> None:
+    with httpx.Client(timeout=10) as client:
+        first, second = new_voter(client, pipeline.votes_url), new_voter(client, pipeline.votes_url)
+    headers: Headers = [("Content-Type", "application/json"), ("X-Voter-Token", first), ("X-Voter-Token", second)]
+    request = build("POST", VOTES, headers=headers, body=GOOD)
+    detail = refused(exchange(port(pipeline, "votes"), request), 401, "voter_token_repeated")
+    assert "X-Voter-Token" in detail
+
+
+def test_the_same_voter_token_twice_is_one_voter(pipeline: Pipeline) -> None:
     with httpx.Client(timeout=10) as client:
         token = new_voter(client, pipeline.votes_url)
     response = vote(pipeline, {"Cookie": f"shipskip_voter={token}; shipskip_voter={token}"})
     assert response.status_code == 202, response.text
+    headers: Headers = [("Content-Type", "application/json"), ("X-Voter-Token", token), ("X-Voter-Token", token)]
+    again = exchange(port(pipeline, "votes"), build("POST", VOTES, headers=headers, body=GOOD))
+    assert again.status == 200, (again.status, again.body)  # unchanged: the same voter's same verdict
 
 
 # -- bodies that end early ---------------------------------------------------------------------------------------
@@ -160,9 +173,6 @@ def hang_up_mid_body(port_number: int, head: bytes) -> None:
     with socket.create_connection(("127.0.0.1", port_number), timeout=10) as conn:
         conn.sendall(head + b'{"tool_id":')
         time.sleep(0.3)  # the head is read and the body begun before the connection goes
-
-
-Headers = list[tuple[bytes | str, bytes | str]]
 
 
 def body_route(pipeline: Pipeline, service: Service) -> tuple[str, Headers]:
