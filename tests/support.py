@@ -40,6 +40,9 @@ def service_env(servers: ServerAddresses, **extra: str) -> dict[str, str]:
         # Limits are tested on their own (test_abuse_*, which turn them on); elsewhere they would only
         # refuse the many tokens and votes a test sends from 127.0.0.1.
         "SHIPSKIP_RATE_LIMITS": "off",
+        # Likewise the limit on failed admin logins (tests/hostile/test_identity_and_errors.py sets its own): the
+        # admin tests send many wrong tokens from 127.0.0.1 on purpose.
+        "SHIPSKIP_ADMIN_AUTH_FAILURES": "100000",
         # The suite must never read a developer's .shipskip/stack.json.
         "SHIPSKIP_STACK_FILE": "/nonexistent/shipskip-stack.json",
         # Any free port for each process's /metrics: several run at once (and `make run` may hold 8082, 9080, 9081);

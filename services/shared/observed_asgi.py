@@ -27,6 +27,7 @@ from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import Counter
 
+from services.shared.head_requests import answer_head
 from services.shared.logs import REQUEST_ID
 from services.shared.metric_buffer import BufferedHistogram, BufferedHistogramFamily, MetricBuffer
 from services.shared.telemetry_settings import AccessLog
@@ -119,7 +120,8 @@ class HttpMetrics:
 
 
 class ObservedApp:
-    """The service's ASGI app with request ids, request metrics and access log lines around it."""
+    """The service's ASGI app with request ids, request metrics and access log lines around it; HEAD is answered
+    as GET without a body (services/shared/head_requests.py), counted as HEAD."""
 
     def __init__(
         self, app: ASGIApp, metrics: HttpMetrics, access_log: AccessLog, on_answer: AnswerHook | None = None
@@ -137,27 +139,30 @@ class ObservedApp:
         token = REQUEST_ID.set(rid)
         started = time.perf_counter()
         status = 0
+        method: str = scope["method"]  # before a HEAD is routed as GET
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message["headers"] = [*message.get("headers", ()), (HEADER, rid.encode())]
-                self._answered(scope, status, time.perf_counter() - started)
+                self._answered(scope, method, status, time.perf_counter() - started)
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            if method == "HEAD":
+                await answer_head(self.app, scope, receive, send_with_id)
+            else:
+                await self.app(scope, receive, send_with_id)
         except Exception:
             if status == 0:  # escaped every handler: the server answers 500
-                self._answered(scope, 500, time.perf_counter() - started)
+                self._answered(scope, method, 500, time.perf_counter() - started)
             raise
         finally:
             REQUEST_ID.reset(token)
 
-    def _answered(self, scope: Scope, status: int, seconds: float) -> None:
+    def _answered(self, scope: Scope, method: str, status: int, seconds: float) -> None:
         route = route_of(scope)
-        method: str = cast("dict[str, Any]", scope)["method"]
         self._metrics.answered(route, method, status, seconds)
         if self._on_answer is not None:
             self._on_answer(scope, route, status)

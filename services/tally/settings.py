@@ -25,6 +25,9 @@ class TallySettings(msgspec.Struct, frozen=True):
     """The counting policy: new ballots counted per comparison, client-address hash and UTC day."""
     admin_token: str | None
     """Bearer token of the /admin API; without one the admin API is off entirely."""
+    admin_auth_failures: int = 10
+    """Failed /admin logins an address may make per window; past them it gets 429 until the window ends."""
+    admin_auth_window_s: float = 300.0
     partitions: int = 1
     """How many partitions the comparisons are split into, each folded by its own consumer (partitions.py)."""
     projector_partitions: tuple[int, ...] = (0,)
@@ -48,6 +51,8 @@ class TallySettings(msgspec.Struct, frozen=True):
             duplicate_window_s=env.number("SHIPSKIP_DUPLICATE_WINDOW_S", 120.0, minimum=1.0),
             ballots_per_client_day=env.integer("SHIPSKIP_BALLOTS_PER_CLIENT_DAY", 100, minimum=1),
             admin_token=_admin_token(env),
+            admin_auth_failures=env.integer("SHIPSKIP_ADMIN_AUTH_FAILURES", 10, minimum=1),
+            admin_auth_window_s=env.number("SHIPSKIP_ADMIN_AUTH_WINDOW_S", 300.0, minimum=1.0),
             partitions=partitions,
             projector_partitions=_projector_partitions(env, partitions),
             rebuild_memory_ballots=env.integer("SHIPSKIP_REBUILD_MEMORY_BALLOTS", MAX_BALLOTS, minimum=0),

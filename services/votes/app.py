@@ -73,7 +73,7 @@ def create_app(settings: VotesSettings | None = None, telemetry: TelemetrySettin
                 nc=nc,
                 catalog=catalog,
                 publisher=publisher,
-                tokens=VoterTokens(settings.token_keys, settings.token_ttl_s),
+                tokens=VoterTokens(settings.token_keys, settings.token_ttl_s, settings.token_clock_skew_s),
                 hasher=Hasher(settings.hash_key, day_keys),
                 redis=redis,
                 # Remembered no longer than JetStream dedups the same Nats-Msg-Id, so a replay is stored once.

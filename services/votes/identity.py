@@ -39,10 +39,15 @@ class TokenRefused(Exception):
     """A token that is missing, malformed, forged or expired; the message says which."""
 
 
+CLOCK_SKEW_S = 300
+"""How far ahead of this server's clock a token's issue time may be (another copy's clock may run ahead)."""
+
+
 class VoterTokens:
-    def __init__(self, keys: list[bytes], ttl_s: int) -> None:
+    def __init__(self, keys: list[bytes], ttl_s: int, clock_skew_s: int = CLOCK_SKEW_S) -> None:
         self._macs = [KeyedHash(key) for key in keys]  # HMAC-SHA256 under each accepted key, the signing one first
         self._ttl_s = ttl_s
+        self._skew_s = clock_skew_s
 
     @staticmethod
     def _mac(key: KeyedHash, payload: bytes) -> bytes:
@@ -63,12 +68,22 @@ class VoterTokens:
             raise TokenRefused("malformed voter token") from None
         if len(payload) != _PAYLOAD.size or len(mac) != _MAC_BYTES:
             raise TokenRefused("malformed voter token")
+        if _b64(payload) != head or _b64(mac) != tail:
+            # The decoder ignores stray characters and the unused low bits of the last one, so one token has many
+            # spellings: a cache or a log that tells requests apart by their token would see several voters.
+            raise TokenRefused("malformed voter token: not in its one base64url spelling (unpadded, canonical)")
         if not any(hmac.compare_digest(self._mac(key, payload), mac) for key in self._macs):
             raise TokenRefused("voter token signature is not valid")
         version, voter, issued_at = _PAYLOAD.unpack(payload)
         if version != _FORMAT:
             raise TokenRefused("unknown voter token format")
-        if issued_at + self._ttl_s < (now if now is not None else time.time()):
+        now = now if now is not None else time.time()
+        if issued_at > now + self._skew_s:
+            # Signed, so issued under our key, but never by a clock this far ahead: it would never expire.
+            raise TokenRefused(
+                f"voter token is issued in the future (more than {self._skew_s} s ahead of the server's clock)"
+            )
+        if issued_at + self._ttl_s < now:
             raise TokenRefused("voter token has expired; ask for a new one")
         return bytes(voter)
 

@@ -27,6 +27,7 @@ from contracts.http import MAX_VOTE_BODY_BYTES, VoteAccepted, VoteRequest, Voter
 from services.shared.event_ids import new_event_id
 from services.shared.http import ApiError, decode_body, duplicate_key, error_answer, json_response
 from services.shared.openapi import RATE_LIMIT, RATE_LIMITED, RETRY_AFTER, answers, documented, json_body
+from services.shared.request_body import read_body
 from services.votes.api_doc import IDEMPOTENCY_KEY, SET_VOTER_COOKIE, VOTER
 from services.votes.ballot_box import Submission, admit_new_voter, request_hash, submit
 from services.votes.body_deadline import BodyTimeout
@@ -39,7 +40,7 @@ from services.votes.request_parts import (
     VOTER_COOKIE,
     VOTER_HEADER,
     RequestHeaders,
-    read_body,
+    cookie_values,
 )
 
 _VOTER_HEADER = VOTER_HEADER.lower().encode()
@@ -145,7 +146,7 @@ async def cast(request: Request[Any, Any, Any], comparison_id: str) -> Reply:
     """Cast or change a vote: the answer, or an ApiError."""
     context = _context(request)
     headers = RequestHeaders(request.scope["headers"])
-    voter = _voter(context, request, headers)
+    voter = _voter(context, headers)
     tools = _comparison_tools(context, comparison_id)
     body = await _json_body(context, request, headers)
     vote = _decode_vote(body)
@@ -165,15 +166,17 @@ async def cast(request: Request[Any, Any, Any], comparison_id: str) -> Reply:
 async def retract_vote(request: Request[Any, Any, Any], comparison_id: str, tool_id: str) -> Response[bytes]:
     context = _context(request)
     headers = RequestHeaders(request.scope["headers"])
-    voter = _voter(context, request, headers)
+    voter = _voter(context, headers)
     tools = _comparison_tools(context, comparison_id)
     if tool_id not in tools:
         raise _unknown_tool(tool_id, comparison_id)
     return (await _submit(context, request, headers, voter, comparison_id, tool_id, None, b"")).response()
 
 
-def _voter(context: VotesContext, request: Request[Any, Any, Any], headers: RequestHeaders) -> bytes:
-    token = headers.get(_VOTER_HEADER) or request.cookies.get(VOTER_COOKIE)
+def _voter(context: VotesContext, headers: RequestHeaders) -> bytes:
+    if headers.voter_repeated:
+        raise ApiError(401, "voter_token_repeated", f"the request holds different {VOTER_HEADER} headers; send one")
+    token = headers.get(_VOTER_HEADER) or _voter_cookie(headers)
     if not token:
         raise ApiError(
             401, "voter_token_missing", "send the voter token from POST /v1/voters (cookie or X-Voter-Token)"
@@ -182,6 +185,20 @@ def _voter(context: VotesContext, request: Request[Any, Any, Any], headers: Requ
         return context.tokens.verify(token)
     except TokenRefused as exc:
         raise ApiError(401, "voter_token_refused", str(exc)) from None
+
+
+def _voter_cookie(headers: RequestHeaders) -> str | None:
+    if not headers.cookies:
+        return None
+    tokens = set(cookie_values(headers.cookies, VOTER_COOKIE))
+    if len(tokens) > 1:
+        # Which one would a proxy, a cache or the browser's next request use? Not ours to guess.
+        raise ApiError(
+            401,
+            "voter_cookie_repeated",
+            f"the request holds {len(tokens)} different {VOTER_COOKIE} cookies; send one voter token",
+        )
+    return next(iter(tokens), None)
 
 
 def _comparison_tools(context: VotesContext, comparison_id: str) -> tuple[str, str]:
@@ -205,7 +222,7 @@ async def _json_body(context: VotesContext, request: Request[Any, Any, Any], hea
     try:
         # 413 past the route's limit, as Litestar's; the deadline stops a body that stalls (slow-loris).
         limit = request.route_handler.resolve_request_max_body_size() or math.inf  # the route's, as Litestar reads it
-        return await deadlines.within(read_body(request.receive, headers, limit))
+        return await deadlines.within(read_body(request.receive, headers.get(b"content-length"), limit))
     except BodyTimeout:
         raise ApiError(408, "body_timeout", f"the body did not arrive within {deadlines.timeout_s:.0f} s") from None
 

@@ -4,6 +4,7 @@ import msgspec
 
 from services.shared.config import ConfigError, Env, ServerSettings, http_base_url, secret_key, secret_keys
 from services.votes.client_address import Network, parse_networks
+from services.votes.identity import CLOCK_SKEW_S
 from services.votes.limits import Limit, parse_limit
 
 # name in the RateLimit fields, variable, default ("N/period,burst")
@@ -51,6 +52,8 @@ class VotesSettings(msgspec.Struct, frozen=True):
     hash_key: bytes
     """Keys the hashes of voter ids (client addresses are hashed under a random day key, see day_keys.py)."""
     token_ttl_s: int
+    token_clock_skew_s: int
+    """How far in the future a token's issue time may be (clocks of the copies differ a little), no further."""
     publish_timeout_s: float
     duplicate_window_s: float
     """JetStream's duplicate window, and how long an Idempotency-Key's first answer is remembered."""
@@ -76,6 +79,7 @@ class VotesSettings(msgspec.Struct, frozen=True):
             token_keys=secret_keys(env, "SHIPSKIP_TOKEN_KEYS"),
             hash_key=secret_key(env, "SHIPSKIP_HASH_KEY"),
             token_ttl_s=env.integer("SHIPSKIP_TOKEN_TTL_DAYS", 365, minimum=1) * 86400,
+            token_clock_skew_s=env.integer("SHIPSKIP_TOKEN_CLOCK_SKEW_S", CLOCK_SKEW_S, minimum=0, maximum=86400),
             publish_timeout_s=env.number("SHIPSKIP_PUBLISH_TIMEOUT_S", 2.0, minimum=0.05),
             duplicate_window_s=env.number("SHIPSKIP_DUPLICATE_WINDOW_S", 120.0, minimum=1.0),
             cookie_secure=env.flag("SHIPSKIP_COOKIE_SECURE", True),

@@ -170,12 +170,6 @@ def test_shipskip_help_and_serve_votes_run_from_the_image_install(image: Image, 
     assert subprocess.run(healthcheck, cwd=image.served, env=env, capture_output=True, timeout=30).returncode == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found here: without the local extra `shipskip run` ends in a ServerStartError traceback (exit 1) that"
-    " names the fix, not in one line with exit 2 (services/cli.py catches only an ImportError, and httpx, which"
-    " infra/stack/ imports, comes with litestar anyway)",
-)
 def test_shipskip_run_without_the_local_extra_says_what_to_install_in_one_line(image: Image) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SHIPSKIP_", "VIRTUAL_ENV"))}
     shipskip = str(image.venv / "bin" / "shipskip")

@@ -56,3 +56,26 @@ def test_tokens_and_hashes_are_the_documented_hmacs() -> None:
     assert VoterTokens([OLD], ttl_s=3600).verify(token) == b"v" * 16
     voter_key = hmac.new(OLD, b"shipskip/voter", hashlib.sha256).digest()
     assert Hasher(OLD).voter_id(b"v" * 16) == hmac.new(voter_key, b"v" * 16, hashlib.sha256).hexdigest()[:32]
+
+
+def test_a_token_issued_beyond_the_clock_skew_is_refused() -> None:
+    tokens = VoterTokens([OLD], ttl_s=3600, clock_skew_s=300)
+    assert tokens.verify(tokens.issue(now=1_000_300), now=1_000_000)
+    with pytest.raises(TokenRefused, match="future"):
+        tokens.verify(tokens.issue(now=1_000_301), now=1_000_000)
+    payload = struct.pack(">B16sQ", 1, b"v" * 16, 2**64 - 1)
+    mac = hmac.new(OLD, payload, hashlib.sha256).digest()[:16]
+    token = b".".join(base64.urlsafe_b64encode(part).rstrip(b"=") for part in (payload, mac)).decode()
+    with pytest.raises(TokenRefused, match="future"):
+        tokens.verify(token)
+
+
+def test_a_token_verifies_in_its_one_spelling_only() -> None:
+    tokens = VoterTokens([OLD], ttl_s=3600)
+    token = tokens.issue()
+    head, tail = token.split(".")
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    unused_bit = alphabet[alphabet.index(tail[-1]) ^ 1]  # the last character's 2 low bits carry no data
+    for spelling in (f"{token}=", f"{token}==", f"{head}=.{tail}", f"{head}.{tail[:-1]}{unused_bit}"):
+        with pytest.raises(TokenRefused, match="spelling"):
+            tokens.verify(spelling)
