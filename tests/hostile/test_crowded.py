@@ -8,6 +8,7 @@ within ``ANSWER_WITHIN_S``.
 """
 
 import asyncio
+import resource
 import socket
 import time
 from collections.abc import Iterator
@@ -35,6 +36,13 @@ ENV = {
     # The test's loopback connections stand in for a proxy: its X-Forwarded-For names the client.
     "SHIPSKIP_TRUSTED_PROXIES": "127.0.0.1",
 }
+
+
+def needs_open_files(count: int) -> None:
+    """The crowd's process opens ``count`` connections, each an open file (it raises its soft limit to that)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < count + 256:
+        pytest.skip(f"{count} connections need {count + 256} open files; the hard limit is {hard} (ulimit -Hn)")
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +73,7 @@ def assert_all_answered_in_time(pipeline: Pipeline, tokens: list[str]) -> None:
 def test_fresh_clients_are_answered_while_2000_idle_keep_alive_connections_are_held_on_each_api(
     pipeline: Pipeline,
 ) -> None:
+    needs_open_files(2 * CROWD)
     votes_port, read_port = ports(pipeline)
     tokens = new_tokens(pipeline.votes_url, FRESH_CLIENTS)
     crowds: list[CrowdSpec] = [(votes_port, CROWD, "idle", ""), (read_port, CROWD, "idle", "")]
@@ -74,6 +83,7 @@ def test_fresh_clients_are_answered_while_2000_idle_keep_alive_connections_are_h
 
 
 def test_fresh_votes_are_answered_while_2000_bodies_stall(pipeline: Pipeline) -> None:
+    needs_open_files(CROWD)
     votes_port, _ = ports(pipeline)
     tokens = new_tokens(pipeline.votes_url, FRESH_CLIENTS + 1)
     with crowd_process([(votes_port, CROWD, "stalled", tokens[0])]) as held:
