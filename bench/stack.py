@@ -51,6 +51,8 @@ def service_env(servers: ServerAddresses) -> dict[str, str]:
         "SHIPSKIP_RATE_LIMITS": "off",
         # All benchmark votes come from one address; the counting policy would leave all but 100 uncounted.
         "SHIPSKIP_BALLOTS_PER_CLIENT_DAY": "2000000000",
+        # ... and every benchmark stream too (the soak holds hundreds): no per-address stream limit.
+        "SHIPSKIP_SSE_MAX_STREAMS_PER_ADDRESS": "1000000",
         # Any free port for each process's /metrics: `make run` (or another stack) may hold 8082, 9080, 9081.
         "SHIPSKIP_PROJECTOR_PORT": "0",
         "SHIPSKIP_VOTES_METRICS_PORT": "0",

@@ -11,6 +11,7 @@ import sys
 from typing import Literal, NoReturn
 
 from services.shared.config import Env
+from services.shared.http_server_settings import HttpServerSettings, raise_open_files_limit
 
 ServiceName = Literal["votes", "read", "projector"]
 
@@ -21,11 +22,19 @@ FACTORIES: dict[ServiceName, str] = {
 """The granian application factory of each HTTP service."""
 
 
-def service_command(name: ServiceName, port: int | None = None, workers: int = 1, host: str = "127.0.0.1") -> list[str]:
-    """The process a service runs as: granian for the HTTP services (what ``shipskip serve`` executes)."""
+def service_command(
+    name: ServiceName,
+    port: int | None = None,
+    workers: int = 1,
+    host: str = "127.0.0.1",
+    server: HttpServerSettings | None = None,
+) -> list[str]:
+    """The process a service runs as: granian for the HTTP services (what ``shipskip serve`` executes); ``server``
+    from this process's environment unless given."""
     if name == "projector":
         return [sys.executable, "-m", "services.cli", "projector"]
     assert port is not None
+    server = server or HttpServerSettings.from_env(Env(os.environ, fallback={}))
     return [
         sys.executable, "-m", "granian",
         "--interface", "asgi",
@@ -33,6 +42,7 @@ def service_command(name: ServiceName, port: int | None = None, workers: int = 1
         "--port", str(port),
         "--workers", str(workers),
         "--no-ws",
+        *server.granian_options(),
         "--log-level", "warning",
         "--factory", FACTORIES[name],
     ]  # fmt: skip
@@ -42,6 +52,7 @@ def check_settings(name: ServiceName, environ: dict[str, str], port_given: int |
     """Every setting the service reads, validated as its workers will read them; the port it listens on (the
     settings', unless ``port_given`` by ``--port``)."""
     env = Env(environ)
+    HttpServerSettings.from_env(env).check_open_files()
     if name == "votes":
         from services.votes.settings import VotesSettings
 
@@ -66,10 +77,15 @@ def _check_ops_port(name: ServiceName, env: Env, port: int) -> None:
 
 
 def serve(name: ServiceName, *, host: str, port: int | None, workers: int) -> NoReturn:
-    # The workers learn their count from GRANIAN_WORKERS (LiveSettings sizes the stream limit by it).
+    # Each connection is an open file: granian's workers inherit this limit, and the default connections per worker
+    # are sized by it (services/shared/http_server_settings.py).
+    raise_open_files_limit()
     environ = {**os.environ, "GRANIAN_WORKERS": str(workers)}
     settings_port = check_settings(name, environ, port)
-    command = service_command(name, port or settings_port, workers, host)
+    server = HttpServerSettings.from_env(Env(environ))
+    # The workers read the same connection count (LiveSettings checks its stream limit against it).
+    environ["GRANIAN_BACKPRESSURE"] = str(server.connections)
+    command = service_command(name, port or settings_port, workers, host, server)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(command[0], command, environ)  # noqa: S606 - our own granian command, no shell

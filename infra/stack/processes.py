@@ -160,10 +160,6 @@ def start_service(
     ``label``: its name in messages and its log's (``<label>.log``) when several of one service run.
     """
     log_dir.mkdir(parents=True, exist_ok=True)
-    if name == "read":
-        # granian counts an open push stream as a request in flight: the read API needs room for many
-        # (services/tally/read/settings.py sizes its stream limit from the same variable).
-        env = {"GRANIAN_BACKPRESSURE": "8192", **env}
     ops_port = ops_port_of(name, TelemetrySettings.from_env(Env({**os.environ, **env})))
     if ops_port == 0:  # any free port: picked here, so that the caller knows it
         ops_port = free_port()

@@ -11,6 +11,7 @@ from litestar.openapi.spec import Components
 from litestar.types import ASGIApp
 
 from services.shared.catalog_view import CatalogView
+from services.shared.client_address import ClientAddresses
 from services.shared.config import settings_or_exit
 from services.shared.heap import frozen_after_start
 from services.shared.http import EXCEPTION_HANDLERS
@@ -27,7 +28,6 @@ from services.shared.telemetry_settings import TelemetrySettings
 from services.votes.admission import Gate
 from services.votes.api_doc import DESCRIPTION, VOTER_SCHEMES
 from services.votes.ballot_box import BALLOT_MEMORY_S
-from services.votes.client_address import ClientAddresses
 from services.votes.context import VotesContext
 from services.votes.cors import CorsMiddleware
 from services.votes.day_keys import SharedDayKeys

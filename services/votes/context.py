@@ -5,9 +5,9 @@ from dataclasses import dataclass, field
 from nats.aio.client import Client as NATS
 
 from services.shared.catalog_view import CatalogView
+from services.shared.client_address import ClientAddresses
 from services.votes.admission import Gate
 from services.votes.body_deadline import BODY_TIMEOUT_S, BodyDeadlines
-from services.votes.client_address import ClientAddresses
 from services.votes.day_keys import SharedDayKeys
 from services.votes.identity import Hasher, VoterTokens
 from services.votes.publisher import VotePublisher

@@ -2,8 +2,8 @@
 
 import msgspec
 
+from services.shared.client_address import Network, parse_networks
 from services.shared.config import ConfigError, Env, ServerSettings, http_base_url, secret_key, secret_keys
-from services.votes.client_address import Network, parse_networks
 from services.votes.identity import CLOCK_SKEW_S
 from services.votes.limits import Limit, parse_limit
 

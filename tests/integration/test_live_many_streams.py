@@ -33,6 +33,7 @@ def crowded(pipeline: Pipeline) -> Iterator[ServiceProcess]:
         **pipeline.env,
         "GRANIAN_BACKPRESSURE": "4096",
         "SHIPSKIP_VIEW_RESYNC_S": "0",
+        "SHIPSKIP_SSE_MAX_STREAMS_PER_ADDRESS": str(CLIENTS),  # every page here is on 127.0.0.1
         # granian's allocator (jemalloc) keeps freed pages until later allocations make it purge, so RSS would
         # show its cache, not what the process holds. Handing pages back at once makes RSS an honest measure.
         "_RJEM_MALLOC_CONF": "dirty_decay_ms:0,muzzy_decay_ms:0",

@@ -103,10 +103,11 @@ def test_429_and_503_answers_and_their_headers_are_documented_on_every_route_tha
     documents: dict[str, dict[str, Any]],
 ) -> None:
     votes, read = _operations(documents["votes"]), _operations(documents["read"])
-    # What the code can answer: the rate limiter guards token issue, votes and retractions; a vote not stored is a
-    # 503, as is a full or stopping read process's stream, and /readyz when a check fails.
+    # What the code can answer: the rate limiter guards token issue, votes and retractions, and the read API the
+    # streams of one address; a vote not stored is a 503, as is a full or stopping read process's stream, and
+    # /readyz when a check fails.
     assert {key for key, operation in votes.items() if "429" in operation["responses"]} == {VOTERS, CAST, RETRACT}
-    assert {key for key, operation in read.items() if "429" in operation["responses"]} == set()
+    assert {key for key, operation in read.items() if "429" in operation["responses"]} == {STREAM}
     assert {key for key, operation in votes.items() if "503" in operation["responses"]} == {CAST, RETRACT, READYZ}
     assert {key for key, operation in read.items() if "503" in operation["responses"]} == {STREAM, READYZ}
 
@@ -126,6 +127,7 @@ def test_429_and_503_answers_and_their_headers_are_documented_on_every_route_tha
         assert _headers(votes[key], 503)["Retry-After"]["required"] is True
     assert set(_headers(votes[VOTERS], 201)) == {"Set-Cookie", *RATE_LIMIT}
     assert set(_headers(read[STREAM], 503)) == {"Retry-After"}
+    assert set(_headers(read[STREAM], 429)) == {"Retry-After"}
     # /readyz answers 503 without Retry-After: a probe asks again on its own schedule.
     assert _headers(votes[READYZ], 503) == {} == _headers(read[READYZ], 503)
 

@@ -51,7 +51,7 @@ CASES: list[Any] = [
     ("read", "SHIPSKIP_DATABASE_URL", "mysql://127.0.0.1/shipskip", "must start with postgresql://"),
     ("read", "SHIPSKIP_MIN_BALLOTS", "ten", "not a whole number"),
     ("read", "SHIPSKIP_ADMIN_TOKEN", "short", "at least 16 characters"),
-    ("read", "SHIPSKIP_SSE_MAX_STREAMS", "5000", "GRANIAN_BACKPRESSURE"),
+    ("read", "SHIPSKIP_SSE_MAX_STREAMS", "20000", "GRANIAN_BACKPRESSURE"),
     ("read", "SHIPSKIP_VIEW_RESYNC_S", "-1", "below 0"),
     ("read", "GRANIAN_BACKPRESSURE", "0", "out of range"),
     ("projector", "SHIPSKIP_BATCH_SIZE", "0", "out of range"),

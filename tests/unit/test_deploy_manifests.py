@@ -39,9 +39,11 @@ from infra.stack.servers import nats_server_path
 from services.cli import build_parser
 from services.serve import FACTORIES, ServiceName, check_settings
 from services.shared.config import Env, ServerSettings
+from services.shared.http_server_settings import HttpServerSettings
 from services.shared.ops_port import ops_port_of
 from services.tally.read.settings import LiveSettings
 from services.tally.settings import TallySettings
+from services.votes.body_deadline import BODY_TIMEOUT_S
 from services.votes.settings import VotesSettings
 
 ROOT = Path(__file__).parents[2]
@@ -687,3 +689,112 @@ def test_the_admin_api_is_routed_nowhere_public() -> None:
     assert re.fullmatch(r"\s*return 404;\s*", admin.group(1)), admin.group(1)
     # nginx takes the longest matching prefix, whatever the order: /admin wins over the catch-all "/".
     assert "location / {" in server
+
+
+# -- the front door: what the services expect in front of them (docs/operations.md) ---------------------------------
+
+
+@dataclass
+class NginxBlock:
+    """A block of nginx.conf: its directives (name -> each occurrence's arguments) and its blocks, in order."""
+
+    args: list[str]
+    directives: dict[str, list[list[str]]] = field(default_factory=dict)
+    blocks: list[tuple[str, "NginxBlock"]] = field(default_factory=list)
+
+    def one(self, name: str) -> list[str]:
+        found = self.directives.get(name, [])
+        assert len(found) == 1, f"{name}: {found}"
+        return found[0]
+
+    def block(self, name: str, *args: str) -> "NginxBlock":
+        found = [b for n, b in self.blocks if n == name and (not args or b.args == list(args))]
+        assert len(found) == 1, f"{name} {args}: {len(found)} blocks"
+        return found[0]
+
+    def inherited(self, name: str, *outer: "NginxBlock") -> list[str]:
+        """A directive as it applies here: this block's, else the nearest enclosing one's."""
+        for block in (self, *outer):
+            if name in block.directives:
+                return block.one(name)
+        raise AssertionError(f"{name} is set nowhere")
+
+
+def parse_nginx(text: str) -> NginxBlock:
+    tokens = re.findall(r'"[^"]*"|[{};]|[^\s{};"]+', re.sub(r"#[^\n]*", "", text))
+    root = NginxBlock([])
+    stack: list[NginxBlock] = [root]
+    words: list[str] = []
+    for token in tokens:
+        if token == ";":
+            stack[-1].directives.setdefault(words[0], []).append(words[1:])
+            words = []
+        elif token == "{":
+            block = NginxBlock(words[1:])
+            stack[-1].blocks.append((words[0], block))
+            stack.append(block)
+            words = []
+        elif token == "}":
+            stack.pop()
+        else:
+            words.append(token)
+    assert len(stack) == 1, "unbalanced braces in nginx.conf"
+    assert not words, f"nginx.conf ends without a ';': {words}"
+    return root
+
+
+def seconds(value: str) -> float:
+    number, unit = re.fullmatch(r"(\d+)(ms|s|m|h)?", value).groups()  # type: ignore[union-attr]
+    return int(number) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[unit]
+
+
+def test_nginx_limits_each_client_address_and_holds_slow_and_idle_clients_itself() -> None:
+    http = parse_nginx((DEPLOY / "nginx.conf").read_text()).block("http")
+    zones = {args[1].split("=")[1].split(":")[0]: args[0] for args in http.directives["limit_conn_zone"]}
+    zones |= {args[1].split("=")[1].split(":")[0]: args[0] for args in http.directives["limit_req_zone"]}
+    assert set(zones.values()) == {"$binary_remote_addr"}, "every limit is per client address"
+    assert http.one("limit_conn_status") == http.one("limit_req_status") == ["429"]
+    server_settings = HttpServerSettings.from_env(Env({}, fallback={}))
+    live = settings_of("read")["live"]
+    assert seconds(http.one("client_header_timeout")[0]) <= server_settings.idle_timeout_ms / 1000
+    assert seconds(http.one("client_body_timeout")[0]) <= BODY_TIMEOUT_S
+    for name in ("votes", "read"):
+        upstream = http.block("upstream", name)
+        # nginx lets its kept-alive connections to a service go before the service would close them.
+        assert seconds(upstream.one("keepalive_timeout")[0]) < server_settings.idle_timeout_ms / 1000, name
+        assert int(upstream.one("keepalive")[0]) > 0, name
+    ports = {"votes": settings_of("votes")["votes"].port, "read": settings_of("read")["tally"].port}
+    servers = {int(b.one("listen")[0]): b for n, b in http.blocks if n == "server"}
+    votes, read = servers[ports["votes"]], servers[ports["read"]]
+    for server in (votes, read):
+        assert server.one("limit_req")[0].split("=")[1] in zones
+    votes_location = votes.block("location", "/")
+    assert votes_location.inherited("proxy_request_buffering", votes, http) == ["on"]
+    assert votes_location.inherited("limit_conn", votes, http)[0] == "requests_per_address"
+    stream = next(b for n, b in read.blocks if n == "location" and "community/stream" in " ".join(b.args))
+    assert re.fullmatch(stream.args[1], "/v1/comparisons/x-vs-y/community/stream")
+    assert stream.one("proxy_buffering") == ["off"]
+    assert seconds(stream.one("proxy_read_timeout")[0]) > live.keepalive_s
+    zone, most = stream.one("limit_conn")
+    assert zone == "streams_per_address"
+    assert int(most) == live.max_streams_per_address, "nginx and the read API take as many streams per address"
+    assert read.block("location", "/").one("limit_conn")[0] == "requests_per_address"
+
+
+def test_the_ingress_limits_each_client_address_and_buffers_bodies() -> None:
+    annotations = k8s_object("Ingress", "shipskip")["metadata"]["annotations"]
+    prefix = "nginx.ingress.kubernetes.io/"
+    live = settings_of("read")["live"]
+    assert int(annotations[prefix + "limit-connections"]) > live.max_streams_per_address, "room for the streams"
+    assert int(annotations[prefix + "limit-rps"]) > 0
+    assert annotations[prefix + "proxy-request-buffering"] == "on"
+    assert annotations[prefix + "proxy-buffering"] == "off"  # the live streams
+
+
+def test_the_services_count_per_address_behind_the_front_door() -> None:
+    """Behind a proxy every connection comes from the proxy: unless the services believe its X-Forwarded-For, the
+    whole public would be one address (one address's rate limits, 32 live streams in all)."""
+    for platform, read in PLATFORMS.items():
+        components = read()
+        assert read_settings(components["votes"])[1]["votes"].trusted_proxies, platform
+        assert read_settings(components["read"])[1]["live"].trusted_proxies, platform

@@ -2,8 +2,8 @@
 
 import pytest
 
+from services.shared.client_address import ClientAddresses, parse_networks
 from services.shared.config import ConfigError
-from services.votes.client_address import ClientAddresses, parse_networks
 
 PROXIES = ClientAddresses(parse_networks("P", ["10.0.0.0/8", "192.168.1.1", "fd00::/8"]))
 

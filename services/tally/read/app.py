@@ -26,6 +26,7 @@ from contracts.http import CommunityBatch, ComparisonCommunity, ReadHealth
 from contracts.ids import SLUG_PATTERN
 from services.operators.admin import admin_lifespan, admin_router
 from services.shared.catalog_view import CatalogView
+from services.shared.client_address import ClientAddresses
 from services.shared.config import settings_or_exit
 from services.shared.heap import frozen_after_start
 from services.shared.http import EXCEPTION_HANDLERS, ApiError, json_response
@@ -49,6 +50,8 @@ from services.tally.read.view import CommunityView, Rendered
 from services.tally.settings import TallySettings
 
 MAX_BATCH = 50
+STREAMS_PER_ADDRESS_RETRY_S = 30
+"""A page closes in minutes, not seconds: the widget polls meanwhile."""
 STREAM_HEADERS = {
     # Every event is news: no cache may keep the stream, and nginx-style proxies must not buffer it.
     "Cache-Control": "no-store",
@@ -81,11 +84,18 @@ class ReadContext:
     catalog: CatalogView
     view: CommunityView
     broadcast: FiguresBroadcast
+    addresses: ClientAddresses
 
 
 def _context(request: Request[Any, Any, Any]) -> ReadContext:
     context: ReadContext = request.app.state.read
     return context
+
+
+def _client_address(context: ReadContext, request: Request[Any, Any, Any]) -> str | None:
+    client = request.scope.get("client")
+    forwarded_for = [value.decode("latin-1") for name, value in request.scope["headers"] if name == b"x-forwarded-for"]
+    return context.addresses.resolve(client[0] if client else None, forwarded_for)
 
 
 def _rendered(context: ReadContext, comparison_id: str) -> Rendered:
@@ -140,9 +150,9 @@ async def community(request: Request[Any, Any, Any], comparison_id: str) -> ASGI
             description="The event stream: each data: line is a ComparisonCommunity JSON object",
             generate_examples=False,
         ),
-        **answers({}, 400, 404, 503),
+        **answers({}, 400, 404, 429, 503),
     },
-    operation_class=documented(headers={503: RETRY_AFTER}),
+    operation_class=documented(headers={429: RETRY_AFTER, 503: RETRY_AFTER}),
 )
 async def community_stream(request: Request[Any, Any, Any], comparison_id: str) -> Stream:
     context = _context(request)
@@ -150,11 +160,21 @@ async def community_stream(request: Request[Any, Any, Any], comparison_id: str) 
     broadcast = context.broadcast
     if broadcast.closing:
         raise ApiError(503, "stopping", "this process is stopping; reconnect", retry_after=1)
-    if broadcast.is_full():
+    address = _client_address(context, request)
+    refusal = broadcast.refusal(address)
+    if refusal == "process_full":
         raise ApiError(503, "too_many_streams", "this process holds all the streams it can", retry_after=5)
+    if refusal == "address_full":
+        raise ApiError(
+            429,
+            "too_many_streams_from_address",
+            f"your address holds {broadcast.max_per_address} live streams already; close one, or poll",
+            retry_after=STREAMS_PER_ADDRESS_RETRY_S,
+        )
+    slot = broadcast.admit(address)  # no await since the check: a burst from one address cannot slip past it
     last_event_id = request_header(request.scope, b"last-event-id")
     return Stream(
-        broadcast.stream(comparison_id, last_event_id),
+        broadcast.stream(comparison_id, last_event_id, slot),
         media_type="text/event-stream",
         headers=STREAM_HEADERS,
     )
@@ -202,10 +222,17 @@ def read_lifespan(
         try:
             await catalog.start()
             view = CommunityView(pool, catalog, settings.min_ballots, live.resync_s)
-            broadcast = FiguresBroadcast(view, live.keepalive_s, live.max_streams)
+            broadcast = FiguresBroadcast(view, live.keepalive_s, live.max_streams, live.max_streams_per_address)
             await view.start(nc)
             undo_signals = close_on_stop_signal(broadcast.close)
-            app.state.read = ReadContext(settings=settings, nc=nc, catalog=catalog, view=view, broadcast=broadcast)
+            app.state.read = ReadContext(
+                settings=settings,
+                nc=nc,
+                catalog=catalog,
+                view=view,
+                broadcast=broadcast,
+                addresses=ClientAddresses(live.trusted_proxies),
+            )
             app.state.readiness_checks = {
                 "nats": nats_check(nc, nc.jetstream()),
                 "postgres": postgres_check(pool),
