@@ -8,6 +8,11 @@ Two rules decide whether a ballot *counts*, both read from event data only (so a
 - the counting policy: at most ``ballots_per_client_day`` new ballots per comparison from one client-address
   hash per UTC day (of the event's time) count; the rest are kept but marked uncounted;
 - moderation: once a voter is voided, none of their ballots count, in any comparison, then or later.
+
+A voter who asks to be forgotten (``VoterForgotten``) goes through the very same path as a void, recorded with the
+reason ``FORGOTTEN``, and their ballots also lose their verdicts: the rows stay (verdict null, uncounted, their own
+sequence), so that events older than the forget still find them and change nothing, and the tallies drop them
+from the counted and the uncounted figures alike (docs/design.md, "What is kept about a voter").
 """
 
 from collections.abc import Iterable, Mapping
@@ -16,7 +21,7 @@ from datetime import UTC, datetime
 from operator import itemgetter
 from typing import NamedTuple
 
-from contracts.events import Event, VoteCast, VoteRetracted, VoterVoided
+from contracts.events import Event, VoteCast, VoteRetracted, VoterEvent, VoterForgotten, VoterVoided
 
 BallotKey = tuple[str, str, str]
 """(comparison_id, tool_id, voter_id)"""
@@ -24,6 +29,9 @@ TallyKey = tuple[str, str]
 """(comparison_id, tool_id)"""
 QuotaKey = tuple[str, str, str]
 """(comparison_id, client hash, UTC day "YYYY-MM-DD")"""
+
+FORGOTTEN = "forgotten at the voter's request"
+"""The reason a forget records for its voter among the voided (an operator's void has a reason of its own)."""
 
 
 class Ballot(NamedTuple):
@@ -169,7 +177,7 @@ class _Batch:
         return True
 
     def apply(self, seq: int, event: Event) -> None:
-        if isinstance(event, VoterVoided):
+        if isinstance(event, VoterVoided | VoterForgotten):  # a forget is a void asked by the voter
             self.void(seq, event)
             return
         key = (event.comparison_id, event.tool_id, event.voter_id)
@@ -191,16 +199,22 @@ class _Batch:
         """The voter's ballots held before the batch and set by it."""
         return self.state.keys_of_voter(voter) | {k for k in self.out.ballots if k[2] == voter}
 
-    def void(self, seq: int, event: VoterVoided) -> None:
+    def void(self, seq: int, event: VoterEvent) -> None:
+        erase, reason = (True, FORGOTTEN) if isinstance(event, VoterForgotten) else (False, event.reason)
         if self.is_voided(event.voter_id):
-            return
-        self.out.voided[event.voter_id] = (seq, event.reason)
+            if not erase:
+                return
+            # Voided before (by an operator, or an earlier forget): the first void's record stands, and a forget
+            # still takes the verdicts out.
+        else:
+            self.out.voided[event.voter_id] = (seq, reason)
         for key in self.keys_of_voter(event.voter_id):
             before = self.ballot(key)
             assert before is not None
-            if before.counted is not False:
-                # The ballot keeps its own sequence: later casts by the voter are still ordered against it.
-                self.set_ballot(key, before, before._replace(counted=False))
+            # The ballot keeps its own sequence: later casts by the voter are still ordered against it.
+            after = Ballot(None, before.seq, False) if erase else before._replace(counted=False)
+            if after != before:
+                self.set_ballot(key, before, after)
 
 
 class _InPlace(_Batch):

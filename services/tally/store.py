@@ -20,7 +20,7 @@ import asyncpg
 import msgspec
 from asyncpg.pool import PoolConnectionProxy
 
-from contracts.events import Event, VoteCast, VoterVoided, decode_event
+from contracts.events import Event, VoteCast, VoterForgotten, VoterVoided, decode_event
 from contracts.subjects import MODERATION_SUBJECT, published_subject, votes_subject
 from services.tally.fold import Ballot, Counts, FoldOutcome, FoldState, ballot_keys, fold, quota_key
 from services.tally.partitions import Partition, PartitionGone
@@ -59,7 +59,7 @@ class BatchResult:
 
 
 def expected_subject(event: Event) -> str:
-    return MODERATION_SUBJECT if isinstance(event, VoterVoided) else votes_subject(event.comparison_id)
+    return MODERATION_SUBJECT if isinstance(event, VoterVoided | VoterForgotten) else votes_subject(event.comparison_id)
 
 
 def decode_records(
@@ -239,7 +239,7 @@ class Projection:
         if keys:
             for row in await conn.fetch(self._sql_ballots, *_columns(list(keys), 3)):
                 state.ballots[(row[0], row[1], row[2])] = Ballot(row[3], row[4], row[5])
-        voiding = [e.voter_id for e in events if isinstance(e, VoterVoided)]
+        voiding = [e.voter_id for e in events if isinstance(e, VoterVoided | VoterForgotten)]
         if voiding:
             for row in await conn.fetch(self._sql_ballots_of_voters, voiding):
                 # A void reaches the voter's ballots in every comparison; each partition uncounts its own.
