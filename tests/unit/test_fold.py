@@ -43,6 +43,7 @@ def fold_all(
         state.ballots.update(outcome.ballots)
         state.quotas.update(outcome.quotas)
         state.voided.update(outcome.voided)
+        state.forgotten.update(outcome.forgotten)
         for key, delta in outcome.deltas.items():
             total = totals.setdefault(key, [0, 0, 0, 0])
             for i, change in enumerate(delta):
@@ -209,11 +210,28 @@ def test_a_forget_after_a_void_still_erases_and_keeps_the_first_record() -> None
     assert again.deltas == {}
 
 
+def test_a_cast_after_the_forget_holds_no_verdict_in_any_order() -> None:
+    # A vote admitted just before the forget may be stored after it: it is erased too.
+    events: list[tuple[int, Event]] = [(1, cast("v", "ship")), (2, forget("v")), (3, cast("v", "skip", "tool-b"))]
+    in_order, counted = fold_all([events])
+    assert counted == {}
+    assert uncounted([events]) == {}
+    assert in_order[("a-vs-b", "tool-b", "v")] == Ballot(None, 3, None), "never counted: no tally row either"
+    for order in itertools.permutations(events):
+        ballots, counted_then = fold_all([[pair] for pair in order])
+        # (Whether a ballot without a verdict would count may differ, as for a retraction: no figure shows it.)
+        assert {key: (b.verdict, b.seq) for key, b in ballots.items()} == {
+            key: (b.verdict, b.seq) for key, b in in_order.items()
+        }
+        assert counted_then == {}
+
+
 def test_a_forget_records_its_voter_as_voided_for_the_projections_that_follow_voids() -> None:
     voided: dict[str, tuple[int, str]] = {}
     state = FoldState()
     fold_into([(1, cast("v", "ship")), (7, forget("v"))], state, voided, ballots_per_client_day=1000)
     assert voided == {"v": (7, FORGOTTEN)}
+    assert state.forgotten == {"v": 7}
     assert state.ballots == {("a-vs-b", "tool-a", "v"): Ballot(None, 1, False)}
 
 
