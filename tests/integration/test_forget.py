@@ -6,9 +6,10 @@ import json
 
 import asyncpg
 import httpx
+import pytest
 
 from contracts.events import VoterForgotten, encode_event
-from infra.stack.servers import ServerAddresses
+from infra.stack.servers import ServerAddresses, free_port
 from services.tally.fold import FORGOTTEN
 from tests.support import (
     Pipeline,
@@ -16,6 +17,7 @@ from tests.support import (
     projected_position,
     read_events,
     run_cli,
+    start_votes_service,
     stream_last_seq,
     wait_until,
 )
@@ -191,3 +193,23 @@ def test_a_forget_without_a_good_token_is_refused_and_stores_nothing(
     forged = client.delete(f"{pipeline.votes_url}/v1/voters/me", headers={"X-Voter-Token": "AAAA.BBBB"})
     assert (forged.status_code, forged.json()["error"]) == (401, "voter_token_refused")
     assert asyncio.run(stream_last_seq(servers)) == head
+
+
+def test_without_redis_a_forget_is_refused_and_stores_nothing(
+    pipeline: Pipeline, client: httpx.Client, servers: ServerAddresses, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # Without Redis the token could not be stopped from voting: a 202 would promise what is not done.
+    alone = start_votes_service(
+        servers, tmp_path_factory.mktemp("no-redis"), SHIPSKIP_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0"
+    )
+    try:
+        token = new_voter(client, alone.url)
+        assert vote(client, alone.url, token, LLAMA, TOOLS[LLAMA][0], "skip").status_code == 202, "votes go on"
+        head = asyncio.run(stream_last_seq(servers))
+        answer = client.delete(f"{alone.url}/v1/voters/me", headers={"X-Voter-Token": token})
+        assert (answer.status_code, answer.json()["error"]) == (503, "forget_unavailable"), answer.text
+        assert int(answer.headers["retry-after"]) >= 1
+        assert "set-cookie" not in answer.headers
+        assert asyncio.run(stream_last_seq(servers)) == head
+    finally:
+        alone.stop()
