@@ -52,6 +52,18 @@ class VoterVoided(msgspec.Struct, frozen=True, tag_field="type", tag="voter.void
     at: datetime
 
 
+class VoterForgotten(
+    msgspec.Struct, frozen=True, tag_field="type", tag="voter.forgotten/1", forbid_unknown_fields=True
+):
+    """Erasure asked by the voter (``DELETE /v1/voters/me``): every ballot of this voter stops counting and loses
+    its verdict, in every comparison, as a void does (docs/design.md, "What is kept about a voter")."""
+
+    event_id: str
+    voter_id: str
+    """The keyed hash of the voter's id, as in their casts; never the token."""
+    at: datetime
+
+
 class VoteCastV0(msgspec.Struct, frozen=True, tag_field="type", tag="vote.cast/0", forbid_unknown_fields=True):
     """Retired: the first schema of a cast (a boolean for the verdict, no origin). Upgraded on read."""
 
@@ -64,10 +76,12 @@ class VoteCastV0(msgspec.Struct, frozen=True, tag_field="type", tag="vote.cast/0
 
 
 VoteEvent = VoteCast | VoteRetracted
-Event = VoteCast | VoteRetracted | VoterVoided
+VoterEvent = VoterVoided | VoterForgotten
+"""Events about a voter rather than one ballot: stored on the moderation subject, folded alike (fold.py)."""
+Event = VoteCast | VoteRetracted | VoterVoided | VoterForgotten
 """Every event a current reader understands, after upgrading."""
 
-StoredEvent = VoteCast | VoteRetracted | VoterVoided | VoteCastV0
+StoredEvent = VoteCast | VoteRetracted | VoterVoided | VoterForgotten | VoteCastV0
 """Every version that may be found in the stream (current and retired)."""
 
 # One encoder and one decoder, built once: constructing them per message costs more than the work itself.

@@ -28,6 +28,14 @@ class VoterIssued(msgspec.Struct, frozen=True):
     voter_token: str
 
 
+class VoterForgottenReply(msgspec.Struct, frozen=True):
+    """DELETE /v1/voters/me, 202: the forget is stored; every ballot of the voter leaves the tallies."""
+
+    status: Literal["forgotten"]
+    event_id: str
+    """The ``voter.forgotten/1`` event stored for this request."""
+
+
 class ErrorBody(msgspec.Struct, frozen=True, omit_defaults=True):
     """Every 4xx/5xx answer: a stable machine-readable code and a sentence naming the problem."""
 

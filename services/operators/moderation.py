@@ -16,10 +16,11 @@ import msgspec
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from contracts.events import Event, VoterVoided, decode_event, encode_event
+from contracts.events import Event, VoterForgotten, VoterVoided, decode_event, encode_event
 from contracts.subjects import MODERATION_SUBJECT, VOTES_STREAM, VOTES_SUBJECT_PREFIX
 from services.operators.plurals import plural
 from services.shared.event_ids import new_event_id
+from services.tally.fold import FORGOTTEN
 from services.tally.layout import partition_positions
 
 VOTER_ID = re.compile(r"[0-9a-f]{32}")
@@ -87,10 +88,9 @@ async def void_voter(
     pending = await _pending_moderation(js, voter_id, position)
     if pending is not None:
         seq, event = pending
-        if isinstance(event, VoterVoided):
-            return VoidOutcome(
-                voter_id, False, event.event_id, event.reason, ballots, comparisons, seq=seq, pending=True
-            )
+        if isinstance(event, VoterVoided | VoterForgotten):
+            reason = event.reason if isinstance(event, VoterVoided) else FORGOTTEN
+            return VoidOutcome(voter_id, False, event.event_id, reason, ballots, comparisons, seq=seq, pending=True)
     elif voided is not None:
         return VoidOutcome(voter_id, False, "", voided["reason"], ballots, comparisons, seq=voided["seq"])
     if not ballots and not force:

@@ -161,7 +161,9 @@ def voters_table(report: VotersReport, since_text: str) -> str:
         "  first / last seen (UTC)"
     )
     for v in report.top_voters:
-        now = "voided" if v.voided else f"{v.counted_now} of {v.counted_now + v.uncounted_now}"
+        now = f"{v.counted_now} of {v.counted_now + v.uncounted_now}"
+        if v.voided:
+            now = "forgotten" if v.forgotten else "voided"
         lines.append(
             f"  {v.voter_id:<32}  {v.ballots:>7}  {v.casts:>6}  {v.retractions:>5}  {v.clients:>7}  {now:>11}"
             f"  {_short(v.first_seen)} / {_short(v.last_seen)}"

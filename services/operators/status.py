@@ -55,6 +55,7 @@ class Status(msgspec.Struct, frozen=True):
     ballots: int
     comparisons: int
     voided_voters: int
+    """Voided by an operator or forgotten at their own request (both stop counting)."""
     per_comparison: list[ComparisonCounts]
     rebuild_running: bool
     last_run: RebuildRun | None
@@ -64,6 +65,8 @@ class Status(msgspec.Struct, frozen=True):
     """How many partitions the stream routes new events by (None: it does not; 0: by a transform of its own)."""
     routing_recorded: list[int] | None = None
     """[partitions, first sequence] of the routing as the rebuild that set it recorded it."""
+    forgotten_voters: int = 0
+    """Voters who asked to be forgotten (DELETE /v1/voters/me); counted among the voided too."""
 
 
 async def read_status(nc: NATS, pool: asyncpg.Pool) -> Status:
@@ -75,6 +78,7 @@ async def read_status(nc: NATS, pool: asyncpg.Pool) -> Status:
         recorded = await recorded_routing(conn)
         dead = int(await conn.fetchval("select count(*) from dead_letters"))
         voided = int(await conn.fetchval("select count(*) from voided_voters"))
+        forgotten = int(await conn.fetchval("select count(*) from forgotten_voters"))
         rows = await conn.fetch(
             "select comparison_id, sum(ship + skip) as ballots, sum(uncounted_ship + uncounted_skip) as uncounted"
             " from tallies group by comparison_id order by comparison_id"
@@ -104,6 +108,7 @@ async def read_status(nc: NATS, pool: asyncpg.Pool) -> Status:
         partitions=partitions,
         stream_routing=routing_of(info.config),
         routing_recorded=list(recorded) if recorded is not None else None,
+        forgotten_voters=forgotten,
     )
 
 
@@ -164,7 +169,8 @@ def format_status(status: Status) -> str:
     lines += [
         dead,
         f"ballots counted      {status.ballots} in {plural(status.comparisons, 'comparison')}",
-        f"voided voters        {status.voided_voters}",
+        f"voided voters        {status.voided_voters}"
+        + (f" ({status.forgotten_voters} forgotten at their request)" if status.forgotten_voters else ""),
     ]
     for comparison in status.per_comparison:
         lines.append(

@@ -10,7 +10,8 @@ it nats-py's delivery, on a 2-core machine under load).
 
 The client hash is keyed per UTC day (services/votes/identity.py): one address gives one hash a day, so the
 same address on two days counts as two clients. The projection adds what it knows of the voters listed: whether
-they are voided, and how many of their ballots in the comparison count now.
+they are voided or forgotten (they asked for it: their events stay in the stream, their ballots hold no verdict),
+and how many of their ballots in the comparison count now.
 """
 
 import asyncio
@@ -79,6 +80,8 @@ class VoterRow(msgspec.Struct, frozen=True):
     """Their ballots in the comparison (the tool, if one was asked for) that count now, in the projection."""
     uncounted_now: int
     """Their ballots held there that do not count (counting policy, moderation)."""
+    forgotten: bool = False
+    """They asked to be forgotten (DELETE /v1/voters/me): voided too, and none of their ballots holds a verdict."""
 
 
 class ClientRow(msgspec.Struct, frozen=True):
@@ -234,7 +237,7 @@ async def voters_report(
     await _read_window(js, comparison_id, start, head, window)
     busiest = sorted(window.voters.items(), key=lambda item: (-(item[1].casts + item[1].retractions), item[0]))
     top = busiest[:limit]
-    voided, held = await _projection_of(pool, comparison_id, tool_id, [voter for voter, _ in top])
+    voided, forgotten, held = await _projection_of(pool, comparison_id, tool_id, [voter for voter, _ in top])
     top_voters = [
         VoterRow(
             voter_id=voter,
@@ -247,6 +250,7 @@ async def voters_report(
             voided=voter in voided,
             counted_now=held.get(voter, (0, 0))[0],
             uncounted_now=held.get(voter, (0, 0))[1],
+            forgotten=voter in forgotten,
         )
         for voter, v in top
     ]
@@ -341,12 +345,15 @@ async def _read_window(
 
 async def _projection_of(
     pool: asyncpg.Pool, comparison_id: str, tool_id: str | None, voters: list[str]
-) -> tuple[set[str], dict[str, tuple[int, int]]]:
-    """Of ``voters``: those voided, and per voter (counted, uncounted) ballots holding a verdict now."""
+) -> tuple[set[str], set[str], dict[str, tuple[int, int]]]:
+    """Of ``voters``: those voided, those forgotten, and per voter (counted, uncounted) ballots with a verdict now."""
     if not voters:
-        return set(), {}
+        return set(), set(), {}
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         voided = {r[0] for r in await conn.fetch("select voter_id from voided_voters where voter_id = any($1)", voters)}
+        forgotten = {
+            r[0] for r in await conn.fetch("select voter_id from forgotten_voters where voter_id = any($1)", voters)
+        }
         rows = await conn.fetch(
             "select voter_id, count(*) filter (where counted), count(*) filter (where not counted)"
             " from ballots where comparison_id = $1 and voter_id = any($2::text[]) and verdict is not null"
@@ -355,4 +362,4 @@ async def _projection_of(
             voters,
             tool_id,
         )
-    return voided, {r[0]: (int(r[1]), int(r[2])) for r in rows}
+    return voided, forgotten, {r[0]: (int(r[1]), int(r[2])) for r in rows}

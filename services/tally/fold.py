@@ -8,6 +8,13 @@ Two rules decide whether a ballot *counts*, both read from event data only (so a
 - the counting policy: at most ``ballots_per_client_day`` new ballots per comparison from one client-address
   hash per UTC day (of the event's time) count; the rest are kept but marked uncounted;
 - moderation: once a voter is voided, none of their ballots count, in any comparison, then or later.
+
+A voter who asks to be forgotten (``VoterForgotten``) goes through the very same path as a void (recorded among
+the voided with the reason ``FORGOTTEN``, unless voided before), and is also recorded as forgotten: from then on no
+ballot of theirs holds a verdict, the ones held before the forget and any that comes later (a cast that raced
+it), whatever order the events are folded in. The rows stay (verdict null, uncounted, their own sequence), so that
+events older than them still change nothing; the tallies drop them from the counted and the uncounted figures
+alike (docs/design.md, "What is kept about a voter").
 """
 
 from collections.abc import Iterable, Mapping
@@ -16,7 +23,7 @@ from datetime import UTC, datetime
 from operator import itemgetter
 from typing import NamedTuple
 
-from contracts.events import Event, VoteCast, VoteRetracted, VoterVoided
+from contracts.events import Event, VoteCast, VoteRetracted, VoterEvent, VoterForgotten, VoterVoided
 
 BallotKey = tuple[str, str, str]
 """(comparison_id, tool_id, voter_id)"""
@@ -24,6 +31,9 @@ TallyKey = tuple[str, str]
 """(comparison_id, tool_id)"""
 QuotaKey = tuple[str, str, str]
 """(comparison_id, client hash, UTC day "YYYY-MM-DD")"""
+
+FORGOTTEN = "forgotten at the voter's request"
+"""The reason a forget records for its voter among the voided (an operator's void has a reason of its own)."""
 
 
 class Ballot(NamedTuple):
@@ -53,6 +63,8 @@ class FoldState:
     """New ballots already counted per (comparison, client, day)."""
     voided: set[str] = field(default_factory=set)
     """Voters of the batch who were voided before it."""
+    forgotten: dict[str, int] = field(default_factory=dict)
+    """Voters of the batch who were forgotten before it, with the sequence of their (first) forget."""
     _by_voter: dict[str, set[BallotKey]] | None = field(default=None, repr=False, compare=False)
     """Ballot keys per voter, kept once ``absorb`` is used: a void then finds the voter's ballots without a scan
     of every ballot held (a whole stream's, in a rebuild or verify)."""
@@ -79,6 +91,7 @@ class FoldState:
         self.ballots.update(outcome.ballots)
         self.quotas.update(outcome.quotas)
         self.voided.update(outcome.voided)
+        self.forgotten.update(outcome.forgotten)
 
 
 @dataclass
@@ -91,6 +104,8 @@ class FoldOutcome:
     """New values of the quotas the batch used."""
     voided: dict[str, tuple[int, str]] = field(default_factory=dict)
     """Voters voided by this batch: voter -> (seq, reason)."""
+    forgotten: dict[str, int] = field(default_factory=dict)
+    """Voters forgotten by this batch: voter -> seq."""
 
     def comparisons(self) -> set[str]:
         return {comparison_id for comparison_id, _ in self.deltas}
@@ -143,6 +158,9 @@ class _Batch:
     def is_voided(self, voter: str) -> bool:
         return voter in self.out.voided or voter in self.state.voided
 
+    def is_forgotten(self, voter: str) -> bool:
+        return voter in self.out.forgotten or voter in self.state.forgotten
+
     def set_ballot(self, key: BallotKey, before: Ballot | None, after: Ballot) -> None:
         self._ballots_out[key] = after
         old = _BUCKETS[before.verdict, before.counted] if before is not None else None
@@ -169,7 +187,7 @@ class _Batch:
         return True
 
     def apply(self, seq: int, event: Event) -> None:
-        if isinstance(event, VoterVoided):
+        if isinstance(event, VoterVoided | VoterForgotten):  # a forget is a void asked by the voter
             self.void(seq, event)
             return
         key = (event.comparison_id, event.tool_id, event.voter_id)
@@ -180,7 +198,9 @@ class _Batch:
             return  # already applied, or older than what set the ballot
         else:
             counted = before.counted
-        if isinstance(event, VoteCast):
+        if self.is_forgotten(event.voter_id):
+            self.set_ballot(key, before, _erased(seq, counted))
+        elif isinstance(event, VoteCast):
             if counted is None:
                 counted = self.decide_counted(event)
             self.set_ballot(key, before, Ballot(event.verdict, seq, counted))
@@ -191,25 +211,48 @@ class _Batch:
         """The voter's ballots held before the batch and set by it."""
         return self.state.keys_of_voter(voter) | {k for k in self.out.ballots if k[2] == voter}
 
-    def void(self, seq: int, event: VoterVoided) -> None:
-        if self.is_voided(event.voter_id):
+    def void(self, seq: int, event: VoterEvent) -> None:
+        voter = event.voter_id
+        if isinstance(event, VoterForgotten):
+            if self.is_forgotten(voter):
+                return  # its first forget erased every ballot then, and every one since
+            self.out.forgotten[voter] = seq
+            erase, reason = True, FORGOTTEN
+        else:
+            erase, reason = False, event.reason
+        if not self.is_voided(voter):
+            self.out.voided[voter] = (seq, reason)
+        elif not erase:
             return
-        self.out.voided[event.voter_id] = (seq, event.reason)
-        for key in self.keys_of_voter(event.voter_id):
+        # (Voided before and now forgotten: the first void's record stands, and the verdicts go.)
+        for key in self.keys_of_voter(voter):
             before = self.ballot(key)
             assert before is not None
-            if before.counted is not False:
-                # The ballot keeps its own sequence: later casts by the voter are still ordered against it.
-                self.set_ballot(key, before, before._replace(counted=False))
+            # The ballot keeps its own sequence: later casts by the voter are still ordered against it.
+            if erase:
+                after = _erased(before.seq, before.counted)
+            elif before.counted is not False:
+                after = before._replace(counted=False)
+            else:
+                continue
+            if after != before:
+                self.set_ballot(key, before, after)
+
+
+def _erased(seq: int, counted: bool | None) -> Ballot:
+    """A forgotten voter's ballot: no verdict, uncounted (or still undecided: never cast, so in no tally row)."""
+    return Ballot(None, seq, False if counted else counted)
 
 
 class _InPlace(_Batch):
-    """A batch that changes the state itself: its ballots and quotas are the state's, its voids gather in ``voided``,
-    and no tally deltas are kept (whoever folds a whole stream this way counts the ballots at the end)."""
+    """A batch that changes the state itself: its ballots, quotas and forgets are the state's, its voids gather in
+    ``voided``, and no tally deltas are kept (whoever folds a whole stream this way counts the ballots at the end)."""
 
     def __init__(self, state: FoldState, ballots_per_client_day: int, voided: dict[str, tuple[int, str]]) -> None:
         super().__init__(
-            state, ballots_per_client_day, FoldOutcome(ballots=state.ballots, quotas=state.quotas, voided=voided)
+            state,
+            ballots_per_client_day,
+            FoldOutcome(ballots=state.ballots, quotas=state.quotas, voided=voided, forgotten=state.forgotten),
         )
         self._ballots_in = {}  # the state's ballots are the batch's own: nothing else to look in
         self._by_voter = state.voter_index()

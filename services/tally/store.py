@@ -20,7 +20,7 @@ import asyncpg
 import msgspec
 from asyncpg.pool import PoolConnectionProxy
 
-from contracts.events import Event, VoteCast, VoterVoided, decode_event
+from contracts.events import Event, VoteCast, VoterForgotten, VoterVoided, decode_event
 from contracts.subjects import MODERATION_SUBJECT, published_subject, votes_subject
 from services.tally.fold import Ballot, Counts, FoldOutcome, FoldState, ballot_keys, fold, quota_key
 from services.tally.partitions import Partition, PartitionGone
@@ -31,7 +31,14 @@ LIVE_SCHEMA = "public"
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 """Schema names are built into SQL text (they cannot be parameters), so only plain identifiers are allowed."""
 POSITION_ROW = "tally"
-PROJECTION_TABLES = ("ballots", "tallies", "client_quotas", "voided_voters", "projection_position")
+PROJECTION_TABLES = (
+    "ballots",
+    "tallies",
+    "client_quotas",
+    "voided_voters",
+    "forgotten_voters",
+    "projection_position",
+)
 """Every table derived from the stream (dead letters are a log for operators, not part of it)."""
 
 Connection = asyncpg.Connection | PoolConnectionProxy
@@ -59,7 +66,7 @@ class BatchResult:
 
 
 def expected_subject(event: Event) -> str:
-    return MODERATION_SUBJECT if isinstance(event, VoterVoided) else votes_subject(event.comparison_id)
+    return MODERATION_SUBJECT if isinstance(event, VoterVoided | VoterForgotten) else votes_subject(event.comparison_id)
 
 
 def decode_records(
@@ -160,6 +167,8 @@ class Projection:
         self._sql_voided = f"select voter_id from {s}.voided_voters where voter_id = any($1::text[])"
         # Another partition may have recorded a void this one has not reached yet: only those it folded count.
         self._sql_voided_until = self._sql_voided + " and seq <= $2"
+        self._sql_forgotten = f"select voter_id, seq from {s}.forgotten_voters where voter_id = any($1::text[])"
+        self._sql_forgotten_until = self._sql_forgotten + " and seq <= $2"
         self._sql_quotas = (
             "select q.comparison_id, q.client, q.day, q.ballots"
             " from unnest($1::text[], $2::text[], $3::text[]) as k(comparison_id, client, day)"
@@ -187,6 +196,10 @@ class Projection:
         self._sql_write_voided = (
             f"insert into {s}.voided_voters (voter_id, seq, reason)"
             " select * from unnest($1::text[], $2::bigint[], $3::text[]) on conflict (voter_id) do nothing"
+        )
+        self._sql_write_forgotten = (
+            f"insert into {s}.forgotten_voters (voter_id, seq)"
+            " select * from unnest($1::text[], $2::bigint[]) on conflict (voter_id) do nothing"
         )
         self._sql_tallies = (
             f"select comparison_id, tool_id, ship, skip, uncounted_ship, uncounted_skip from {s}.tallies"
@@ -239,7 +252,7 @@ class Projection:
         if keys:
             for row in await conn.fetch(self._sql_ballots, *_columns(list(keys), 3)):
                 state.ballots[(row[0], row[1], row[2])] = Ballot(row[3], row[4], row[5])
-        voiding = [e.voter_id for e in events if isinstance(e, VoterVoided)]
+        voiding = [e.voter_id for e in events if isinstance(e, VoterVoided | VoterForgotten)]
         if voiding:
             for row in await conn.fetch(self._sql_ballots_of_voters, voiding):
                 # A void reaches the voter's ballots in every comparison; each partition uncounts its own.
@@ -252,6 +265,11 @@ class Projection:
             else:
                 rows = await conn.fetch(self._sql_voided_until, voters, voids_until)
             state.voided = {row[0] for row in rows}
+            if voids_until is None:
+                rows = await conn.fetch(self._sql_forgotten, voters)
+            else:
+                rows = await conn.fetch(self._sql_forgotten_until, voters, voids_until)
+            state.forgotten = {row[0]: row[1] for row in rows}
         quota_keys = {key for e in events if isinstance(e, VoteCast) and (key := quota_key(e)) is not None}
         if quota_keys:
             for row in await conn.fetch(self._sql_quotas, *_columns(list(quota_keys), 3)):
@@ -271,6 +289,8 @@ class Projection:
         if outcome.voided:
             voided = [(voter, seq, reason) for voter, (seq, reason) in outcome.voided.items()]
             await conn.execute(self._sql_write_voided, *_columns(voided, 3))
+        if outcome.forgotten:
+            await conn.execute(self._sql_write_forgotten, *_columns(list(outcome.forgotten.items()), 2))
 
     async def tallies(
         self, conn: Connection, comparison_ids: Sequence[str] | None = None

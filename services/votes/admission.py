@@ -1,5 +1,8 @@
 """Admitting a request: its rate limits, its idempotency record and the voter's current ballot, in one round trip.
 
+A vote's claim also names the voter's forget marker (``forgotten_key``), which refuses every vote of a voter who
+asked to be forgotten (``DELETE /v1/voters/me``, whose claim sets it) in the same round trip.
+
 ``admission.lua`` does all three atomically in Redis, so that two copies of the service racing on the same key see
 one another, for every request of one event-loop turn in one script call (redis_batch.py gathers them): the hot
 path costs one round trip, shared. While Redis is unreachable the limits are counted per process
@@ -29,6 +32,8 @@ MAX_BATCH = 500
 
 
 class Outcome(StrEnum):
+    FORGOTTEN = "forgotten"
+    """The voter asked to be forgotten: their token votes no more; nothing was counted or remembered."""
     LIMITED = "limited"
     """A rate limit refused the request; nothing was counted or remembered."""
     REPLAY = "replay"
@@ -69,6 +74,10 @@ class Claim(msgspec.Struct, frozen=True):
     ballot_key: str | None = None
     ballot: str | None = None
     """The voter's ballot after this request ("ship", "skip", or "none" once retracted)."""
+    forget_key: str | None = None
+    """The voter's forget marker: a claim naming it is refused when it is set (``Outcome.FORGOTTEN``) ..."""
+    forgets: bool = False
+    """... unless the claim is the forget itself, which sets it once its limits let it through."""
 
 
 class Admission(msgspec.Struct, frozen=True):
@@ -92,14 +101,19 @@ def ballot_key(voter_id: str, comparison_id: str, tool_id: str) -> str:
     return f"shipskip:ballot:{voter_id}:{comparison_id}:{tool_id}"
 
 
+def forgotten_key(voter_id: str) -> str:
+    return f"shipskip:forgotten:{voter_id}"
+
+
 class Gate:
-    def __init__(self, link: RedisLink, *, record_ttl_s: int, ballot_ttl_s: int) -> None:
+    def __init__(self, link: RedisLink, *, record_ttl_s: int, ballot_ttl_s: int, forgotten_ttl_s: int) -> None:
         self._link = link
         self._script = link.client.register_script(_SCRIPT)
         self._batch: RedisBatch[Claim, list[Any]] = RedisBatch(self._send, max_items=MAX_BATCH)
         link.on_close(self._batch.close)
         self._record_ttl_s = record_ttl_s
         self._ballot_ttl_s = ballot_ttl_s
+        self._forgotten_ttl_s = forgotten_ttl_s
         self._local = LocalLimiter()
         # Ballots this process accepted while Redis was unreachable: what Redis remembers for them may be stale
         # (a partition keeps it), so they are forgotten before Redis is used again.
@@ -107,7 +121,7 @@ class Gate:
         link.on_recovery(self._forget_offline_ballots)
 
     async def admit(self, claim: Claim) -> Admission:
-        if not claim.limits and claim.record_key is None and claim.ballot_key is None:
+        if not claim.limits and claim.record_key is None and claim.ballot_key is None and claim.forget_key is None:
             return Admission(Outcome.PROCEED)
         batch = self._batch
         reply = await self._link.run(lambda _: batch.submit(claim))
@@ -120,11 +134,14 @@ class Gate:
         keys: list[str] = []
         requests: list[list[Any]] = []
         for claim in claims:
+            if claim.forget_key is not None:
+                keys.append(claim.forget_key)
             keys += [limit_key(limit, subject) for limit, subject in claim.limits]
             request: list[Any] = [
                 len(claim.limits),
                 int(claim.record_key is not None),
                 int(claim.ballot_key is not None),
+                0 if claim.forget_key is None else 2 if claim.forgets else 1,
             ]
             if claim.record_key is not None:
                 keys.append(claim.record_key)
@@ -135,7 +152,7 @@ class Gate:
             record = claim.record
             request += [record.request_hash if record else "", record.encode() if record else "", claim.ballot or ""]
             requests.append(request)
-        args: list[int | bytes] = [self._record_ttl_s, self._ballot_ttl_s, _encode(requests)]
+        args: list[int | bytes] = [self._record_ttl_s, self._ballot_ttl_s, self._forgotten_ttl_s, _encode(requests)]
         client = self._link.client
         try:
             reply: bytes = await client.evalsha(self._script.sha, len(keys), *keys, *args)
@@ -152,6 +169,8 @@ class Gate:
 
     def _parse(self, claim: Claim, reply: list[Any]) -> Admission:
         outcome = Outcome(reply[0])
+        if outcome is Outcome.FORGOTTEN:
+            return Admission(outcome)  # refused before any limit was looked at
         numbers = [int(value) for value in reply[2:]]
         states = [
             LimitState(limit, numbers[3 * i], numbers[3 * i + 1], numbers[3 * i + 2])

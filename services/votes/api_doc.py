@@ -22,6 +22,9 @@ cookie. Every vote names its voter by the `{VOTER_HEADER}` header or, failing th
 schemes). A vote is answered 202 once it is stored in the vote stream; 200 when it changes nothing; 503 when it
 could not be stored (nothing was: send it again). Send an `{IDEMPOTENCY_HEADER}` to make a retry safe.
 
+`DELETE /v1/voters/me` forgets the voter: their ballots leave every tally, the cookie is cleared and the token is
+refused from then on (401 `voter_forgotten`).
+
 Requests are rate limited per voter, per client address and per comparison: answers that went through a limit
 carry `RateLimit` and `RateLimit-Policy`; a refusal is 429 with `Retry-After`. Every refusal is a JSON
 `{{"error", "detail"}}`."""
@@ -63,6 +66,17 @@ SET_VOTER_COOKIE = {
         description=(
             f"`{VOTER_COOKIE}=<the token>; Max-Age=<its lifetime in s>; Path=/; HttpOnly`, and `Secure; "
             "SameSite=None` where the service runs with secure cookies (else `SameSite=Lax`)."
+        ),
+        required=True,
+    )
+}
+
+CLEAR_VOTER_COOKIE = {
+    "Set-Cookie": OpenAPIHeader(
+        schema=Schema(type=OpenAPIType.STRING),
+        description=(
+            f'`{VOTER_COOKIE}=""; Max-Age=0; Path=/; HttpOnly` (with the attributes POST /v1/voters gives it): the'
+            " browser drops the forgotten token."
         ),
         required=True,
     )

@@ -77,7 +77,13 @@ def create_app(settings: VotesSettings | None = None, telemetry: TelemetrySettin
                 hasher=Hasher(settings.hash_key, day_keys),
                 redis=redis,
                 # Remembered no longer than JetStream dedups the same Nats-Msg-Id, so a replay is stored once.
-                gate=Gate(redis, record_ttl_s=int(settings.duplicate_window_s), ballot_ttl_s=BALLOT_MEMORY_S),
+                # A forget's marker outlives every token of the voter (services/votes/forgetting.py).
+                gate=Gate(
+                    redis,
+                    record_ttl_s=int(settings.duplicate_window_s),
+                    ballot_ttl_s=BALLOT_MEMORY_S,
+                    forgotten_ttl_s=settings.token_ttl_s,
+                ),
                 day_keys=day_keys,
                 addresses=ClientAddresses(settings.trusted_proxies),
             )

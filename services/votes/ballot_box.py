@@ -13,7 +13,15 @@ import msgspec
 
 from contracts.events import VoteCast, VoteEvent
 from services.shared.http import ApiError
-from services.votes.admission import Admission, Claim, IdempotencyRecord, Outcome, ballot_key, record_key
+from services.votes.admission import (
+    Admission,
+    Claim,
+    IdempotencyRecord,
+    Outcome,
+    ballot_key,
+    forgotten_key,
+    record_key,
+)
 from services.votes.context import VotesContext
 from services.votes.limits import Limit
 from services.votes.publisher import OutcomeUnknown, StreamUnavailable
@@ -72,10 +80,13 @@ async def submit(context: VotesContext, submission: Submission) -> Reply:
         record=IdempotencyRecord(submission.request_hash, 202, event.event_id, event.at) if key is not None else None,
         ballot_key=ballot,
         ballot=event.verdict if isinstance(event, VoteCast) else RETRACTED,
+        forget_key=forgotten_key(event.voter_id),
     )
     admission = await context.gate.admit(claim)
     headers = rate_limit_headers(admission.states)
     match admission.outcome:
+        case Outcome.FORGOTTEN:
+            raise voter_forgotten()
         case Outcome.LIMITED:
             raise rate_limited(admission.states)
         case Outcome.CONFLICT:
@@ -114,6 +125,15 @@ async def submit(context: VotesContext, submission: Submission) -> Reply:
             headers=headers,
         ) from None
     return accepted(event.event_id, headers)
+
+
+def voter_forgotten() -> ApiError:
+    return ApiError(
+        401,
+        "voter_forgotten",
+        "this voter asked to be forgotten (DELETE /v1/voters/me): the token votes no more; ask POST /v1/voters for a"
+        " new one to vote again",
+    )
 
 
 def _tried_before(admission: Admission, key: str | None) -> bool:

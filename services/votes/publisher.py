@@ -33,8 +33,8 @@ import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from contracts.events import VoteEvent, encode_event
-from contracts.subjects import votes_subject
+from contracts.events import VoteEvent, VoterForgotten, encode_event
+from contracts.subjects import MODERATION_SUBJECT, votes_subject
 from services.shared.config import NatsSettings
 from services.shared.jetstream import PENDING_SIZE, connect
 
@@ -122,6 +122,11 @@ class VotePublisher:
             if self._latency is not None:
                 self._latency(time.perf_counter() - started)
         return ack.duplicate
+
+    async def publish_forget(self, event: VoterForgotten) -> None:
+        """Store a voter's forget on the moderation subject (it applies to every comparison), under its event id;
+        the same outcomes as ``publish``."""
+        await self._publish(MODERATION_SUBJECT, encode_event(event), event.event_id)
 
     async def _publish(self, subject: str, payload: bytes, msg_id: str) -> _Ack:
         nc = self._nc

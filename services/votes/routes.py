@@ -1,4 +1,4 @@
-"""The votes API's routes: issue voter tokens, cast and retract votes.
+"""The votes API's routes: issue voter tokens, cast and retract votes, forget a voter.
 
 The vote POST carries the load, and is answered by its route's own middleware (``AnswerVote``, the innermost, so
 CORS and every app middleware wrap it as any handler): Litestar still routes it (path, path parameters, 405 and
@@ -23,15 +23,23 @@ from litestar.datastructures import Cookie
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from contracts.events import Origin, Verdict, VoteCast, VoteRetracted
-from contracts.http import MAX_VOTE_BODY_BYTES, VoteAccepted, VoteRequest, VoterIssued, VotesHealth
+from contracts.http import (
+    MAX_VOTE_BODY_BYTES,
+    VoteAccepted,
+    VoteRequest,
+    VoterForgottenReply,
+    VoterIssued,
+    VotesHealth,
+)
 from services.shared.event_ids import new_event_id
 from services.shared.http import ApiError, decode_body, duplicate_key, error_answer, json_response
 from services.shared.openapi import RATE_LIMIT, RATE_LIMITED, RETRY_AFTER, answers, documented, json_body
 from services.shared.request_body import read_body
-from services.votes.api_doc import IDEMPOTENCY_KEY, SET_VOTER_COOKIE, VOTER
+from services.votes.api_doc import CLEAR_VOTER_COOKIE, IDEMPOTENCY_KEY, SET_VOTER_COOKIE, VOTER
 from services.votes.ballot_box import Submission, admit_new_voter, request_hash, submit
 from services.votes.body_deadline import BodyTimeout
 from services.votes.context import VotesContext
+from services.votes.forgetting import forget_voter
 from services.votes.identity import TokenRefused, utc_day
 from services.votes.replies import Reply
 from services.votes.request_parts import (
@@ -100,19 +108,55 @@ async def issue_voter(request: Request[Any, Any, Any]) -> Response[bytes]:
     address = _client_address(context, request, RequestHeaders(request.scope["headers"]))
     headers = await admit_new_voter(context, address)
     token = context.tokens.issue()
-    settings = context.settings
-    cookie = Cookie(
+    response = json_response(VoterIssued(voter_token=token), 201, headers)
+    response.set_cookie(_voter_cookie(context, token, context.settings.token_ttl_s))
+    return response
+
+
+def _voter_cookie(context: VotesContext, value: str, max_age: int) -> Cookie:
+    secure = context.settings.cookie_secure
+    return Cookie(
         key=VOTER_COOKIE,
-        value=token,
-        max_age=settings.token_ttl_s,
+        value=value,
+        max_age=max_age,
         path="/",
         httponly=True,
-        secure=settings.cookie_secure,
-        # A widget embedded on another site only gets its cookie back with SameSite=None, which needs Secure.
-        samesite="none" if settings.cookie_secure else "lax",
+        secure=secure,
+        # A widget embedded on another site only gets its cookie back with SameSite=None, which needs Secure; the
+        # cookie that clears it (Max-Age=0) needs the same, or a browser drops it from a cross-site answer.
+        samesite="none" if secure else "lax",
     )
-    response = json_response(VoterIssued(voter_token=token), 201, headers)
-    response.set_cookie(cookie)
+
+
+@delete(
+    "/v1/voters/me",
+    status_code=202,
+    summary="Forget my votes: take every ballot of this voter out of the tallies, and retire the token",
+    description=(
+        "Stores a `voter.forgotten` event: the projection takes every ballot of the voter out of the tallies (counted"
+        " and uncounted) and erases their verdicts, as a rebuild does. The token then votes no more (401"
+        " `voter_forgotten`) and the cookie is cleared. Idempotent: a second call with the same token is 202 too"
+        " (it stores another forget, which changes nothing). Rate limited as votes are (per voter and address)."
+    ),
+    security=VOTER,
+    operation_class=documented(
+        headers={
+            202: {**CLEAR_VOTER_COOKIE, **RATE_LIMIT},
+            429: RATE_LIMITED,
+            503: {**RETRY_AFTER, **RATE_LIMIT},
+            504: {**RETRY_AFTER, **RATE_LIMIT},
+        }
+    ),
+    responses=answers({202: (VoterForgottenReply, "The forget is stored")}, 401, 403, 429, 503, 504),
+)
+async def forget_me(request: Request[Any, Any, Any]) -> Response[bytes]:
+    context = _context(request)
+    headers = RequestHeaders(request.scope["headers"])
+    voter = _voter(context, request, headers)
+    address = _client_address(context, request, headers)
+    event_id, answer_headers = await forget_voter(context, context.hasher.voter_id(voter), address)
+    response = json_response(VoterForgottenReply(status="forgotten", event_id=event_id), 202, answer_headers)
+    response.set_cookie(_voter_cookie(context, "", 0))
     return response
 
 
@@ -297,4 +341,4 @@ async def healthz(request: Request[Any, Any, Any]) -> Response[bytes]:
     return json_response({"status": "ok", "limits": "shared" if shared else "per-process", "pid": os.getpid()})
 
 
-ROUTES = [healthz, issue_voter, cast_vote, retract_vote]
+ROUTES = [healthz, issue_voter, forget_me, cast_vote, retract_vote]

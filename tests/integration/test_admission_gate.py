@@ -40,7 +40,7 @@ def _claim(way: str, key: str, ballot: str) -> Claim:
 @pytest.mark.parametrize("way", ["ballot alone", "with a limit", "with a key"])
 async def test_each_way_tells_a_repeat_from_a_change_and_keeps_the_ballot(redis_target: RedisTarget, way: str) -> None:
     link = redis_target.link(timeout_s=2.0)
-    gate = Gate(link, record_ttl_s=60, ballot_ttl_s=BALLOT_TTL_S)
+    gate = Gate(link, record_ttl_s=60, ballot_ttl_s=BALLOT_TTL_S, forgotten_ttl_s=BALLOT_TTL_S)
     key = ballot_key(secrets.token_hex(8), "a-vs-b", "a")
     try:
         for ballot, expected in STEPS:
@@ -57,7 +57,7 @@ async def test_each_way_tells_a_repeat_from_a_change_and_keeps_the_ballot(redis_
 
 async def test_the_ballot_alone_while_redis_is_unreachable_is_decided_by_the_process() -> None:
     link = RedisLink("redis://127.0.0.1:1/0", timeout_s=0.5, pool_size=2)
-    gate = Gate(link, record_ttl_s=60, ballot_ttl_s=BALLOT_TTL_S)
+    gate = Gate(link, record_ttl_s=60, ballot_ttl_s=BALLOT_TTL_S, forgotten_ttl_s=BALLOT_TTL_S)
     try:
         admission = await gate.admit(Claim(ballot_key="shipskip:ballot:v:a-vs-b:a", ballot="ship"))
     finally:

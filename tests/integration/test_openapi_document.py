@@ -16,6 +16,7 @@ from tests.support import Pipeline, flush_redis, running_pipeline
 CAST = ("post", "/v1/comparisons/{comparison_id}/votes")
 RETRACT = ("delete", "/v1/comparisons/{comparison_id}/votes/{tool_id}")
 VOTERS = ("post", "/v1/voters")
+FORGET = ("delete", "/v1/voters/me")
 STREAM = ("get", "/v1/comparisons/{comparison_id}/community/stream")
 READYZ = ("get", "/readyz")
 LLAMA = "llama-4-scout-vs-windsurf-swe-1"
@@ -76,12 +77,14 @@ def test_a_voter_is_named_by_the_token_header_or_the_cookie(documents: dict[str,
     operations = _operations(votes)
     # Either scheme: two requirements, one scheme each.
     needing_a_voter = {key for key, operation in operations.items() if operation.get("security")}
-    assert needing_a_voter == {CAST, RETRACT}
+    assert needing_a_voter == {CAST, RETRACT, FORGET}
     for key in needing_a_voter:
         assert operations[key]["security"] == [{"VoterToken": []}, {"VoterCookie": []}]
         assert "401" in operations[key]["responses"]
     # The token comes from POST /v1/voters, in its body and its cookie.
     assert "Set-Cookie" in _headers(operations[VOTERS], 201)
+    assert "Max-Age=0" in _headers(operations[FORGET], 202)["Set-Cookie"]["description"], "forgetting clears it"
+    assert "voter_forgotten" in operations[FORGET]["description"]
     assert "voter_token" in str(votes["components"]["schemas"]["VoterIssued"])
     assert "X-Voter-Token" in votes["info"]["description"]
 
@@ -103,15 +106,25 @@ def test_429_and_503_answers_and_their_headers_are_documented_on_every_route_tha
     documents: dict[str, dict[str, Any]],
 ) -> None:
     votes, read = _operations(documents["votes"]), _operations(documents["read"])
-    # What the code can answer: the rate limiter guards token issue, votes and retractions, and the read API the
-    # streams of one address; a vote not stored is a 503, as is a full or stopping read process's stream, and
-    # /readyz when a check fails.
-    assert {key for key, operation in votes.items() if "429" in operation["responses"]} == {VOTERS, CAST, RETRACT}
+    # What the code can answer: the rate limiter guards token issue, votes, retractions and forgets, and the read
+    # API the streams of one address; a vote or a forget not stored is a 503, as is a full or stopping read
+    # process's stream, and /readyz when a check fails.
+    assert {key for key, operation in votes.items() if "429" in operation["responses"]} == {
+        VOTERS,
+        CAST,
+        RETRACT,
+        FORGET,
+    }
     assert {key for key, operation in read.items() if "429" in operation["responses"]} == {STREAM}
-    assert {key for key, operation in votes.items() if "503" in operation["responses"]} == {CAST, RETRACT, READYZ}
+    assert {key for key, operation in votes.items() if "503" in operation["responses"]} == {
+        CAST,
+        RETRACT,
+        FORGET,
+        READYZ,
+    }
     assert {key for key, operation in read.items() if "503" in operation["responses"]} == {STREAM, READYZ}
 
-    for key in (VOTERS, CAST, RETRACT):
+    for key in (VOTERS, CAST, RETRACT, FORGET):
         limited = _headers(votes[key], 429)
         assert set(limited) == RATE_LIMITED, key
         assert all(header["required"] for header in limited.values()), key
@@ -126,6 +139,8 @@ def test_429_and_503_answers_and_their_headers_are_documented_on_every_route_tha
         assert set(_headers(votes[key], 503)) == {"Retry-After", *RATE_LIMIT}
         assert _headers(votes[key], 503)["Retry-After"]["required"] is True
     assert set(_headers(votes[VOTERS], 201)) == {"Set-Cookie", *RATE_LIMIT}
+    assert set(_headers(votes[FORGET], 202)) == {"Set-Cookie", *RATE_LIMIT}
+    assert set(_headers(votes[FORGET], 503)) == {"Retry-After", *RATE_LIMIT}
     assert set(_headers(read[STREAM], 503)) == {"Retry-After"}
     assert set(_headers(read[STREAM], 429)) == {"Retry-After"}
     # /readyz answers 503 without Retry-After: a probe asks again on its own schedule.
@@ -144,11 +159,14 @@ def test_real_answers_carry_the_documented_headers(pipeline: Pipeline, documents
             for verdict in ("ship", "skip")
         ]
         assert [answer.status_code for answer in voted] == [202, 429]
+        # A forget counts against the voter's limit as a vote does: this voter's is used up.
+        forget = client.delete(pipeline.votes_url + "/v1/voters/me", headers={"X-Voter-Token": token})
+        assert (forget.status_code, forget.json()["error"]) == (429, "rate_limited"), forget.text
     with httpx.Client(timeout=10, cookies={"shipskip_voter": issued[1].json()["voter_token"]}) as browser:
         by_cookie = browser.post(path, json={"tool_id": TOOL, "verdict": "ship"})
         assert by_cookie.status_code == 202, by_cookie.text
     # With the limits on, every documented header is sent, the optional ones too (httpx gives names in lower case).
-    for answer, key in ((issued[0], VOTERS), (issued[2], VOTERS), (voted[0], CAST), (voted[1], CAST)):
+    for answer, key in ((issued[0], VOTERS), (issued[2], VOTERS), (voted[0], CAST), (voted[1], CAST), (forget, FORGET)):
         documented = {name.lower() for name in _headers(_operations(votes)[key], answer.status_code)}
         assert documented, (key, answer.status_code)
         assert documented <= set(answer.headers.keys()), (key, answer.status_code, answer.headers)

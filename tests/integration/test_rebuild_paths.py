@@ -17,9 +17,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from contracts.events import Event, Origin, VoteCast, VoteRetracted, VoterVoided, encode_event
+from contracts.events import Event, Origin, VoteCast, VoteRetracted, VoterForgotten, VoterVoided, encode_event
 from contracts.subjects import MODERATION_SUBJECT, votes_subject
 from infra.stack.servers import ServerAddresses
+from services.tally.store import expected_subject
 from tests.support import (
     DEMO_TOOLS,
     Pipeline,
@@ -40,6 +41,7 @@ TABLES = {
     "tallies": "comparison_id, tool_id",
     "client_quotas": "comparison_id, client, day",
     "voided_voters": "voter_id",
+    "forgotten_voters": "voter_id",
     "dead_letters": "seq",
 }
 Snapshot = dict[str, list[tuple[Any, ...]]]
@@ -59,6 +61,8 @@ def mixed_stream(count: int, seed: int, first: int = 0) -> list[tuple[str, bytes
             event = rng.choice(events[-200:])  # stored again
         elif roll < 0.06:
             event = VoterVoided(f"v{seed}-{i}", voter, "test ring", at)
+        elif roll < 0.07:
+            event = VoterForgotten(f"f{seed}-{i}", voter, at)
         else:
             comparison = rng.choice(list(TOOLS))
             tool = rng.choice(TOOLS[comparison])
@@ -68,8 +72,7 @@ def mixed_stream(count: int, seed: int, first: int = 0) -> list[tuple[str, bytes
             else:
                 event = VoteCast(f"c{seed}-{i}", comparison, tool, rng.choice(["ship", "skip"]), voter, at, origin)
         events.append(event)
-        subject = MODERATION_SUBJECT if isinstance(event, VoterVoided) else votes_subject(event.comparison_id)
-        messages.append((subject, encode_event(event)))
+        messages.append((expected_subject(event), encode_event(event)))
     return messages
 
 
@@ -111,6 +114,7 @@ def projected(pipeline: Pipeline, servers: ServerAddresses) -> Snapshot:
     tables = asyncio.run(snapshot(servers))
     assert len(tables["dead_letters"]) == 2
     assert tables["voided_voters"], "the stream voids voters"
+    assert tables["forgotten_voters"], "the stream forgets voters"
     assert any(not counted for *_, counted in tables["ballots"]), "some ballots are past the quota or voided"
     assert any(verdict is None for *_, verdict, _, _ in tables["ballots"]), "some ballots are retracted"
     return tables

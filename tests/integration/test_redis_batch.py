@@ -49,7 +49,7 @@ async def test_the_admissions_of_one_turn_go_in_one_call_and_each_gets_its_own_a
     redis_target: RedisTarget,
 ) -> None:
     link = redis_target.link(pool_size=64)
-    gate = Gate(link, record_ttl_s=60, ballot_ttl_s=600)
+    gate = Gate(link, record_ttl_s=60, ballot_ttl_s=600, forgotten_ttl_s=600)
     keys = [ballot_key(secrets.token_hex(8), "a-vs-b", "a") for _ in range(300)]
     try:
         # Half the voters already said "ship": telling them apart needs each reply to reach its own caller.
@@ -73,7 +73,7 @@ async def test_the_admissions_of_one_turn_go_in_one_call_and_each_gets_its_own_a
 
 async def test_a_request_whose_key_holds_something_else_fails_alone(servers: ServerAddresses) -> None:
     link = _link(servers)
-    gate = Gate(link, record_ttl_s=60, ballot_ttl_s=600)
+    gate = Gate(link, record_ttl_s=60, ballot_ttl_s=600, forgotten_ttl_s=600)
     keys = [ballot_key(secrets.token_hex(8), "a-vs-b", "a") for _ in range(5)]
     try:
         await link.client.hset(keys[2], "not", "a ballot")  # SET ... GET on it is a WRONGTYPE error
@@ -91,7 +91,7 @@ async def test_a_request_whose_key_holds_something_else_fails_alone(servers: Ser
 
 async def test_a_script_redis_no_longer_holds_is_loaded_again(redis_target: RedisTarget) -> None:
     link = redis_target.link()
-    gate = Gate(link, record_ttl_s=60, ballot_ttl_s=600)
+    gate = Gate(link, record_ttl_s=60, ballot_ttl_s=600, forgotten_ttl_s=600)
     keys = [ballot_key(secrets.token_hex(8), "a-vs-b", "a") for _ in range(20)]
     try:
         await gate.admit(Claim(limits=[(LIMIT, keys[0])], ballot_key=keys[0], ballot="ship"))
@@ -111,7 +111,7 @@ async def test_a_call_not_answered_in_time_leaves_its_requests_to_the_process_un
 ) -> None:
     link = _link(servers, timeout_s=0.2)
     admin = _link(servers)
-    gate = Gate(link, record_ttl_s=60, ballot_ttl_s=600)
+    gate = Gate(link, record_ttl_s=60, ballot_ttl_s=600, forgotten_ttl_s=600)
     keys = [ballot_key(secrets.token_hex(8), "a-vs-b", "a") for _ in range(10)]
     try:
         await gate.admit(Claim(ballot_key=keys[0], ballot="ship"))
@@ -171,7 +171,7 @@ async def test_no_call_carries_more_than_max_items(servers: ServerAddresses) -> 
 
 async def test_closing_fails_what_waits_with_a_connection_error(servers: ServerAddresses) -> None:
     link = _link(servers)
-    gate = Gate(link, record_ttl_s=60, ballot_ttl_s=600)
+    gate = Gate(link, record_ttl_s=60, ballot_ttl_s=600, forgotten_ttl_s=600)
     batch: RedisBatch[str, bytes | None] = RedisBatch(lambda keys: _mget(link, keys), max_items=100)
     link.on_close(batch.close)
     waiting = asyncio.ensure_future(batch.submit("never sent"))
@@ -197,7 +197,7 @@ async def test_a_redis_that_refuses_the_link_is_unreachable_to_it_and_admissions
         server = request.getfixturevalue("tls_redis")
         other_ca = make_tls_files(tmp_path, ca_name="another CA").ca  # not the one that signed the server's
         link = RedisLink(server.url, timeout_s=1.0, pool_size=4, ca_file=str(other_ca))
-    gate = Gate(link, record_ttl_s=60, ballot_ttl_s=600)
+    gate = Gate(link, record_ttl_s=60, ballot_ttl_s=600, forgotten_ttl_s=600)
     strict = Limit("voter", 1, 3600, 1)
     try:
         first = await gate.admit(Claim(limits=[(strict, "v")], ballot_key="shipskip:ballot:v:a-vs-b:a", ballot="ship"))

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from hypothesis import strategies as st
 
-from contracts.events import Event, Origin, VoteCast, VoteRetracted, VoterVoided
+from contracts.events import Event, Origin, VoteCast, VoteRetracted, VoterForgotten, VoterVoided
 from services.tally.fold import Ballot, BallotKey, Counts, TallyKey
 
 COMPARISONS = ("c-one", "c-two")
@@ -51,6 +51,10 @@ def _void(n: int, voter: str, at: datetime) -> Event:
     return VoterVoided(event_id=f"void-{n}", voter_id=voter, reason="property test", at=at)
 
 
+def _forget(n: int, voter: str, at: datetime) -> Event:
+    return VoterForgotten(event_id=f"forget-{n}", voter_id=voter, at=at)
+
+
 _n = st.integers(0, 10**6)
 _cast_events = st.builds(
     _cast,
@@ -72,9 +76,10 @@ _retract_events = st.builds(
     st.sampled_from(CLIENTS),
 )
 _void_events = st.builds(_void, _n, st.sampled_from(VOTERS), st.sampled_from(TIMES))
+_forget_events = st.builds(_forget, _n, st.sampled_from(VOTERS), st.sampled_from(TIMES))
 
-events = st.one_of(_cast_events, _cast_events, _cast_events, _retract_events, _void_events)
-"""One event: mostly casts (and so changes of mind), some retractions, a few voids."""
+events = st.one_of(_cast_events, _cast_events, _cast_events, _retract_events, _void_events, _forget_events)
+"""One event: mostly casts (and so changes of mind), some retractions, a few voids and forgets."""
 
 
 def streams(max_size: int = 60) -> st.SearchStrategy[list[Event]]:
@@ -121,6 +126,7 @@ class Model:
     limit: int
     ballots: dict[BallotKey, Ballot] = field(default_factory=dict)
     voided: set[str] = field(default_factory=set)
+    forgotten: set[str] = field(default_factory=set)
     used: dict[tuple[str, str, str], int] = field(default_factory=dict)
 
     def run(self, stream: Sequence[Event]) -> "Model":
@@ -129,6 +135,15 @@ class Model:
         return self
 
     def take(self, seq: int, event: Event) -> None:
+        if isinstance(event, VoterForgotten):
+            # A void asked by the voter, and from then on none of their ballots holds a verdict; one never cast
+            # stays undecided. Even a voter voided before.
+            self.voided.add(event.voter_id)
+            self.forgotten.add(event.voter_id)
+            for key, ballot in self.ballots.items():
+                if key[2] == event.voter_id:
+                    self.ballots[key] = Ballot(None, ballot.seq, None if ballot.counted is None else False)
+            return
         if isinstance(event, VoterVoided):
             if event.voter_id not in self.voided:
                 self.voided.add(event.voter_id)
@@ -138,6 +153,9 @@ class Model:
             return
         key = (event.comparison_id, event.tool_id, event.voter_id)
         counted = self.ballots[key].counted if key in self.ballots else None
+        if event.voter_id in self.forgotten:
+            self.ballots[key] = Ballot(None, seq, None if counted is None else False)
+            return
         if isinstance(event, VoteRetracted):
             self.ballots[key] = Ballot(None, seq, counted)
             return

@@ -13,8 +13,9 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contracts.events import Event, VoteCast, VoterVoided
+from contracts.events import Event, VoteCast, VoterForgotten, VoterVoided
 from services.tally.fold import (
+    FORGOTTEN,
     Ballot,
     BallotKey,
     Counts,
@@ -37,6 +38,7 @@ class Store:
         self.ballots: dict[BallotKey, Ballot] = {}
         self.quotas: dict[tuple[str, str, str], int] = {}
         self.voided: set[str] = set()
+        self.forgotten: dict[str, int] = {}
         self.counts: dict[tuple[str, str], list[int]] = {}
 
     def state_for(self, events: list[Event]) -> FoldState:
@@ -45,9 +47,10 @@ class Store:
         for key in ballot_keys(events):
             if key in self.ballots:
                 state.ballots[key] = self.ballots[key]
-        voiding = {e.voter_id for e in events if isinstance(e, VoterVoided)}
+        voiding = {e.voter_id for e in events if isinstance(e, VoterVoided | VoterForgotten)}
         state.ballots.update({k: b for k, b in self.ballots.items() if k[2] in voiding})
         state.voided = {e.voter_id for e in events} & self.voided
+        state.forgotten = {e.voter_id: self.forgotten[e.voter_id] for e in events if e.voter_id in self.forgotten}
         casts = [event for event in events if isinstance(event, VoteCast)]
         for quota in {quota_key(cast) for cast in casts}:
             if quota is not None and quota in self.quotas:
@@ -58,6 +61,7 @@ class Store:
         self.ballots.update(outcome.ballots)
         self.quotas.update(outcome.quotas)
         self.voided.update(outcome.voided)
+        self.forgotten.update(outcome.forgotten)
         for key, delta in outcome.deltas.items():
             total = self.counts.setdefault(key, [0, 0, 0, 0])
             for i, change in enumerate(delta):
@@ -104,6 +108,7 @@ def test_one_state_absorbing_batch_after_batch_gives_the_clean_pass(
     assert state.ballots == clean.ballots
     assert state.quotas == clean.quotas
     assert state.voided == clean.voided
+    assert state.forgotten == clean.forgotten
     for voter in {key[2] for key in clean.ballots}:
         assert state.keys_of_voter(voter) == {key for key in clean.ballots if key[2] == voter}
 
@@ -123,7 +128,16 @@ def test_folding_into_the_state_batch_after_batch_gives_the_clean_pass(
     assert state.quotas == clean.quotas
     assert set(voided) == clean.voided
     pairs = list(enumerate(stream, start=1))
-    assert voided == {e.voter_id: (seq, e.reason) for seq, e in reversed(pairs) if isinstance(e, VoterVoided)}
+    first: dict[str, tuple[int, str]] = {}  # each voter's first void or forget is the record kept
+    for seq, e in pairs:
+        if isinstance(e, VoterVoided | VoterForgotten) and e.voter_id not in first:
+            first[e.voter_id] = (seq, e.reason if isinstance(e, VoterVoided) else FORGOTTEN)
+    assert voided == first
+    forgotten: dict[str, int] = {}
+    for seq, e in pairs:
+        if isinstance(e, VoterForgotten):
+            forgotten.setdefault(e.voter_id, seq)
+    assert state.forgotten == forgotten
     for voter in {key[2] for key in clean.ballots}:
         assert state.keys_of_voter(voter) == {key for key in clean.ballots if key[2] == voter}
 
@@ -143,6 +157,7 @@ def test_any_at_least_once_delivery_gives_the_clean_result(
     assert store.tallies() == clean.tallies()
     assert store.ballots == clean.ballots
     assert store.voided == clean.voided
+    assert store.forgotten == clean.forgotten
     assert store.quotas == clean.quotas
 
 

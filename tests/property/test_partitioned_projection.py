@@ -15,13 +15,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from contracts.events import Event, VoterVoided, encode_event
-from contracts.subjects import MODERATION_SUBJECT, votes_subject
+from contracts.events import Event, encode_event
 from infra.migrate import migrate
 from infra.stack.servers import ServerAddresses
 from services.tally.fold import Ballot, BallotKey
 from services.tally.partitions import Partition, partition_of
-from services.tally.store import PROJECTION_TABLES, Projection, StreamRecord
+from services.tally.store import PROJECTION_TABLES, Projection, StreamRecord, expected_subject
 from tests.property.model import COMPARISONS, Delivery, Model, Tallies, draw_deliveries, nonzero, streams
 
 SCHEMA = "property_partitions"
@@ -41,8 +40,7 @@ class Result:
 
 
 def _record(seq: int, event: Event) -> StreamRecord:
-    subject = MODERATION_SUBJECT if isinstance(event, VoterVoided) else votes_subject(event.comparison_id)
-    return StreamRecord(seq, subject, encode_event(event))
+    return StreamRecord(seq, expected_subject(event), encode_event(event))
 
 
 async def _open(database_url: str) -> asyncpg.Connection:

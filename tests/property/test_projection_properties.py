@@ -16,12 +16,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from contracts.events import Event, VoterVoided, encode_event
-from contracts.subjects import MODERATION_SUBJECT, votes_subject
+from contracts.events import Event, encode_event
 from infra.migrate import migrate
 from infra.stack.servers import ServerAddresses
 from services.tally.fold import Ballot, BallotKey
-from services.tally.store import PROJECTION_TABLES, Projection, StreamRecord
+from services.tally.store import PROJECTION_TABLES, Projection, StreamRecord, expected_subject
 from tests.property.model import Delivery, Model, Tallies, draw_deliveries, nonzero, streams
 
 SCHEMA = "property_projection"
@@ -62,8 +61,7 @@ async def _close(conn: asyncpg.Connection) -> None:
 
 
 def _record(seq: int, event: Event) -> StreamRecord:
-    subject = MODERATION_SUBJECT if isinstance(event, VoterVoided) else votes_subject(event.comparison_id)
-    return StreamRecord(seq, subject, encode_event(event))
+    return StreamRecord(seq, expected_subject(event), encode_event(event))
 
 
 async def _run(conn: asyncpg.Connection, stream: list[Event], limit: int, deliveries: list[Delivery]) -> Result:

@@ -6,7 +6,7 @@ import msgspec
 import pytest
 
 from contracts.catalog import CatalogError, decode_catalog, encode_catalog
-from contracts.events import Origin, VoteCast, VoteRetracted, decode_event, encode_event
+from contracts.events import Origin, VoteCast, VoteRetracted, VoterForgotten, decode_event, encode_event
 from contracts.http import VoteRequest
 from infra.stack.bootstrap import DEMO_CATALOG
 
@@ -23,6 +23,18 @@ def test_events_round_trip_with_their_type_tag() -> None:
     assert msgspec.json.decode(encode_event(retracted))["type"] == "vote.retracted/1"
 
 
+def test_a_forget_holds_the_voter_hash_and_nothing_else_about_them() -> None:
+    forgotten = VoterForgotten("01L", "ab" * 16, AT)
+    data = encode_event(forgotten)
+    assert decode_event(data) == forgotten
+    assert msgspec.json.decode(data) == {
+        "type": "voter.forgotten/1",
+        "event_id": "01L",
+        "voter_id": "ab" * 16,
+        "at": "2026-11-23T12:00:01.250000Z",
+    }
+
+
 @pytest.mark.parametrize(
     "data",
     [
@@ -33,6 +45,7 @@ def test_events_round_trip_with_their_type_tag() -> None:
         b'"voter_id":"v","at":"2026-11-23T00:00:00Z"}',
         b'{"type":"vote.cast/1","event_id":"e","comparison_id":"a","tool_id":"t","verdict":"maybe",'
         b'"voter_id":"v","at":"2026-11-23T00:00:00Z"}',
+        b'{"type":"voter.forgotten/1","event_id":"e","voter_id":"v","at":"2026-11-23T00:00:00Z","token":"x.y"}',
     ],
 )
 def test_bad_events_do_not_decode(data: bytes) -> None:

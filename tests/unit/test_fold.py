@@ -4,8 +4,8 @@ import itertools
 import random
 from datetime import UTC, datetime
 
-from contracts.events import Event, Origin, VoteCast, VoteRetracted, VoterVoided
-from services.tally.fold import Ballot, BallotKey, FoldState, fold
+from contracts.events import Event, Origin, VoteCast, VoteRetracted, VoterForgotten, VoterVoided
+from services.tally.fold import FORGOTTEN, Ballot, BallotKey, FoldState, fold, fold_into
 
 AT = datetime(2026, 11, 23, tzinfo=UTC)
 
@@ -43,6 +43,7 @@ def fold_all(
         state.ballots.update(outcome.ballots)
         state.quotas.update(outcome.quotas)
         state.voided.update(outcome.voided)
+        state.forgotten.update(outcome.forgotten)
         for key, delta in outcome.deltas.items():
             total = totals.setdefault(key, [0, 0, 0, 0])
             for i, change in enumerate(delta):
@@ -159,6 +160,79 @@ def test_a_void_removes_every_ballot_of_the_voter_now_and_later() -> None:
     assert clean == {("a-vs-b", "tool-a"): [0, 1]}
     for cut in range(1, len(events)):
         assert fold_all([events[:cut], events[cut - 1 :], events[2:]])[1] == clean
+
+
+def forget(voter: str, n: int = 0) -> VoterForgotten:
+    return VoterForgotten(event_id=f"f{n}-{voter}", voter_id=voter, at=AT)
+
+
+def uncounted(batches: list[list[tuple[int, Event]]]) -> dict[tuple[str, str], list[int]]:
+    """Per tool, the uncounted [ship, skip] the batches leave."""
+    state = FoldState()
+    totals: dict[tuple[str, str], list[int]] = {}
+    for batch in batches:
+        outcome = fold(batch, state, ballots_per_client_day=1000)
+        state.absorb(outcome)
+        for key, delta in outcome.deltas.items():
+            total = totals.setdefault(key, [0, 0])
+            total[0] += delta[2]
+            total[1] += delta[3]
+    return {key: total for key, total in totals.items() if total != [0, 0]}
+
+
+def test_a_forget_takes_the_voters_ballots_out_of_the_counted_and_the_uncounted_figures() -> None:
+    events: list[tuple[int, Event]] = [
+        (1, cast("gone", "ship", "tool-a")),
+        (2, cast("gone", "skip", "tool-b", "c-2")),
+        (3, cast("stays", "skip", "tool-a")),
+        (4, forget("gone")),
+    ]
+    ballots, counted = fold_all([events])
+    assert counted == {("a-vs-b", "tool-a"): [0, 1]}
+    assert uncounted([events]) == {}, "a void would leave them uncounted; a forget leaves nothing"
+    assert ballots[("a-vs-b", "tool-a", "gone")] == Ballot(None, 1, False), "no verdict kept, its own sequence"
+    assert ballots[("c-2", "tool-b", "gone")] == Ballot(None, 2, False)
+    for cut in range(1, len(events)):
+        assert fold_all([events[:cut], events[cut - 1 :], events[2:]])[1] == counted
+
+
+def test_a_forget_after_a_void_still_erases_and_keeps_the_first_record() -> None:
+    events: list[tuple[int, Event]] = [(1, cast("v", "ship")), (2, void("v")), (3, forget("v"))]
+    state = FoldState()
+    outcome = fold(events, state, ballots_per_client_day=1000)
+    assert outcome.voided == {"v": (2, "test")}
+    assert outcome.ballots[("a-vs-b", "tool-a", "v")] == Ballot(None, 1, False)
+    assert outcome.deltas == {("a-vs-b", "tool-a"): [0, 0, 0, 0]}, "cast and taken out in one batch: no change"
+    again = fold(
+        [(4, forget("v", 1))], FoldState(ballots=dict(outcome.ballots), voided={"v"}), ballots_per_client_day=9
+    )
+    assert again.ballots == {}, "a second forget changes nothing"
+    assert again.deltas == {}
+
+
+def test_a_cast_after_the_forget_holds_no_verdict_in_any_order() -> None:
+    # A vote admitted just before the forget may be stored after it: it is erased too.
+    events: list[tuple[int, Event]] = [(1, cast("v", "ship")), (2, forget("v")), (3, cast("v", "skip", "tool-b"))]
+    in_order, counted = fold_all([events])
+    assert counted == {}
+    assert uncounted([events]) == {}
+    assert in_order[("a-vs-b", "tool-b", "v")] == Ballot(None, 3, None), "never counted: no tally row either"
+    for order in itertools.permutations(events):
+        ballots, counted_then = fold_all([[pair] for pair in order])
+        # (Whether a ballot without a verdict would count may differ, as for a retraction: no figure shows it.)
+        assert {key: (b.verdict, b.seq) for key, b in ballots.items()} == {
+            key: (b.verdict, b.seq) for key, b in in_order.items()
+        }
+        assert counted_then == {}
+
+
+def test_a_forget_records_its_voter_as_voided_for_the_projections_that_follow_voids() -> None:
+    voided: dict[str, tuple[int, str]] = {}
+    state = FoldState()
+    fold_into([(1, cast("v", "ship")), (7, forget("v"))], state, voided, ballots_per_client_day=1000)
+    assert voided == {"v": (7, FORGOTTEN)}
+    assert state.forgotten == {"v": 7}
+    assert state.ballots == {("a-vs-b", "tool-a", "v"): Ballot(None, 1, False)}
 
 
 def test_the_quota_day_is_the_utc_day_of_the_event() -> None:

@@ -42,6 +42,7 @@ _COLUMNS = {
     "tallies": ("comparison_id", "tool_id", "ship", "skip", "uncounted_ship", "uncounted_skip"),
     "client_quotas": ("comparison_id", "client", "day", "ballots"),
     "voided_voters": ("voter_id", "seq", "reason"),
+    "forgotten_voters": ("voter_id", "seq"),
     "projection_position": ("projection", "seq"),
 }
 
@@ -82,6 +83,7 @@ class BulkFold:
             "tallies": list(self.tally_rows()),
             "client_quotas": [(*key, used) for key, used in self.state.quotas.items()],
             "voided_voters": [(voter, seq, reason) for voter, (seq, reason) in self.voided.items()],
+            "forgotten_voters": list(self.state.forgotten.items()),
         }
 
 

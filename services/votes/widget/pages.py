@@ -52,6 +52,7 @@ blockquote.skip{border-left-color:var(--skip)}
 blockquote cite{display:block;font-style:normal;font-size:.8rem;color:var(--muted);margin-top:.4rem}
 a{color:var(--link)}
 ul.list{list-style:none;padding:0}ul.list li{margin:.6rem 0;font-size:1.1rem}
+footer.forget{margin-top:2rem;padding-top:1rem;border-top:1px solid var(--rule);max-width:60ch}
 """
 THEMES = ("auto", "light", "dark")
 
@@ -85,6 +86,13 @@ def _widget(comparison: Comparison, tool: Tool, read_api: str, part: str, theme:
         f'<div data-shipskip data-part={part} data-comparison="{escape(comparison.id)}" data-tool="{escape(tool.id)}"'
         f' data-tool-name="{escape(tool.name)}" data-votes-api="" data-read-api="{escape(read_api)}"'
         f" data-theme={theme}></div>"
+    )
+
+
+def _forget(theme: str) -> str:
+    # Once a page, as a site's footer would hold it: the link forgets the visitor, on every comparison.
+    return (
+        f'<footer class=forget><div data-shipskip data-part=forget data-votes-api="" data-theme={theme}></div></footer>'
     )
 
 
@@ -162,7 +170,7 @@ async def demo_index(request: Request[Any, Any, Any]) -> Response[bytes]:
     body = (
         "<div class=eyebrow>shipskip demo</div><h1>AI tool comparisons</h1>"
         "<p class=lede>Every page puts two tools side by side; the Community figure is live.</p>"
-        f"<ul class=list>{items}</ul>"
+        f"<ul class=list>{items}</ul>{_forget(_theme(request))}"
     )
     return _page("shipskip demo", body, _theme(request))
 
@@ -188,7 +196,7 @@ async def demo_comparison(request: Request[Any, Any, Any], comparison_id: str) -
         '<div class=eyebrow><a href="/">AI tool comparison</a></div>'
         f"<h1>{escape(comparison.title)}</h1><p class=lede>{escape(comparison.lede)}</p>"
         f"<div class=cards>{''.join(_card(comparison, tool, read_api, theme) for tool in tools)}</div>"
-        f"<h2>Reviewer scorecard</h2><div class=quotes>{''.join(quotes)}</div>"
+        f"<h2>Reviewer scorecard</h2><div class=quotes>{''.join(quotes)}</div>{_forget(theme)}"
     )
     return _page(comparison.title, body, theme)
 

@@ -2,10 +2,13 @@
  *
  * Embed once per page:   <script src="https://votes.example/widget.js" defer></script>
  * Mark each place:       <div data-shipskip data-comparison="ID" data-tool="TOOL_ID"></div>
+ * And once a page:       <div data-shipskip data-part="forget"></div>   (a "Forget my votes" link)
  *
- * Attributes of a place (only data-comparison and data-tool are required):
+ * Attributes of a place (only data-comparison and data-tool are required, and not for data-part="forget"):
  *   data-part        "figure" (the Community figure), "vote" (the buttons and what became of the visitor's vote),
- *                    or absent for both, figure first
+ *                    or absent for both, figure first; "forget": a "Forget my votes" link that asks first, then
+ *                    has the votes API forget this browser's voter (every vote of it stops counting, on every
+ *                    page) and clears what the widget kept of it
  *   data-tool-name   the tool's name, read out with the buttons ("Ship Acme Coder"); else the read API's name
  *   data-votes-api   the votes API's base URL; by default the origin this script came from
  *   data-read-api    the read API's base URL (figures); by default the votes API's
@@ -16,7 +19,7 @@
  *   [data-shipskip] { --shipskip-ship: #0a7; }
  * --shipskip-text, --shipskip-muted, --shipskip-ship, --shipskip-skip, --shipskip-on-choice (text on a chosen
  * button), --shipskip-button-bg, --shipskip-border, --shipskip-focus. Shapes and sizes through ::part(): figure,
- * value, label, detail, age, vote, buttons, button, ship, skip, note.
+ * value, label, detail, age, vote, buttons, button, ship, skip, note, forget, forget-link, forget-confirm.
  *
  * Plain JavaScript, no build step, no dependencies. Styles live in a shadow root, so they cannot leak into the
  * host page (and the page's cannot break the widget); fonts are inherited from the page. Each part has a build
@@ -66,6 +69,18 @@
       },
       notHere: "Voting is not available on this site right now.",
       refused: "This vote cannot be taken. Please reload the page and try again.",
+      forget: "Forget my votes",
+      forgetAsk: "Forget every vote from this browser? They stop counting on this site. This cannot be undone.",
+      forgetYes: "Yes, forget them",
+      forgetNo: "Cancel",
+      forgetting: "Forgetting your votes…",
+      forgotten: "Your votes are forgotten: they no longer count.",
+      forgetNothing: "This browser has no votes to forget here.",
+      forgetRefused: "This browser's votes cannot be forgotten: its voter key is no longer valid.",
+      forgetLimited: "Too many requests — try again in {wait}.",
+      forgetNotSent: "Your votes were not forgotten: the vote service cannot be reached. Check your connection " +
+        "and try again.",
+      forgetTrouble: "The vote service is having trouble: your votes are not forgotten yet. Try again in {wait}.",
     },
     de: {
       ship: "Einsetzen",
@@ -98,6 +113,21 @@
       },
       notHere: "Abstimmen ist auf dieser Website gerade nicht möglich.",
       refused: "Diese Stimme kann nicht angenommen werden. Bitte laden Sie die Seite neu und versuchen Sie es erneut.",
+      forget: "Meine Stimmen vergessen",
+      forgetAsk: "Alle Stimmen dieses Browsers vergessen? Sie zählen dann auf dieser Website nicht mehr. Das lässt " +
+        "sich nicht rückgängig machen.",
+      forgetYes: "Ja, vergessen",
+      forgetNo: "Abbrechen",
+      forgetting: "Ihre Stimmen werden vergessen …",
+      forgotten: "Ihre Stimmen sind vergessen: Sie zählen nicht mehr.",
+      forgetNothing: "Dieser Browser hat hier keine Stimmen, die vergessen werden könnten.",
+      forgetRefused: "Die Stimmen dieses Browsers können nicht vergessen werden: Sein Abstimmungsschlüssel ist " +
+        "nicht mehr gültig.",
+      forgetLimited: "Zu viele Anfragen – versuchen Sie es in {wait} erneut.",
+      forgetNotSent: "Ihre Stimmen wurden nicht vergessen: Der Abstimmungsdienst ist nicht erreichbar. Prüfen Sie " +
+        "Ihre Verbindung und versuchen Sie es erneut.",
+      forgetTrouble: "Der Abstimmungsdienst hat Probleme: Ihre Stimmen sind noch nicht vergessen. Versuchen Sie es " +
+        "in {wait} erneut.",
     },
   };
 
@@ -186,7 +216,12 @@
     "button:focus-visible{outline:2px solid var(--_focus);outline-offset:2px}" +
     "button[aria-disabled=true]{opacity:.7;cursor:progress}" +
     ".vh{position:absolute;width:1px;height:1px;overflow:hidden;clip-path:inset(50%);white-space:nowrap}" +
-    ".note{font-size:.85em;min-height:1.2em;color:var(--_muted)}";
+    ".note{font-size:.85em;min-height:1.2em;color:var(--_muted)}" +
+    // The forget link: small and quiet, but a 44 px target like every button.
+    "button.link{border:0;background:none;padding:.35em .2em;border-radius:4px;text-decoration:underline;" +
+    "font-size:.85em;color:var(--_muted)}" +
+    ".confirm{display:flex;flex-direction:column;gap:.5em}.confirm[hidden]{display:none}" +
+    ".confirm p{margin:0;font-size:.9em}";
 
   // ---- storage and tokens ------------------------------------------------------------------------------------
 
@@ -235,9 +270,51 @@
     return tokenRequests[api];
   }
 
+  // Has the votes API forget this browser's voter (DELETE /v1/voters/me, by the stored token or the cookie), then
+  // drops what the widget kept of it: the token (the next vote asks for a new one) and every remembered choice.
+  async function forgetVoter(api) {
+    const token = storage(TOKEN_KEY + api) || tokens[api];
+    let response;
+    try {
+      response = await fetch(api + "/v1/voters/me", {
+        method: "DELETE", headers: token ? { "X-Voter-Token": token } : {}, credentials: "include",
+      });
+    } catch (e) {
+      throw await networkFailure(api, "forget");
+    }
+    if (response.ok || response.status === 401) {
+      // Forgotten, or a token the API refuses (no votes of it can be forgotten): either way it votes no more.
+      keepToken(api, null);
+      forgetChoices(api);
+    }
+    if (!response.ok) throw await answerFailure(response, "forget");
+  }
+
+  function forgetChoices(api) {
+    try {
+      const keys = [];
+      for (let i = 0; i < window.localStorage.length; i++) {
+        const key = window.localStorage.key(i);
+        if (key && key.indexOf(CHOICE_KEY) === 0) keys.push(key);
+      }
+      keys.forEach((key) => window.localStorage.removeItem(key));
+    } catch (e) {
+      /* storage may be blocked: nothing was kept there */
+    }
+    const places = document.querySelectorAll("[data-shipskip]");
+    for (let i = 0; i < places.length; i++) {
+      const widget = places[i].__shipskip;
+      if (widget && widget.paint && widget.votesApi === api && widget.choice) {
+        widget.choice = null; // the page's buttons no longer show a vote that does not count
+        widget.note = "";
+        widget.paint();
+      }
+    }
+  }
+
   // ---- why a request did not go through ----------------------------------------------------------------------
 
-  // A failure: { kind, stage ("token" or "vote"), status, code, detail, retryAfter (s), policy, quota }.
+  // A failure: { kind, stage ("token", "vote" or "forget"), status, code, detail, retryAfter (s), policy, quota }.
   // kinds: offline, unreachable (network or the API gone), origin (the API refuses this page's origin),
   // server (5xx), limited (429), token (401: the voter token was refused), refused (any other 4xx).
 
@@ -292,7 +369,9 @@
   const RETRIED = { offline: true, unreachable: true, server: true };
 
   function consoleNote(failure, widget) {
-    const where = 'shipskip widget (data-comparison="' + widget.comparison + '" data-tool="' + widget.tool + '"): ';
+    const where = widget.comparison
+      ? 'shipskip widget (data-comparison="' + widget.comparison + '" data-tool="' + widget.tool + '"): '
+      : 'shipskip widget (data-part="forget"): ';
     const api = failure.api || widget.votesApi || location.origin;
     if (failure.kind === "origin") {
       console.error(where + "the votes API at " + api + " does not allow pages of " + location.origin + ". Add " +
@@ -511,10 +590,43 @@
     setText(els.note, widget.note);
   }
 
-  // Later parts (a history sparkline, a "forget my votes" link) go here, each with its build and paint.
+  // "Forget my votes": a quiet link that opens a confirmation (focus on Cancel, the safe choice; Escape closes it),
+  // and a status line that says what came of it. Once a page is enough: it forgets the voter, not one vote.
+  function buildForget(widget, root) {
+    const t = widget.words.t;
+    const box = element(root, "div", { class: "forget", part: "forget" });
+    const els = widget.els;
+    els.forgetLink = element(box, "button", { type: "button", class: "link", part: "forget-link",
+      "aria-expanded": "false", "aria-controls": "shipskip-forget-confirm" }, t.forget);
+    els.confirm = element(box, "div", { class: "confirm", part: "forget-confirm", role: "group",
+      id: "shipskip-forget-confirm", "aria-labelledby": "shipskip-forget-ask", hidden: "" });
+    element(els.confirm, "p", { id: "shipskip-forget-ask" }, t.forgetAsk);
+    const buttons = element(els.confirm, "div", { class: "buttons" });
+    els.forgetYes = element(buttons, "button", { type: "button", class: "yes" }, t.forgetYes);
+    els.forgetNo = element(buttons, "button", { type: "button", class: "no" }, t.forgetNo);
+    els.forgetNote = element(box, "div", { class: "note", part: "note", role: "status" });
+    els.forgetLink.addEventListener("click", () => widget.askForget());
+    els.forgetYes.addEventListener("click", () => widget.forget());
+    els.forgetNo.addEventListener("click", () => widget.closeForget());
+    els.confirm.addEventListener("keydown", (event) => {
+      if (event.key === "Escape") widget.closeForget();
+    });
+  }
+
+  function paintForget(widget) {
+    const els = widget.els;
+    els.forgetLink.setAttribute("aria-expanded", String(widget.confirming));
+    if (widget.confirming) els.confirm.removeAttribute("hidden");
+    else els.confirm.setAttribute("hidden", "");
+    els.forgetYes.setAttribute("aria-disabled", String(widget.busy));
+    setText(els.forgetNote, widget.forgetNote);
+  }
+
+  // Later parts (a history sparkline) go here, each with its build and paint.
   const PARTS = {
     figure: { build: buildFigure, paint: paintFigure },
     vote: { build: buildVote, paint: paintVote },
+    forget: { build: buildForget, paint: paintForget },
   };
 
   // ---- a widget ----------------------------------------------------------------------------------------------
@@ -532,6 +644,8 @@
       this.choice = storage(this.choiceKey);
       this.busy = false;
       this.note = "";
+      this.confirming = false;
+      this.forgetNote = "";
       this.els = {};
       const wanted = el.getAttribute("data-part");
       this.parts = PARTS[wanted] ? [PARTS[wanted]] : [PARTS.figure, PARTS.vote];
@@ -539,8 +653,13 @@
       element(root, "style", {}, CSS);
       const box = element(root, "div", { class: "ss", part: "widget" });
       this.parts.forEach((part) => part.build(this, box));
-      this.feed = feed(this.readApi, this.comparison);
-      this.feed.listen(() => this.paint());
+      if (wanted === "forget") {
+        this.feed = null; // no figures: the link is about the visitor, not a tool
+        this.paint();
+      } else {
+        this.feed = feed(this.readApi, this.comparison);
+        this.feed.listen(() => this.paint());
+      }
     }
 
     paint() {
@@ -583,6 +702,56 @@
         if (!failure || !failure.kind) console.error(failure); // a bug in this script, not an answer
         else consoleNote(failure, this);
         this.say(failure && failure.kind ? this.explain(failure) : this.words.t.notSent);
+      }
+    }
+
+    askForget() {
+      if (this.busy) return;
+      this.confirming = !this.confirming; // the link opens the question, and closes it again
+      this.forgetNote = "";
+      this.paint();
+      if (this.confirming) this.els.forgetNo.focus();
+    }
+
+    closeForget() {
+      this.confirming = false;
+      this.paint();
+      this.els.forgetLink.focus(); // back where the visitor came from
+    }
+
+    async forget() {
+      if (this.busy) return;
+      this.busy = true;
+      this.forgetNote = this.words.t.forgetting;
+      this.paint();
+      let note = this.words.t.forgotten;
+      try {
+        await forgetVoter(this.votesApi);
+      } catch (failure) {
+        if (!failure || !failure.kind) console.error(failure); // a bug in this script, not an answer
+        else if (failure.code !== "voter_token_missing") consoleNote(failure, this);
+        note = failure && failure.kind ? this.explainForget(failure) : this.words.t.forgetNotSent;
+      }
+      this.busy = false;
+      this.forgetNote = note;
+      this.closeForget(); // the question is answered; focus goes back to the link
+    }
+
+    explainForget(failure) {
+      const t = this.words.t;
+      const wait = (seconds) => this.words.duration(seconds);
+      switch (failure.kind) {
+        case "limited":
+          return fill(t.forgetLimited, { wait: wait(failure.retryAfter || 60) });
+        case "token":
+          return failure.code === "voter_token_missing" ? t.forgetNothing : t.forgetRefused;
+        case "origin":
+        case "refused":
+          return t.notHere;
+        case "server":
+          return fill(t.forgetTrouble, { wait: wait(failure.retryAfter || 60) });
+        default:
+          return t.forgetNotSent;
       }
     }
 
@@ -685,7 +854,8 @@
     for (let i = 0; i < places.length; i++) {
       const place = places[i];
       if (place.__shipskip) continue;
-      if (!place.getAttribute("data-comparison") || !place.getAttribute("data-tool")) {
+      const forgetOnly = place.getAttribute("data-part") === "forget";
+      if (!forgetOnly && (!place.getAttribute("data-comparison") || !place.getAttribute("data-tool"))) {
         console.error("shipskip widget: a [data-shipskip] place needs data-comparison and data-tool", place);
         place.__shipskip = true;
         continue;
