@@ -152,7 +152,7 @@ def _voter_cookie(context: VotesContext, value: str, max_age: int) -> Cookie:
 async def forget_me(request: Request[Any, Any, Any]) -> Response[bytes]:
     context = _context(request)
     headers = RequestHeaders(request.scope["headers"])
-    voter = _voter(context, request, headers)
+    voter = _voter(context, headers)
     address = _client_address(context, request, headers)
     event_id, answer_headers = await forget_voter(context, context.hasher.voter_id(voter), address)
     response = json_response(VoterForgottenReply(status="forgotten", event_id=event_id), 202, answer_headers)
@@ -220,7 +220,7 @@ async def retract_vote(request: Request[Any, Any, Any], comparison_id: str, tool
 def _voter(context: VotesContext, headers: RequestHeaders) -> bytes:
     if headers.voter_repeated:
         raise ApiError(401, "voter_token_repeated", f"the request holds different {VOTER_HEADER} headers; send one")
-    token = headers.get(_VOTER_HEADER) or _voter_cookie(headers)
+    token = headers.get(_VOTER_HEADER) or _cookie_token(headers)
     if not token:
         raise ApiError(
             401, "voter_token_missing", "send the voter token from POST /v1/voters (cookie or X-Voter-Token)"
@@ -231,7 +231,7 @@ def _voter(context: VotesContext, headers: RequestHeaders) -> bytes:
         raise ApiError(401, "voter_token_refused", str(exc)) from None
 
 
-def _voter_cookie(headers: RequestHeaders) -> str | None:
+def _cookie_token(headers: RequestHeaders) -> str | None:
     if not headers.cookies:
         return None
     tokens = set(cookie_values(headers.cookies, VOTER_COOKIE))
