@@ -1,0 +1,133 @@
+"""A rebuild's first pass reads the stream in parallel: ``READERS`` processes, each over ranges of its own.
+
+Reading through nats-py costs a process more CPU per message than the fold does (its parser, a ``Msg`` and a
+queue hop per message; bench/rebuild_parts.py), so one reading process sets the pace of a rebuild whatever the fold
+costs. The stream's sequences up to the head are cut into ranges of ``CHUNK`` at most, dealt out in turn: reader
+``r`` reads ranges ``r``, ``r + READERS``, ... each with a ``StreamReplay`` of its own (an ephemeral consumer from
+the range's first sequence, asking for nothing past its last), over its own connection (``connect``: the same TLS
+and login as every process). Each sends its batches as three columns on a pipe of its own, and an end mark after
+each range; the fold worker (bulk_load.py) takes the ranges in order, so it folds the stream in order. A reader
+keeps one range ahead of the fold at most (``StreamReplay``'s buffer), so memory stays bounded however long the
+stream is.
+
+A reader whose pipe's other end is closed (the fold stopped early, or failed) stops and deletes its consumer.
+"""
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import threading
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+
+from services.shared.config import NatsSettings
+from services.shared.jetstream import connect
+from services.tally.rebuild.replay import StreamReplay
+from services.tally.store import StreamRecord
+
+log = logging.getLogger(__name__)
+
+READERS = 2
+"""Reading processes: the machines shipskip runs on have two cores or more."""
+CHUNK = 50_000
+"""Stream sequences a range holds at most; a reader buffers about one range ahead of the fold."""
+BATCH = 5000
+
+Range = tuple[int, int]
+"""First and last stream sequence, both included."""
+
+# What a reader sends: ("batch", seqs, subjects, datas), ("end",) after each range, ("error", why).
+Message = tuple[object, ...]
+
+
+def ranges(start: int, end: int, readers: int = READERS, chunk: int = CHUNK) -> list[Range]:
+    """``start``..``end`` cut into ranges, at least two a reader on a short stream (so every reader works)."""
+    span = end - start + 1
+    if span <= 0:
+        return []
+    size = max(1, min(chunk, -(-span // (2 * readers))))
+    return [(first, min(end, first + size - 1)) for first in range(start, end + 1, size)]
+
+
+def start_readers(
+    nats: NatsSettings, comparison_id: str | None, all_ranges: list[Range]
+) -> tuple[list[BaseProcess], list[Connection]]:
+    """One process per reader (``spawn``: the rebuild may run in a server's worker), and the receiving end of each
+    one's pipe, in reader order: range ``i`` comes on pipe ``i % READERS``."""
+    context = multiprocessing.get_context("spawn")
+    count = min(READERS, len(all_ranges))
+    processes: list[BaseProcess] = []
+    receivers: list[Connection] = []
+    for index in range(count):
+        receiver, sender = context.Pipe(duplex=False)
+        process = context.Process(
+            target=read_ranges,
+            args=(nats, comparison_id, all_ranges[index::count], sender),
+            name=f"shipskip-rebuild-reader-{index}",
+            daemon=True,
+        )
+        process.start()
+        sender.close()  # the child has its own: the pipe breaks when the reader ends
+        processes.append(process)
+        receivers.append(receiver)
+    return processes, receivers
+
+
+def stop_readers(processes: list[BaseProcess], *, kill: bool = False) -> None:
+    """Wait for the readers (once the fold worker has closed the pipes, one still sending stops and deletes its
+    consumer), or ``kill`` them (their consumers go after a minute unused)."""
+    for process in processes:
+        if kill:
+            process.kill()
+        process.join(timeout=10)
+        if process.is_alive():
+            process.kill()
+            process.join(timeout=5)
+
+
+def read_ranges(nats: NatsSettings, comparison_id: str | None, mine: list[Range], sender: Connection) -> None:
+    """A reader process: every range of ``mine`` in order onto ``sender``."""
+    parent = multiprocessing.parent_process()
+    if parent is not None:  # a rebuild killed outright: its readers go with it
+        threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True).start()
+    try:
+        asyncio.run(_read(nats, comparison_id, mine, sender))
+    except (BrokenPipeError, EOFError, ConnectionResetError):
+        pass  # the fold stopped taking: nothing more is wanted
+    except Exception as exc:  # told to the fold worker, which raises it in the rebuild
+        with contextlib.suppress(OSError):
+            sender.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        sender.close()
+
+
+def _exit_with(parent_sentinel: int) -> None:
+    multiprocessing.connection.wait([parent_sentinel])
+    os._exit(1)
+
+
+async def _read(nats: NatsSettings, comparison_id: str | None, mine: list[Range], sender: Connection) -> None:
+    nc = await connect(nats, "shipskip-rebuild-reader")
+    try:
+
+        async def send(records: list[StreamRecord]) -> None:
+            # In a thread: while the fold works on another reader's range the pipe is full, and the replay's
+            # reading task goes on filling its buffer meanwhile.
+            columns = ([r.seq for r in records], [r.subject for r in records], [r.data for r in records])
+            await asyncio.to_thread(sender.send, ("batch", *columns))
+
+        for first, last in mine:
+            replay = StreamReplay(
+                nc, comparison_id, BATCH, start=first, end=last, buffered_batches=-(-CHUNK // BATCH) + 1
+            )
+            await replay.open()
+            try:
+                await replay.fold_until(last, send)
+            finally:
+                await replay.close()
+            await asyncio.to_thread(sender.send, ("end",))
+    finally:
+        await nc.close()
