@@ -21,6 +21,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import threading
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -30,8 +31,9 @@ from multiprocessing.sharedctypes import Synchronized
 import asyncpg
 
 from services.shared.config import NatsSettings
+from services.shared.heap import freeze_heap
 from services.tally.fold import FoldState, TallyKey, bucket, fold_into
-from services.tally.rebuild.readers import Range, ranges, start_readers, stop_readers
+from services.tally.rebuild.readers import CHUNK, Message, Range, ranges, start_readers, stop_readers
 from services.tally.store import POSITION_ROW, Projection, StreamRecord, decode_records, record_dead_letters
 
 MAX_BALLOTS = 2_000_000
@@ -99,6 +101,7 @@ def _start_worker(ballots_per_client_day: int, pipes: list[Connection], folded: 
     global _worker_fold, _worker_pipes, _worker_folded
     _worker_fold = BulkFold(ballots_per_client_day)
     _worker_pipes, _worker_folded = pipes, folded
+    freeze_heap()
     # A rebuild killed outright (SIGKILL) cannot shut its pool down: the worker goes when its parent does.
     parent = multiprocessing.parent_process()
     if parent is not None:
@@ -119,28 +122,67 @@ class PassResult:
     dead: DeadLetters = field(default_factory=list)
 
 
+class _Inbox:
+    """The readers' messages, taken off their pipes as soon as they come (up to about a range ahead of the fold
+    per reader), so that a reader's next batch is already here when the fold wants it: waiting on a pipe each
+    time meant waiting for the reader's sending thread to get a core and its GIL, and on a loaded machine the
+    fold worker then spent more time waiting than folding (500,000 events: 3.6 s waiting for 2.9 s of CPU)."""
+
+    def __init__(self, pipes: list[Connection], limit: int) -> None:
+        self._pipes = pipes
+        self._limit = limit
+        self._held: list[deque[Message]] = [deque() for _ in pipes]
+        self._records = [0] * len(pipes)
+
+    def take(self, reader: int) -> Message:
+        """The next message of ``reader``, waiting for it if none is here yet."""
+        held = self._held[reader]
+        while not held:
+            self._gather(self._pipes[reader])
+        message = held.popleft()
+        self._records[reader] -= _records_in(message)
+        self._gather()
+        return message
+
+    def _gather(self, waiting_for: Connection | None = None) -> None:
+        """Take in what the pipes hold without waiting (but for ``waiting_for``), each reader up to the limit."""
+        for index, pipe in enumerate(self._pipes):
+            while self._records[index] < self._limit and (pipe is waiting_for or pipe.poll()):
+                try:
+                    message: Message = pipe.recv()
+                except EOFError:
+                    if pipe is waiting_for:
+                        raise RuntimeError("a reader of the stream ended before its ranges did") from None
+                    break  # (told when its turn comes, if it had more to send)
+                self._held[index].append(message)
+                self._records[index] += _records_in(message)
+                if pipe is waiting_for:
+                    waiting_for = None
+
+
+def _records_in(message: Message) -> int:
+    return len(message[1]) if message[0] == "batch" else 0  # type: ignore[arg-type]
+
+
 def _fold_ranges(all_ranges: list[Range], max_ballots: int) -> PassResult:
     """Fold the readers' ranges in order, until they end or the state holds ``max_ballots`` ballots; the pipes
     are closed after (a reader still sending stops)."""
     assert _worker_fold is not None, "the worker starts with _start_worker"
     assert _worker_folded is not None, "the worker starts with _start_worker"
     result = PassResult()
+    inbox = _Inbox(_worker_pipes, CHUNK)
     try:
         for index, (_, last) in enumerate(all_ranges):
-            pipe = _worker_pipes[index % len(_worker_pipes)]
             while True:
-                try:
-                    message = pipe.recv()
-                except EOFError:
-                    raise RuntimeError("a reader of the stream ended before its range did") from None
+                message = inbox.take(index % len(_worker_pipes))
                 if message[0] == "end":
                     break
                 if message[0] == "error":
                     raise RuntimeError(f"a reader of the stream failed: {message[1]}")
                 _, seqs, subjects, datas = message
-                result.dead += _worker_fold.take(zip(seqs, subjects, datas, strict=True))
-                result.events += len(seqs)
-                result.folded_to = seqs[-1]
+                result.dead += _worker_fold.take(zip(seqs, subjects, datas, strict=True))  # type: ignore[call-overload]
+                result.events += len(seqs)  # type: ignore[arg-type]
+                result.folded_to = seqs[-1]  # type: ignore[index]
                 _worker_folded.value = result.events
                 # What the fold keeps (ballots, quotas, tallies) lives until the rows are written, and it grows by
                 # the batch: Python's full collections walked all of it again and again. Frozen, a collection walks

@@ -15,6 +15,7 @@ A reader whose pipe's other end is closed (the fold stopped early, or failed) st
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -24,6 +25,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
 from services.shared.config import NatsSettings
+from services.shared.heap import freeze_heap
 from services.shared.jetstream import connect
 from services.tally.rebuild.replay import StreamReplay
 from services.tally.store import StreamRecord
@@ -34,7 +36,10 @@ READERS = 2
 """Reading processes: the machines shipskip runs on have two cores or more."""
 CHUNK = 50_000
 """Stream sequences a range holds at most; a reader buffers about one range ahead of the fold."""
-BATCH = 5000
+BATCH = 2500
+"""Records a reader sends at once: some 850 kB, which a pipe of ``PIPE_BYTES`` holds whole."""
+PIPE_BYTES = 1 << 20
+"""Linux's default ceiling for an unprivileged process (/proc/sys/fs/pipe-max-size)."""
 
 Range = tuple[int, int]
 """First and last stream sequence, both included."""
@@ -63,6 +68,7 @@ def start_readers(
     receivers: list[Connection] = []
     for index in range(count):
         receiver, sender = context.Pipe(duplex=False)
+        _widen(sender)
         process = context.Process(
             target=read_ranges,
             args=(nats, comparison_id, all_ranges[index::count], sender),
@@ -74,6 +80,15 @@ def start_readers(
         processes.append(process)
         receivers.append(receiver)
     return processes, receivers
+
+
+def _widen(pipe: Connection) -> None:
+    """A pipe that holds a whole batch (Linux: 64 KiB by default, a batch is some 1.7 MB): the reader writes it
+    and reads on while the fold worker takes it. Through 64 KiB, every batch took some 30 turns of each process,
+    and on a loaded machine each turn waits for a core: both ends spent most of a rebuild waiting for the other
+    (500,000 events: readers blocked sending 10-11.6 s of 15 s, the worker waiting 3.8 s of its 6.7)."""
+    with contextlib.suppress(AttributeError, OSError):  # not Linux, or past /proc/sys/fs/pipe-max-size
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
 
 
 def stop_readers(processes: list[BaseProcess], *, kill: bool = False) -> None:
@@ -111,6 +126,9 @@ def _exit_with(parent_sentinel: int) -> None:
 
 async def _read(nats: NatsSettings, comparison_id: str | None, mine: list[Range], sender: Connection) -> None:
     nc = await connect(nats, "shipskip-rebuild-reader")
+    # A message passes through some twenty objects that reference counting frees soon after: young collections
+    # every 700 allocations walked the replay's buffer again and again. (bench/rebuild_parts.py)
+    freeze_heap()
     try:
 
         async def send(records: list[StreamRecord]) -> None:
