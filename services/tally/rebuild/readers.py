@@ -134,8 +134,7 @@ async def _read(nats: NatsSettings, comparison_id: str | None, mine: list[Range]
         async def send(records: list[StreamRecord]) -> None:
             # In a thread: while the fold works on another reader's range the pipe is full, and the replay's
             # reading task goes on filling its buffer meanwhile.
-            columns = ([r.seq for r in records], [r.subject for r in records], [r.data for r in records])
-            await asyncio.to_thread(sender.send, ("batch", *columns))
+            await asyncio.to_thread(sender.send, ("batch", *zip(*records, strict=True)))
 
         for first, last in mine:
             replay = StreamReplay(

@@ -41,6 +41,7 @@ FETCH_WAIT_S = 5.0
 """How long one fetch waits at the stream's end for something new before it asks again."""
 BUFFERED_BATCHES = 4
 """Batches the reading task may hold ahead of the fold."""
+_new_record = tuple.__new__
 
 
 def replay_subjects(comparison_id: str | None) -> list[str]:
@@ -210,7 +211,9 @@ class StreamReplay:
             seqs: Iterable[int] = range(first, last + 1)
         else:
             seqs = [delivery_sequences(message.reply)[0] for message in messages]
-        records = list(map(StreamRecord, seqs, [m.subject for m in messages], [m.data for m in messages]))
+        # tuple.__new__: a NamedTuple's own __new__ is a Python function, a call per message.
+        columns = zip(seqs, [m.subject for m in messages], [m.data for m in messages], strict=True)
+        records = [_new_record(StreamRecord, fields) for fields in columns]
         return records, pending
 
     def _take(self, records: list[StreamRecord], pending: int) -> None:
