@@ -110,7 +110,7 @@ async def measure(nats_url: str, database_url: str, count: int) -> None:
         _timed("replay", started, count)
         for _ in range(2):
             started = _now()
-            await rebuild(nc, pool, database_url, ballots_per_client_day=_NO_QUOTA)
+            await rebuild(nc, pool, database_url, nats=NatsSettings(nats_url), ballots_per_client_day=_NO_QUOTA)
             _timed("rebuild", started, count)
     finally:
         await pool.close()

@@ -236,6 +236,7 @@ async def start_rebuild(request: Request[Any, Any, Any]) -> Response[bytes]:
             context.nc,
             context.pool,
             context.settings.servers.database_url,
+            nats=context.settings.servers.nats,
             ballots_per_client_day=context.settings.ballots_per_client_day,
             comparison_id=body.comparison_id,
             on_progress=lambda progress: setattr(job, "progress", progress),

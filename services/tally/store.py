@@ -20,7 +20,17 @@ import asyncpg
 import msgspec
 from asyncpg.pool import PoolConnectionProxy
 
-from contracts.events import Event, VoteCast, VoterForgotten, VoterVoided, decode_event
+from contracts.events import (
+    Event,
+    VoteCast,
+    VoteCastV0,
+    VoteRetracted,
+    VoterForgotten,
+    VoterVoided,
+    decode_event,
+    upgrade,
+)
+from contracts.ids import Slug
 from contracts.subjects import MODERATION_SUBJECT, published_subject, votes_subject
 from services.tally.fold import Ballot, Counts, FoldOutcome, FoldState, ballot_keys, fold, quota_key
 from services.tally.partitions import Partition, PartitionGone
@@ -69,6 +79,54 @@ def expected_subject(event: Event) -> str:
     return MODERATION_SUBJECT if isinstance(event, VoterVoided | VoterForgotten) else votes_subject(event.comparison_id)
 
 
+class _CastIds(VoteCast, frozen=True, tag_field="type", tag="vote.cast/1", forbid_unknown_fields=True):
+    """A ``VoteCast`` whose ids' ``Slug`` rule ``_checked`` applies instead of msgspec (see ``_decode``)."""
+
+    comparison_id: str
+    tool_id: str
+
+
+class _RetractedIds(VoteRetracted, frozen=True, tag_field="type", tag="vote.retracted/1", forbid_unknown_fields=True):
+    comparison_id: str
+    tool_id: str
+
+
+_ids_decoder = msgspec.json.Decoder(_CastIds | _RetractedIds | VoterVoided | VoterForgotten | VoteCastV0)
+_ids_checked: dict[str, bool] = {}
+"""Each comparison and tool id seen, and whether it is a ``Slug``: a catalogue's worth, bounded all the same."""
+
+
+def _checked(value: str) -> bool:
+    valid = _ids_checked.get(value)
+    if valid is None:
+        try:
+            msgspec.convert(value, Slug)  # the contract's own rule, by msgspec itself
+            valid = True
+        except msgspec.ValidationError:
+            valid = False
+        if len(_ids_checked) < 100_000:
+            _ids_checked[value] = valid
+    return valid
+
+
+def _decode(data: bytes) -> Event:
+    """``decode_event``, the same events and the same errors, in a third of its time on the stream's votes.
+
+    msgspec checks a ``Slug`` with its regular expression every time, which was two thirds of decoding a vote
+    (1.85 of 2.3 µs an event in a rebuild's worker): here the two ids of a vote are decoded as plain strings
+    (subclasses of the contract's events, so the fold sees a ``VoteCast``) and each distinct id is checked once.
+    Anything else, or an id that is not a slug, goes through the contract's own decoder, which then raises its
+    own error (tests/unit/test_decode_records.py holds the two to the same results).
+    """
+    try:
+        event = _ids_decoder.decode(data)
+    except msgspec.DecodeError:
+        return decode_event(data)
+    if isinstance(event, _CastIds | _RetractedIds) and not (_checked(event.comparison_id) and _checked(event.tool_id)):
+        return decode_event(data)
+    return upgrade(event)
+
+
 def decode_records(
     records: Iterable[tuple[int, str, bytes]],
 ) -> tuple[list[tuple[int, Event]], list[tuple[StreamRecord, str]]]:
@@ -84,7 +142,7 @@ def decode_records(
     published: dict[str, str] = {}  # stored subject -> the subject it was published on: a few per batch
     for seq, subject, data in records:
         try:
-            event = decode_event(data)
+            event = _decode(data)
         except msgspec.DecodeError as exc:
             dead.append((StreamRecord(seq, subject, data), f"undecodable event: {exc}"))
             continue

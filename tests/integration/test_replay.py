@@ -152,3 +152,24 @@ async def test_a_consumer_deleted_under_it_is_made_again_from_where_it_was(
 async def consumer_names(nc: NATS) -> AsyncIterator[Any]:
     for info in await nc.jetstream().consumers_info(VOTES_STREAM):
         yield info
+
+
+async def test_a_replay_over_a_range_hands_exactly_its_events_and_asks_for_nothing_past_it(
+    servers: ServerAddresses, reader: NATS
+) -> None:
+    """As a rebuild's readers take the stream (services/tally/rebuild/readers.py): from ``start`` to ``end``."""
+    await publish_raw(servers, [(SUBJECT, b"%d" % i) for i in range(3000)])
+    for start, end in ((1, 700), (701, 2999), (2990, 3000), (2500, 4000)):
+        folded: list[int] = []
+
+        async def take(records: list[StreamRecord], into: list[int] = folded) -> None:
+            into.extend(record.seq for record in records)
+
+        replay = StreamReplay(reader, batch_size=300, start=start, end=end, buffered_batches=3)
+        await replay.open()
+        try:
+            await replay.fold_until(end, take)
+            assert folded == list(range(start, min(end, 3000) + 1))
+            assert replay.reached == min(end, 3000)  # nothing past the end was fetched
+        finally:
+            await replay.close()

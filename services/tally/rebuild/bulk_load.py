@@ -6,10 +6,11 @@ once at the end. The fold is the same pure function the projector runs, batch by
 (``fold_into``: into the state itself), so the rows are the ones the batch-by-batch path writes
 (services/tally/store.py), tally rows holding zero included.
 
-The fold runs in a worker process of its own while this one reads the stream (replay.py): on two cores the
-decoding and folding overlap with the reading. The worker also writes the rows it holds, on a connection of its
-own. It is started with ``spawn``, not ``fork``: the rebuild may run inside a server's worker process (the read
-API's /admin).
+The fold runs in a worker process of its own, fed by the reading processes (readers.py), which read ranges of
+the stream in parallel: on two cores or more, reading (the costlier part, through nats-py) and folding overlap.
+The worker takes the ranges in order, so it folds the stream in order. It also writes the rows it holds, on a
+connection of its own. Every process is started with ``spawn``, not ``fork``: the rebuild may run inside a
+server's worker process (the read API's /admin).
 
 Memory is bounded: past ``max_ballots`` ballots (SHIPSKIP_REBUILD_MEMORY_BALLOTS) the pass stops, its rows are
 written, and the rebuild folds the rest of the stream through the tables as before."""
@@ -21,21 +22,25 @@ import multiprocessing.connection
 import os
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.sharedctypes import Synchronized
 
 import asyncpg
 
+from services.shared.config import NatsSettings
+from services.shared.heap import freeze_heap
 from services.tally.fold import FoldState, TallyKey, bucket, fold_into
-from services.tally.rebuild.replay import FoldBatch, StreamReplay
+from services.tally.rebuild.readers import CHUNK, Message, Range, ranges, start_readers, stop_readers
 from services.tally.store import POSITION_ROW, Projection, StreamRecord, decode_records, record_dead_letters
 
 MAX_BALLOTS = 2_000_000
 """The default of SHIPSKIP_REBUILD_MEMORY_BALLOTS: ballots held in memory at most (some 400 MB of Python objects)."""
 
-_BATCHES_IN_FLIGHT = 4
-"""Batches handed to the worker and not folded yet, at most: it folds while the next ones are read."""
+_PROGRESS_S = 0.5
+"""How often the pass reports how far the worker has folded."""
 
 _COLUMNS = {
     "ballots": ("comparison_id", "tool_id", "voter_id", "verdict", "seq", "counted"),
@@ -87,13 +92,18 @@ class BulkFold:
         }
 
 
-# The worker process's side: one BulkFold, kept between calls (the pool has one process, which runs them in order).
+# The worker process's side: one BulkFold and the pipes of the readers, kept between calls (the pool has one
+# process, which runs them in order).
 _worker_fold: BulkFold | None = None
+_worker_pipes: list[Connection] = []
+_worker_folded: "Synchronized[int] | None" = None
 
 
-def _start_worker(ballots_per_client_day: int) -> None:
-    global _worker_fold
+def _start_worker(ballots_per_client_day: int, pipes: list[Connection], folded: "Synchronized[int]") -> None:
+    global _worker_fold, _worker_pipes, _worker_folded
     _worker_fold = BulkFold(ballots_per_client_day)
+    _worker_pipes, _worker_folded = pipes, folded
+    freeze_heap()
     # A rebuild killed outright (SIGKILL) cannot shut its pool down: the worker goes when its parent does.
     parent = multiprocessing.parent_process()
     if parent is not None:
@@ -105,16 +115,89 @@ def _exit_with(parent_sentinel: int) -> None:
     os._exit(1)
 
 
-def _take_in_worker(seqs: list[int], subjects: list[str], data: list[bytes]) -> tuple[DeadLetters, int]:
-    """Fold a batch; (its dead letters, the ballots now held). It comes as three columns: a list of records would
-    pickle as one constructor call each, which costs the worker more than the fold."""
+@dataclass
+class PassResult:
+    events: int = 0
+    """Events folded."""
+    folded_to: int = 0
+    """The stream sequence every matching event up to which is folded."""
+    dead: DeadLetters = field(default_factory=list)
+
+
+class _Inbox:
+    """The readers' messages, taken off their pipes as soon as they come (up to about a range ahead of the fold
+    per reader), so that a reader's next batch is already here when the fold wants it: waiting on a pipe each
+    time meant waiting for the reader's sending thread to get a core and its GIL, and on a loaded machine the
+    fold worker then spent more time waiting than folding (500,000 events: 3.6 s waiting for 2.9 s of CPU)."""
+
+    def __init__(self, pipes: list[Connection], limit: int) -> None:
+        self._pipes = pipes
+        self._limit = limit
+        self._held: list[deque[Message]] = [deque() for _ in pipes]
+        self._records = [0] * len(pipes)
+
+    def take(self, reader: int) -> Message:
+        """The next message of ``reader``, waiting for it if none is here yet."""
+        held = self._held[reader]
+        while not held:
+            self._gather(self._pipes[reader])
+        message = held.popleft()
+        self._records[reader] -= _records_in(message)
+        self._gather()
+        return message
+
+    def _gather(self, waiting_for: Connection | None = None) -> None:
+        """Take in what the pipes hold without waiting (but for ``waiting_for``), each reader up to the limit."""
+        for index, pipe in enumerate(self._pipes):
+            while self._records[index] < self._limit and (pipe is waiting_for or pipe.poll()):
+                try:
+                    message: Message = pipe.recv()
+                except EOFError:
+                    if pipe is waiting_for:
+                        raise RuntimeError("a reader of the stream ended before its ranges did") from None
+                    break  # (told when its turn comes, if it had more to send)
+                self._held[index].append(message)
+                self._records[index] += _records_in(message)
+                if pipe is waiting_for:
+                    waiting_for = None
+
+
+def _records_in(message: Message) -> int:
+    return len(message[1]) if message[0] == "batch" else 0  # type: ignore[arg-type]
+
+
+def _fold_ranges(all_ranges: list[Range], max_ballots: int) -> PassResult:
+    """Fold the readers' ranges in order, until they end or the state holds ``max_ballots`` ballots; the pipes
+    are closed after (a reader still sending stops)."""
     assert _worker_fold is not None, "the worker starts with _start_worker"
-    dead = _worker_fold.take(zip(seqs, subjects, data, strict=True))
-    # What the fold keeps (ballots, quotas, tallies) lives until the rows are written, and it grows by the batch:
-    # Python's full collections walked all of it again and again. Frozen, a collection walks only what came since
-    # (refcounting still frees what dies; the fold makes no cycles). 1,000,000 events: 7.1-7.7 s -> 5.2-5.8 s.
-    gc.freeze()
-    return dead, len(_worker_fold.state.ballots)
+    assert _worker_folded is not None, "the worker starts with _start_worker"
+    result = PassResult()
+    inbox = _Inbox(_worker_pipes, CHUNK)
+    try:
+        for index, (_, last) in enumerate(all_ranges):
+            while True:
+                message = inbox.take(index % len(_worker_pipes))
+                if message[0] == "end":
+                    break
+                if message[0] == "error":
+                    raise RuntimeError(f"a reader of the stream failed: {message[1]}")
+                _, seqs, subjects, datas = message
+                result.dead += _worker_fold.take(zip(seqs, subjects, datas, strict=True))  # type: ignore[call-overload]
+                result.events += len(seqs)  # type: ignore[arg-type]
+                result.folded_to = seqs[-1]  # type: ignore[index]
+                _worker_folded.value = result.events
+                # What the fold keeps (ballots, quotas, tallies) lives until the rows are written, and it grows by
+                # the batch: Python's full collections walked all of it again and again. Frozen, a collection walks
+                # only what came since (refcounting still frees what dies; the fold makes no cycles). 1,000,000
+                # events: 7.1-7.7 s -> 5.2-5.8 s.
+                gc.freeze()
+                if len(_worker_fold.state.ballots) >= max_ballots:
+                    return result
+            result.folded_to = last
+        return result
+    finally:
+        for pipe in _worker_pipes:
+            pipe.close()
 
 
 def _copy_in_worker(database_url: str, schema: str, position: int) -> int:
@@ -146,45 +229,44 @@ async def bulk_load(
     pool: asyncpg.Pool,
     database_url: str,
     projection: Projection,
-    replay: StreamReplay,
+    nats: NatsSettings,
+    comparison_id: str | None,
     head: int,
-    progress: FoldBatch,
+    progress: Callable[[int], Awaitable[None]],
     max_ballots: int,
-) -> int:
+) -> PassResult:
     """Fold the stream up to ``head`` (or ``max_ballots``) in memory and write it into ``projection``'s schema.
 
-    ``progress`` is called after every batch read. Returns the number of ballots written.
+    ``progress`` is called with the events folded so far, every ``_PROGRESS_S``. Returns what was folded: the
+    rebuild goes on from ``folded_to`` through the tables.
     """
-    if max_ballots <= 0:
-        return 0
+    if max_ballots <= 0 or head <= 0:
+        return PassResult()
     loop = asyncio.get_running_loop()
-    ballots = 0
-    in_flight: deque[asyncio.Future[tuple[DeadLetters, int]]] = deque()
-
-    async def settle_oldest() -> None:
-        nonlocal ballots
-        dead, ballots = await in_flight.popleft()
-        if dead:
-            async with pool.acquire() as conn:
-                await record_dead_letters(conn, dead)
-
     context = multiprocessing.get_context("spawn")
-    limit = projection.ballots_per_client_day
-    with ProcessPoolExecutor(1, mp_context=context, initializer=_start_worker, initargs=(limit,)) as worker:
-
-        async def take(records: list[StreamRecord]) -> None:
-            columns = ([r.seq for r in records], [r.subject for r in records], [r.data for r in records])
-            in_flight.append(loop.run_in_executor(worker, _take_in_worker, *columns))
-            while len(in_flight) > _BATCHES_IN_FLIGHT:
-                await settle_oldest()
-            await progress(records)
-
-        try:
-            # The ballot count lags by the batches in flight: the pass may hold a few thousand more than asked.
-            await replay.fold_until(head, take, stop=lambda: ballots >= max_ballots)
-            while in_flight:
-                await settle_oldest()
-        finally:
-            for future in in_flight:  # failed or interrupted: what is still in flight is not wanted
-                future.cancel()
-        return await loop.run_in_executor(worker, _copy_in_worker, database_url, projection.schema, replay.folded_to)
+    all_ranges = ranges(1, head)
+    folded = context.Value("q", 0)
+    readers, pipes = start_readers(nats, comparison_id, all_ranges)
+    try:
+        limit = projection.ballots_per_client_day
+        with ProcessPoolExecutor(
+            1, mp_context=context, initializer=_start_worker, initargs=(limit, pipes, folded)
+        ) as worker:
+            try:
+                folding = loop.run_in_executor(worker, _fold_ranges, all_ranges, max_ballots)
+                for pipe in pipes:  # the worker (started by now) has its own: once it closes them, readers stop
+                    pipe.close()
+                while not folding.done():
+                    await asyncio.wait({folding}, timeout=_PROGRESS_S)
+                    await progress(folded.value)
+                result = folding.result()
+            except BaseException:
+                stop_readers(readers, kill=True)  # the worker, waiting for them, then fails too and the pool ends
+                raise
+            if result.dead:
+                async with pool.acquire() as conn:
+                    await record_dead_letters(conn, result.dead)
+            await loop.run_in_executor(worker, _copy_in_worker, database_url, projection.schema, result.folded_to)
+            return result
+    finally:
+        stop_readers(readers)

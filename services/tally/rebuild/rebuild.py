@@ -20,6 +20,7 @@ import asyncpg
 from nats.aio.client import Client as NATS
 
 from contracts.subjects import TALLY_RELOAD_SUBJECT, VOTES_STREAM
+from services.shared.config import NatsSettings
 from services.tally.fold import Counts, FoldState, bucket, fold
 from services.tally.layout import layout_count, lock_layout, partition_positions, set_layout
 from services.tally.partitions import Partition
@@ -102,8 +103,14 @@ class _Run:
             self.progress.comparison_id,
         )
 
-    async def update(self, replay: StreamReplay, *, force: bool = False) -> None:
-        self.progress.done, self.progress.total = replay.folded, max(replay.total, replay.folded)
+    async def update(self, replay: StreamReplay, *, force: bool = False, done: int = 0) -> None:
+        """``done``: events folded before the replay began (the first pass, bulk_load.py)."""
+        self.progress.done = done + replay.folded
+        self.progress.total = max(done + replay.total, self.progress.done)
+        await self.update_counts(force=force)
+
+    async def update_counts(self, *, force: bool = False) -> None:
+        """Report ``progress`` as it stands (written to its row once a second at most)."""
         if self._on_progress is not None:
             self._on_progress(self.progress)
         if force or time.monotonic() - self._written > 1.0:
@@ -146,6 +153,7 @@ async def rebuild(
     pool: asyncpg.Pool,
     database_url: str,
     *,
+    nats: NatsSettings,
     ballots_per_client_day: int,
     comparison_id: str | None = None,
     on_progress: ProgressCallback | None = None,
@@ -153,6 +161,8 @@ async def rebuild(
     memory_ballots: int = MAX_BALLOTS,
 ) -> RebuildReport:
     """Rebuild every comparison (or one) from the stream and swap it in atomically. Needs a pool of 2+.
+
+    ``nats``: how ``nc`` was connected, for the first pass's reading processes (readers.py).
 
     ``partitions``: the number of partitions to leave the projection in (a whole rebuild only); None keeps the
     layout it has. ``memory_ballots``: how many ballots the first pass may fold in memory (bulk_load.py).
@@ -176,7 +186,7 @@ async def rebuild(
         await run.start()
         try:
             report = await _rebuild_locked(
-                nc, pool, database_url, run, ballots_per_client_day, comparison_id, partitions, memory_ballots
+                nc, nats, pool, database_url, run, ballots_per_client_day, comparison_id, partitions, memory_ballots
             )
         except BaseException as exc:  # interrupted or failed: the live tables are as they were
             await run.finish("failed", f"{type(exc).__name__}: {exc}")
@@ -189,6 +199,7 @@ async def rebuild(
 
 async def _rebuild_locked(
     nc: NATS,
+    nats: NatsSettings,
     pool: asyncpg.Pool,
     database_url: str,
     run: _Run,
@@ -205,21 +216,28 @@ async def _rebuild_locked(
     # that is not theirs and read every event until the next one succeeds.
     routed_since = await route_stream(nc.jetstream(), partitions) if partitions is not None else None
 
+    # In memory and written at once while the stream is long (read in parallel, folded in a worker); through the
+    # tables for what is left, from where that pass stopped.
+    head = await _stream_head(nc)
+    pass_total = head
+
+    async def show_progress(done: int) -> None:
+        run.progress.done, run.progress.total = done, max(pass_total, done)
+        await run.update_counts()
+
+    first_pass = await bulk_load(
+        pool, database_url, projection, nats, comparison_id, head, show_progress, memory_ballots
+    )
+    await _index_as_live(pool)
+
     async def fold_into_rebuild(records: list[StreamRecord]) -> None:
         async with pool.acquire() as conn, conn.transaction():
             await projection.apply_batch(conn, records)
-        await run.update(replay)
+        await run.update(replay, done=first_pass.events)
 
-    async def show_progress(_: list[StreamRecord]) -> None:
-        await run.update(replay)
-
-    replay = StreamReplay(nc, comparison_id)
+    replay = StreamReplay(nc, comparison_id, start=first_pass.folded_to + 1)
     await replay.open()
     try:
-        head = await _stream_head(nc)
-        # In memory and written at once while the stream is long; through the tables for what is left.
-        await bulk_load(pool, database_url, projection, replay, head, show_progress, memory_ballots)
-        await _index_as_live(pool)
         await replay.fold_until(head, fold_into_rebuild)
         # Catch up with what arrived meanwhile, a few rounds at most: the swap folds the rest under the lock.
         for _ in range(5):
@@ -245,13 +263,14 @@ async def _rebuild_locked(
             else:
                 await _swap_comparison(conn, comparison_id)
                 position = live_position
-        await run.update(replay, force=True)
+        await run.update(replay, force=True, done=first_pass.events)
     finally:
         await replay.close()
     await pool.execute(f"drop schema if exists {REBUILD_SCHEMA} cascade")
     if nc.is_connected:
         await nc.publish(TALLY_RELOAD_SUBJECT, str(position).encode())
-    return RebuildReport(position=position, events=replay.folded, seconds=time.monotonic() - started)
+    events = first_pass.events + replay.folded
+    return RebuildReport(position=position, events=events, seconds=time.monotonic() - started)
 
 
 async def _prepare_schema(pool: asyncpg.Pool) -> None:
