@@ -270,7 +270,7 @@ class _InPlace(_Batch):
         """``_Batch.apply`` with ``ballot`` and ``set_ballot`` written in: a rebuild runs it for every event of the
         stream, where the two calls and the ``Ballot`` made through its Python-level ``__new__`` were a third of
         the fold's time (tests/property/test_fold_properties.py holds it to the clean pass)."""
-        if isinstance(event, VoterVoided):
+        if isinstance(event, VoterVoided | VoterForgotten):
             self.void(seq, event)
             return
         key = (event.comparison_id, event.tool_id, event.voter_id)
@@ -283,7 +283,9 @@ class _InPlace(_Batch):
             return  # already applied, or older than what set the ballot
         else:
             counted = before[2]
-        if isinstance(event, VoteCast):
+        if self.is_forgotten(event.voter_id):
+            ballots[key] = _erased(seq, counted)
+        elif isinstance(event, VoteCast):
             if counted is None:
                 counted = self.decide_counted(event)
             ballots[key] = _new_ballot(Ballot, (event.verdict, seq, counted))
