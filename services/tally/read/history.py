@@ -77,7 +77,9 @@ def window(bucket: str | None, start: str | None, end: str | None, now: datetime
         last = current_end
     else:
         to = parse_time("to", end, end_of_day=True)
-        last = min(-(-minute_of_ceiling(to) // size) * size, current_end)
+        # A date: the whole day, up to the next midnight; a time: up to the end of the bucket holding it.
+        last = -(-minute_of(to) // size) * size if _DATE.fullmatch(end) else (minute_of(to) // size + 1) * size
+        last = min(last, current_end)
     if start is None:
         first = last - DEFAULT_BUCKETS * size
     else:
@@ -93,12 +95,6 @@ def window(bucket: str | None, start: str | None, end: str | None, now: datetime
             f" at most {MAX_POINTS} an answer: narrow the range or take day buckets"
         )
     return Window(bucket, first, last)
-
-
-def minute_of_ceiling(at: datetime) -> int:
-    """Whole minutes since the epoch, rounded up."""
-    minute = minute_of(at)
-    return minute if time_of(minute) == at else minute + 1
 
 
 Series = dict[str, list[tuple[datetime, int, int]]]
