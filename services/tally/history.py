@@ -24,8 +24,14 @@ Entries = int | list[int]
 """A ballot's entries: most ballots hold one, kept as a plain int (a rebuild holds millions in memory)."""
 
 
+_EPOCH_DAY = 719163
+"""``date(1970, 1, 1).toordinal()``"""
+
+
 def minute_of(at: datetime) -> int:
     """Whole minutes since the Unix epoch, UTC (floored)."""
+    if at.tzinfo is UTC:  # decoded "...Z" times: from the fields, twice as fast as timestamp() (per change)
+        return (at.toordinal() - _EPOCH_DAY) * 1440 + at.hour * 60 + at.minute
     return int(at.timestamp() // 60)
 
 
@@ -46,6 +52,17 @@ def unpack(value: int) -> tuple[int, int, int]:
 
 _SHIP = {"ship": 1, "skip": 0, None: 0}
 _SKIP = {"ship": 0, "skip": 1, None: 0}
+_VERDICTS = ("ship", "skip", None)
+_DELTAS = {
+    (old, new): (
+        _SHIP[new] - _SHIP[old],
+        _SKIP[new] - _SKIP[old],
+        entry(0, _SHIP[new] - _SHIP[old], _SKIP[new] - _SKIP[old]),
+    )
+    for old in _VERDICTS
+    for new in _VERDICTS
+}
+"""(verdict before, after) -> (ship delta, skip delta, the entry's part past the minute): one lookup a change."""
 
 
 class HistoryBatch:
@@ -59,21 +76,20 @@ class HistoryBatch:
 
     def add(self, changes: Iterable[Change], erased: Container[str]) -> None:
         """Take the fold's changes in, but none of the ``erased`` voters'."""
-        entries, minutes = self.entries, self.minutes
-        for key, at, old, new in changes:
+        entries, minutes, deltas = self.entries, self.minutes, _DELTAS
+        for key, at, old, new in changes:  # a rebuild runs every change of the stream through here
             if key[2] in erased:
                 continue
-            minute = int(at.timestamp() // 60)
-            ship = _SHIP[new] - _SHIP[old]
-            skip = _SKIP[new] - _SKIP[old]
-            value = entry(minute, ship, skip)
+            minute = minute_of(at)
+            ship, skip, code = deltas[old, new]
+            value = minute * 9 + code
             held = entries.get(key)
             if held is None:
                 entries[key] = value
-            elif isinstance(held, int):
+            elif held.__class__ is int:
                 entries[key] = [held, value]
             else:
-                held.append(value)
+                held.append(value)  # type: ignore[union-attr]
             total = minutes.get((key[0], key[1], minute))
             if total is None:
                 minutes[(key[0], key[1], minute)] = [ship, skip]

@@ -18,7 +18,8 @@ MAX_POINTS = 1000
 DEFAULT_BUCKETS = 30
 """Buckets of an answer that names no ``from``: the last 30 days, or hours."""
 
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_FIRST_YEAR, _LAST_YEAR = 2000, 9000
 
 
 class BadQuery(ValueError):
@@ -53,6 +54,8 @@ def parse_time(name: str, text: str, *, end_of_day: bool = False) -> datetime:
             day = date.fromisoformat(text)
         except ValueError:
             raise BadQuery(f"{name}: {text!r} is not a date (YYYY-MM-DD)") from None
+        if not _FIRST_YEAR <= day.year <= _LAST_YEAR:
+            raise BadQuery(f"{name}: {text!r} is not between the years {_FIRST_YEAR} and {_LAST_YEAR}")
         if end_of_day:
             day = date.fromordinal(day.toordinal() + 1)
         return datetime(day.year, day.month, day.day, tzinfo=UTC)
@@ -62,6 +65,8 @@ def parse_time(name: str, text: str, *, end_of_day: bool = False) -> datetime:
         raise BadQuery(f"{name}: {text!r} is not an RFC 3339 time such as 2026-11-24T13:00:00Z") from None
     if "T" not in text.upper() or at.tzinfo is None:
         raise BadQuery(f"{name}: {text!r} needs a date, a time and an offset (Z or +hh:mm)")
+    if not _FIRST_YEAR <= at.year <= _LAST_YEAR:  # also keeps the UTC conversion and bucket ends representable
+        raise BadQuery(f"{name}: {text!r} is not between the years {_FIRST_YEAR} and {_LAST_YEAR}")
     return at.astimezone(UTC)
 
 
