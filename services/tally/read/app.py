@@ -22,7 +22,7 @@ from litestar.response import Stream
 from litestar.types import ASGIApp, ControllerRouterHandler
 from nats.aio.client import Client as NATS
 
-from contracts.http import CommunityBatch, ComparisonCommunity, ReadHealth
+from contracts.http import CommunityAsOf, CommunityBatch, ComparisonCommunity, ReadHealth
 from contracts.ids import SLUG_PATTERN
 from services.operators.admin import admin_lifespan, admin_router
 from services.shared.catalog_view import CatalogView
@@ -120,15 +120,14 @@ async def healthz(request: Request[Any, Any, Any]) -> Response[bytes]:
     summary="Live community figures of one comparison (ETag, If-None-Match -> 304, CDN-cacheable for a second);"
     " with ?as_of=, as they stood then (a CommunityAsOf)",
     operation_class=documented(parameters=[AS_OF]),
-    responses=answers(
-        {
-            200: (ComparisonCommunity, "The live figures, with their ETag (with ?as_of=: a CommunityAsOf)"),
-            304: (None, "Not modified: the If-None-Match ETag is current"),
-        },
-        400,
-        404,
-        422,
-    ),
+    responses={
+        **answers({304: (None, "Not modified: the If-None-Match ETag is current")}, 400, 404, 422),
+        200: ResponseSpec(
+            data_container=ComparisonCommunity | CommunityAsOf,
+            description="The live figures, with their ETag (with ?as_of=: a CommunityAsOf)",
+            generate_examples=False,
+        ),
+    },
 )
 async def community(request: Request[Any, Any, Any], comparison_id: str) -> ASGIApp:
     if request.scope["query_string"]:  # the live figure's path reads no query
