@@ -1,5 +1,6 @@
 """Request and response bodies of the votes and tally HTTP APIs."""
 
+from datetime import datetime
 from typing import Annotated, Literal
 
 import msgspec
@@ -166,3 +167,44 @@ class Readiness(msgspec.Struct, frozen=True):
     """Per check (``nats``, ``redis``, ``postgres``, ``view``, ...): "ok", or what is wrong."""
     problems: list[str]
     """One sentence per failed check, naming it; empty when ready."""
+
+
+class HistoryPoint(msgspec.Struct, frozen=True):
+    end: datetime
+    """The end of the bucket: the figures count every change stamped before it (the open bucket's: up to now)."""
+    ship: int
+    skip: int
+    votes: int
+    ship_pct: float | None
+    """ship / votes in percent; null below the minimum number of ballots."""
+
+
+class ToolHistory(msgspec.Struct, frozen=True):
+    tool_id: str
+    name: str
+    points: list[HistoryPoint]
+
+
+class ComparisonHistory(msgspec.Struct, frozen=True):
+    comparison_id: str
+    title: str
+    bucket: Literal["hour", "day"]
+    start: datetime
+    """The start of the first bucket (``from`` rounded down to a bucket boundary)."""
+    end: datetime
+    """The end of the last bucket."""
+    closed_until: datetime
+    """Points ending at or before this time are closed (the bucket ended 5 minutes ago or more); the later ones
+    may still change, the open bucket's (ending after now) shows the figures as they stand now."""
+    min_ballots: int
+    tools: list[ToolHistory]
+
+
+class CommunityAsOf(msgspec.Struct, frozen=True):
+    comparison_id: str
+    title: str
+    as_of: datetime
+    """The time the figures stood at: the asked time rounded down to a whole minute (the history's resolution)."""
+    min_ballots: int
+    tools: list[ToolCommunity]
+    preferred_tool_id: str | None

@@ -15,6 +15,10 @@ ballot of theirs holds a verdict, the ones held before the forget and any that c
 it), whatever order the events are folded in. The rows stay (verdict null, uncounted, their own sequence), so that
 events older than them still change nothing; the tallies drop them from the counted and the uncounted figures
 alike (docs/design.md, "What is kept about a voter").
+
+The fold also lists the *changes* of counted ballots, each with its event's time, for the history projection
+(services/tally/history.py): a counted ballot going from ship to skip at time t is one change. A void lists none:
+it erases the voter's changes instead (the history takes the voter out of every point, past ones included).
 """
 
 from collections.abc import Iterable, Mapping
@@ -31,6 +35,8 @@ TallyKey = tuple[str, str]
 """(comparison_id, tool_id)"""
 QuotaKey = tuple[str, str, str]
 """(comparison_id, client hash, UTC day "YYYY-MM-DD")"""
+Change = tuple[BallotKey, datetime, str | None, str | None]
+"""A counted ballot's change of verdict: (key, the event's time, verdict before, verdict after)."""
 
 FORGOTTEN = "forgotten at the voter's request"
 """The reason a forget records for its voter among the voided (an operator's void has a reason of its own)."""
@@ -106,6 +112,9 @@ class FoldOutcome:
     """Voters voided by this batch: voter -> (seq, reason)."""
     forgotten: dict[str, int] = field(default_factory=dict)
     """Voters forgotten by this batch: voter -> seq."""
+    changes: list[Change] = field(default_factory=list)
+    """Every change of a counted ballot's verdict, in stream order (voided voters' included: the history drops
+    them, with the rest of the voter's changes)."""
 
     def comparisons(self) -> set[str]:
         return {comparison_id for comparison_id, _ in self.deltas}
@@ -151,6 +160,7 @@ class _Batch:
         # Read for every event (a rebuild folds the whole stream through here): bound once.
         self._ballots_out = self.out.ballots
         self._ballots_in = state.ballots
+        self._changes = self.out.changes
 
     def ballot(self, key: BallotKey) -> Ballot | None:
         return self._ballots_out.get(key) or self._ballots_in.get(key)
@@ -199,13 +209,19 @@ class _Batch:
         else:
             counted = before.counted
         if self.is_forgotten(event.voter_id):
-            self.set_ballot(key, before, _erased(seq, counted))
-        elif isinstance(event, VoteCast):
+            self.set_ballot(key, before, _erased(seq, counted))  # uncounted: no change for the history
+            return
+        if isinstance(event, VoteCast):
             if counted is None:
                 counted = self.decide_counted(event)
-            self.set_ballot(key, before, Ballot(event.verdict, seq, counted))
+            verdict: str | None = event.verdict
         else:
-            self.set_ballot(key, before, Ballot(None, seq, counted))
+            verdict = None
+        self.set_ballot(key, before, Ballot(verdict, seq, counted))
+        if counted:
+            old = before.verdict if before is not None else None
+            if old != verdict:
+                self._changes.append((key, event.at, old, verdict))
 
     def keys_of_voter(self, voter: str) -> set[BallotKey]:
         """The voter's ballots held before the batch and set by it."""
@@ -252,12 +268,13 @@ class _InPlace(_Batch):
     """A batch that changes the state itself: its ballots, quotas and forgets are the state's, its voids gather in
     ``voided``, and no tally deltas are kept (whoever folds a whole stream this way counts the ballots at the end)."""
 
-    def __init__(self, state: FoldState, ballots_per_client_day: int, voided: dict[str, tuple[int, str]]) -> None:
-        super().__init__(
-            state,
-            ballots_per_client_day,
-            FoldOutcome(ballots=state.ballots, quotas=state.quotas, voided=voided, forgotten=state.forgotten),
+    def __init__(
+        self, state: FoldState, ballots_per_client_day: int, voided: dict[str, tuple[int, str]], changes: list[Change]
+    ) -> None:
+        out = FoldOutcome(
+            ballots=state.ballots, quotas=state.quotas, voided=voided, forgotten=state.forgotten, changes=changes
         )
+        super().__init__(state, ballots_per_client_day, out)
         self._ballots_in = {}  # the state's ballots are the batch's own: nothing else to look in
         self._by_voter = state.voter_index()
 
@@ -285,12 +302,18 @@ class _InPlace(_Batch):
             counted = before[2]
         if self.is_forgotten(event.voter_id):
             ballots[key] = _erased(seq, counted)
-        elif isinstance(event, VoteCast):
+            return
+        if isinstance(event, VoteCast):
             if counted is None:
                 counted = self.decide_counted(event)
-            ballots[key] = _new_ballot(Ballot, (event.verdict, seq, counted))
+            verdict: str | None = event.verdict
         else:
-            ballots[key] = _new_ballot(Ballot, (None, seq, counted))
+            verdict = None
+        ballots[key] = _new_ballot(Ballot, (verdict, seq, counted))
+        if counted:
+            old = before[0] if before is not None else None
+            if old != verdict:
+                self._changes.append((key, event.at, old, verdict))
 
     def keys_of_voter(self, voter: str) -> set[BallotKey]:
         return set(self.state.keys_of_voter(voter))  # the index holds every ballot: no scan of the batch's
@@ -302,12 +325,14 @@ def fold_into(
     voided: dict[str, tuple[int, str]],
     *,
     ballots_per_client_day: int,
+    changes: list[Change] | None = None,
 ) -> None:
     """Apply ``(seq, event)`` pairs to ``state`` itself: what ``state.absorb(fold(...))`` leaves, for folds of a
     whole stream in memory (a rebuild's first pass). Its voids go to ``voided`` (voter -> seq, reason), not to
-    ``state.voided``. It keeps no outcome of the batch and no tally deltas: 1,000,000 events fold in about a
-    seventh less time than batch outcomes taken in one by one (docs/performance-journal.md)."""
-    batch = _InPlace(state, ballots_per_client_day, voided)
+    ``state.voided``; the changes of counted ballots are appended to ``changes``. It keeps no outcome of the batch
+    and no tally deltas: 1,000,000 events fold in about a seventh less time than batch outcomes taken in one by
+    one (docs/performance-journal.md)."""
+    batch = _InPlace(state, ballots_per_client_day, voided, changes if changes is not None else [])
     apply = batch.apply
     for seq, event in sorted(events, key=itemgetter(0)):
         apply(seq, event)

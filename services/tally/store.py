@@ -33,6 +33,7 @@ from contracts.events import (
 from contracts.ids import Slug
 from contracts.subjects import MODERATION_SUBJECT, published_subject, votes_subject
 from services.tally.fold import Ballot, Counts, FoldOutcome, FoldState, ballot_keys, fold, quota_key
+from services.tally.history import HistoryBatch, literal
 from services.tally.partitions import Partition, PartitionGone
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ PROJECTION_TABLES = (
     "client_quotas",
     "voided_voters",
     "forgotten_voters",
+    "tally_history",
     "projection_position",
 )
 """Every table derived from the stream (dead letters are a log for operators, not part of it)."""
@@ -219,7 +221,7 @@ class Projection:
             f" join {s}.ballots b using (comparison_id, tool_id, voter_id)"
         )
         self._sql_ballots_of_voters = (
-            f"select comparison_id, tool_id, voter_id, verdict, seq, counted from {s}.ballots"
+            f"select comparison_id, tool_id, voter_id, verdict, seq, counted, history from {s}.ballots"
             " where voter_id = any($1::text[])"
         )
         self._sql_voided = f"select voter_id from {s}.voided_voters where voter_id = any($1::text[])"
@@ -232,11 +234,22 @@ class Projection:
             " from unnest($1::text[], $2::text[], $3::text[]) as k(comparison_id, client, day)"
             f" join {s}.client_quotas q using (comparison_id, client, day)"
         )
+        # The history entries come as array literals (unnest cannot take an array of arrays). A ballot that does
+        # not count keeps none: a void erases them (services/tally/history.py).
         self._sql_write_ballots = (
-            f"insert into {s}.ballots (comparison_id, tool_id, voter_id, verdict, seq, counted)"
-            " select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::boolean[])"
+            f"insert into {s}.ballots as b (comparison_id, tool_id, voter_id, verdict, seq, counted, history)"
+            " select c, t, v, verdict, seq, counted, case when counted then h::bigint[] end"
+            " from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::boolean[], $7::text[])"
+            " as u(c, t, v, verdict, seq, counted, h)"
             " on conflict (comparison_id, tool_id, voter_id)"
-            " do update set verdict = excluded.verdict, seq = excluded.seq, counted = excluded.counted"
+            " do update set verdict = excluded.verdict, seq = excluded.seq, counted = excluded.counted,"
+            " history = case when excluded.counted then b.history || excluded.history end"
+        )
+        self._sql_write_history = (
+            f"insert into {s}.tally_history as h (comparison_id, tool_id, minute, ship, skip)"
+            " select * from unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[])"
+            " on conflict (comparison_id, tool_id, minute) do update set"
+            " ship = h.ship + excluded.ship, skip = h.skip + excluded.skip"
         )
         self._sql_write_deltas = (
             f"insert into {s}.tallies as t (comparison_id, tool_id, ship, skip, uncounted_ship, uncounted_skip)"
@@ -298,14 +311,19 @@ class Projection:
         position: voids past it are in this batch or later ones); None takes every recorded void.
         """
         events, dead = decode_records(records)
-        state = await self._state_for(conn, [event for _, event in events], voids_until)
+        state, erasable = await self._state_for(conn, [event for _, event in events], voids_until)
         outcome = fold(events, state, ballots_per_client_day=self.ballots_per_client_day)
-        await self._write(conn, outcome)
+        await self._write(conn, outcome, erasable)
         await record_dead_letters(conn, dead)
         return BatchResult(position=0, outcome=outcome, dead_letters=len(dead))
 
-    async def _state_for(self, conn: Connection, events: list[Event], voids_until: int | None) -> FoldState:
+    async def _state_for(
+        self, conn: Connection, events: list[Event], voids_until: int | None
+    ) -> tuple[FoldState, dict[str, list[tuple[str, str, list[int]]]]]:
+        """The fold's state for the batch, and the history entries of the ballots of the voters it voids (by
+        voter: if the fold voids them, their entries leave the history)."""
         state = FoldState()
+        erasable: dict[str, list[tuple[str, str, list[int]]]] = {}
         keys = ballot_keys(events)
         if keys:
             for row in await conn.fetch(self._sql_ballots, *_columns(list(keys), 3)):
@@ -316,6 +334,8 @@ class Projection:
                 # A void reaches the voter's ballots in every comparison; each partition uncounts its own.
                 if self.partition is None or self.partition.owns_comparison(row[0]):
                     state.ballots[(row[0], row[1], row[2])] = Ballot(row[3], row[4], row[5])
+                    if row[6]:
+                        erasable.setdefault(row[2], []).append((row[0], row[1], row[6]))
         voters = list({e.voter_id for e in events})
         if voters:
             if voids_until is None:
@@ -332,12 +352,25 @@ class Projection:
         if quota_keys:
             for row in await conn.fetch(self._sql_quotas, *_columns(list(quota_keys), 3)):
                 state.quotas[(row[0], row[1], row[2])] = row[3]
-        return state
+        return state, erasable
 
-    async def _write(self, conn: Connection, outcome: FoldOutcome) -> None:
+    async def _write(
+        self, conn: Connection, outcome: FoldOutcome, erasable: dict[str, list[tuple[str, str, list[int]]]]
+    ) -> None:
+        history = HistoryBatch()
+        # A voter voided by this batch: their changes, those of this batch and those recorded, leave the history.
+        history.add(outcome.changes, outcome.voided)
+        for voter in outcome.voided:
+            history.erase(erasable.get(voter, ()))
         if outcome.ballots:
-            ballots = [(*key, b.verdict, b.seq, b.counted) for key, b in outcome.ballots.items()]
-            await conn.execute(self._sql_write_ballots, *_columns(ballots, 6))
+            entries = history.entries
+            ballots = [
+                (*key, b.verdict, b.seq, b.counted, literal(entries.get(key))) for key, b in outcome.ballots.items()
+            ]
+            await conn.execute(self._sql_write_ballots, *_columns(ballots, 7))
+        minutes = history.minute_rows()
+        if minutes:
+            await conn.execute(self._sql_write_history, *_columns(minutes, 5))
         if outcome.deltas:
             deltas = [(*key, *delta) for key, delta in outcome.deltas.items()]
             await conn.execute(self._sql_write_deltas, *_columns(deltas, 6))

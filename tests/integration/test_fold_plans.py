@@ -74,6 +74,7 @@ async def test_a_grown_ballots_table_is_not_scanned_by_plans_made_while_it_was_e
         "ballots",
         schema_name=SCHEMA,
         records=[(COMPARISON, TOOLS[v % 2], f"{v:064x}", "ship", 1, True) for v in range(1000, 61_000)],
+        columns=("comparison_id", "tool_id", "voter_id", "verdict", "seq", "counted"),
     )
     # Changes of mind of voters among them: each batch's ballots are read by key, never by reading them all.
     for batch in range(3):

@@ -175,6 +175,30 @@ def test_verify_catches_a_hand_edit_and_a_comparison_rebuild_mends_only_that_com
     assert asyncio.run(live_tallies(servers)) == loaded
 
 
+def test_verify_catches_a_hand_edit_of_the_history_and_a_comparison_rebuild_mends_it(
+    pipeline: Pipeline, servers: ServerAddresses, loaded: Tallies
+) -> None:
+    llama_tool = TOOLS[LLAMA][0]
+    asyncio.run(
+        execute(
+            servers,
+            "update tally_history set skip = skip + 3 where comparison_id = $1 and tool_id = $2"
+            " and minute = (select min(minute) from tally_history where comparison_id = $1 and tool_id = $2)",
+            LLAMA,
+            llama_tool,
+        )
+    )
+    verified = run_cli(pipeline.env, "verify")
+    assert verified.returncode == 1, verified.stdout + verified.stderr
+    assert f"history {LLAMA} / {llama_tool} minute " in verified.stdout
+    assert "1 difference" in verified.stdout
+
+    rebuilt = run_cli(pipeline.env, "rebuild", "--comparison", LLAMA)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    verified = run_cli(pipeline.env, "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
 def test_an_interrupted_rebuild_leaves_the_live_tables_and_a_second_run_succeeds(
     pipeline: Pipeline, servers: ServerAddresses, loaded: Tallies
 ) -> None:

@@ -7,8 +7,9 @@ keeping whole ballots (no deltas, no buckets), and counts the tallies from the f
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+import msgspec
 from hypothesis import strategies as st
 
 from contracts.events import Event, Origin, VoteCast, VoteRetracted, VoterForgotten, VoterVoided
@@ -187,3 +188,36 @@ class Model:
 def nonzero(tallies: dict[TallyKey, Counts]) -> Tallies:
     """Tallies without all-zero rows (a row whose every ballot moved away stays in the table at zero)."""
     return {key: counts for key, counts in tallies.items() if counts != Counts()}
+
+
+# The history: events stamped as the stream orders them (the votes API stamps each when it accepts it), across
+# minutes, hours and a UTC midnight.
+_START = datetime(2026, 11, 23, 21, 10, 0, tzinfo=UTC)
+_STEPS = (0.0, 0.5, 30.0, 59.0, 61.0, 600.0, 3600.0, 7199.0)
+
+
+@st.composite
+def timed_streams(draw: st.DrawFn, max_size: int = 50) -> list[Event]:
+    """A stream whose events' times rise (or stay) with their sequence."""
+    stream = draw(streams(max_size))
+    steps = draw(st.lists(st.sampled_from(_STEPS), min_size=len(stream), max_size=len(stream)))
+    timed, at = [], _START
+    for event, step in zip(stream, steps, strict=True):
+        at += timedelta(seconds=step)
+        timed.append(msgspec.structs.replace(event, at=at))
+    return timed
+
+
+def history_at(stream: Sequence[Event], limit: int, end: datetime) -> dict[TallyKey, tuple[int, int]]:
+    """Counted (ship, skip) per tool as they stood before ``end``: the model over the events stamped before it,
+    without any ballot of a voter voided or forgotten anywhere in the stream (either erases the voter from past
+    figures too)."""
+    erased = {event.voter_id for event in stream if isinstance(event, VoterVoided | VoterForgotten)}
+    model = Model(limit).run([event for event in stream if event.at < end])
+    counts: dict[TallyKey, tuple[int, int]] = {}
+    for (comparison, tool, voter), ballot in model.ballots.items():
+        if voter in erased or not ballot.counted or ballot.verdict is None:
+            continue
+        ship, skip = counts.get((comparison, tool), (0, 0))
+        counts[(comparison, tool)] = (ship + (ballot.verdict == "ship"), skip + (ballot.verdict == "skip"))
+    return counts

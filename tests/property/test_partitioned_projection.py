@@ -9,17 +9,20 @@ partition's position reaches the end of the stream. One schema of its own in the
 import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from contracts.events import Event, encode_event
+from contracts.events import Event, VoteCast, VoterVoided, encode_event
 from infra.migrate import migrate
 from infra.stack.servers import ServerAddresses
 from services.tally.fold import Ballot, BallotKey
+from services.tally.history import minute_of
 from services.tally.partitions import Partition, partition_of
+from services.tally.rebuild.bulk_load import BulkFold
 from services.tally.store import PROJECTION_TABLES, Projection, StreamRecord, expected_subject
 from tests.property.model import COMPARISONS, Delivery, Model, Tallies, draw_deliveries, nonzero, streams
 
@@ -37,6 +40,8 @@ class Result:
     tallies: Tallies
     ballots: dict[BallotKey, Ballot]
     positions: list[int]
+    history: set[tuple[str, str, int, int, int]]
+    """The history projection's rows that hold a change."""
 
 
 def _record(seq: int, event: Event) -> StreamRecord:
@@ -75,6 +80,13 @@ async def _run(conn: asyncpg.Connection, stream: list[Event], limit: int, turns:
         tallies=nonzero(await projections[0].tallies(conn)),
         ballots={(r[0], r[1], r[2]): Ballot(r[3], r[4], r[5]) for r in rows},
         positions=[await projection.position(conn) for projection in projections],
+        history={
+            tuple(r)
+            for r in await conn.fetch(
+                f"select comparison_id, tool_id, minute, ship, skip from {SCHEMA}.tally_history"  # noqa: S608
+                " where ship <> 0 or skip <> 0"
+            )
+        },
     )
 
 
@@ -121,3 +133,25 @@ def test_partitions_folding_in_any_interleaving_give_the_model_tallies(
     assert result.tallies == model.tallies()
     assert result.ballots == model.ballots
     assert result.positions == [len(stream)] * PARTITIONS
+    # The history too: each partition erases a void's voter from its own comparisons, whenever it reaches the void.
+    clean = BulkFold(limit)
+    clean.take([(seq, r.subject, r.data) for seq, r in ((s, _record(s, e)) for s, e in enumerate(stream, start=1))])
+    assert result.history == set(clean.rows()["tally_history"])
+
+
+def test_a_void_reached_by_one_partition_first_erases_each_comparison_once(
+    database: tuple[asyncio.AbstractEventLoop, asyncpg.Connection],
+) -> None:
+    # c-two's partition folds the casts; the other one folds them (not its own) and the void: the voter's c-two
+    # ballot is in the table with its history, but erasing it is c-two's partition's work, done once it folds the void.
+    loop, conn = database
+    at = datetime(2026, 11, 24, 0, 0, 1, tzinfo=UTC)
+    stream: list[Event] = [
+        VoteCast("cast-1", "c-two", "tool-a", "ship", "voter-1", at),
+        VoteCast("cast-2", "c-two", "tool-b", "ship", "voter-2", at),
+        VoterVoided("void-1", "voter-1", "test", at),
+    ]
+    two = partition_of("c-two", PARTITIONS)
+    turns = [(two, Delivery([1, 2])), (1 - two, Delivery([1, 2, 3])), (two, Delivery([3]))]
+    result = loop.run_until_complete(_run(conn, stream, 1, turns))
+    assert result.history == {("c-two", "tool-b", minute_of(at), 1, 0)}

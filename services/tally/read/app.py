@@ -22,7 +22,7 @@ from litestar.response import Stream
 from litestar.types import ASGIApp, ControllerRouterHandler
 from nats.aio.client import Client as NATS
 
-from contracts.http import CommunityBatch, ComparisonCommunity, ReadHealth
+from contracts.http import CommunityAsOf, CommunityBatch, ComparisonCommunity, ReadHealth
 from contracts.ids import SLUG_PATTERN
 from services.operators.admin import admin_lifespan, admin_router
 from services.shared.catalog_view import CatalogView
@@ -42,6 +42,7 @@ from services.shared.ops_routes import OPS_ROUTES
 from services.shared.readiness import Check, nats_check, postgres_check
 from services.shared.telemetry_settings import TelemetrySettings
 from services.tally.read.catalog_routes import CATALOG_ROUTES
+from services.tally.read.history_routes import AS_OF, community_as_of, community_history
 from services.tally.read.http_cache import PUBLIC_ORIGINS, request_header
 from services.tally.read.metrics import ReadMetrics
 from services.tally.read.settings import LiveSettings
@@ -81,6 +82,7 @@ _BATCH_IDS = Parameter(
 class ReadContext:
     settings: TallySettings
     nc: NATS
+    pool: asyncpg.Pool
     catalog: CatalogView
     view: CommunityView
     broadcast: FiguresBroadcast
@@ -125,17 +127,25 @@ async def healthz(request: Request[Any, Any, Any]) -> Response[bytes]:
 
 @get(
     "/v1/comparisons/{comparison_id:str}/community",
-    summary="Live community figures of one comparison (ETag, If-None-Match -> 304, CDN-cacheable for a second)",
-    responses=answers(
-        {
-            200: (ComparisonCommunity, "The figures, with their ETag"),
-            304: (None, "Not modified: the If-None-Match ETag is current"),
-        },
-        400,
-        404,
-    ),
+    summary="Live community figures of one comparison (ETag, If-None-Match -> 304, CDN-cacheable for a second);"
+    " with ?as_of=, as they stood then (a CommunityAsOf)",
+    operation_class=documented(parameters=[AS_OF]),
+    responses={
+        **answers({304: (None, "Not modified: the If-None-Match ETag is current")}, 400, 404, 422),
+        200: ResponseSpec(
+            data_container=ComparisonCommunity | CommunityAsOf,
+            description="The live figures, with their ETag (with ?as_of=: a CommunityAsOf)",
+            generate_examples=False,
+        ),
+    },
 )
 async def community(request: Request[Any, Any, Any], comparison_id: str) -> ASGIApp:
+    if request.scope["query_string"]:  # the live figure's path reads no query
+        as_of = request.query_params.getall("as_of", [])
+        if len(as_of) > 1:
+            raise ApiError(422, "invalid_parameter", f"as_of: given {len(as_of)} times; give it at most once")
+        if as_of:
+            return await community_as_of(request, comparison_id, as_of[0])
     rendered = _rendered(_context(request), comparison_id)
     return rendered.http.answer(request_header(request.scope, b"if-none-match"))
 
@@ -228,6 +238,7 @@ def read_lifespan(
             app.state.read = ReadContext(
                 settings=settings,
                 nc=nc,
+                pool=pool,
                 catalog=catalog,
                 view=view,
                 broadcast=broadcast,
@@ -265,7 +276,7 @@ def create_app(
     buffer = MetricBuffer()
     metrics = ReadMetrics()
     handlers: list[ControllerRouterHandler] = [
-        healthz, *CATALOG_ROUTES, community, community_stream, community_batch, *OPS_ROUTES,
+        healthz, *CATALOG_ROUTES, community, community_history, community_stream, community_batch, *OPS_ROUTES,
     ]  # fmt: skip
     lifespans = [flushing(buffer), read_lifespan(settings, live, metrics), ops_port("read", telemetry)]
     if settings.admin_token is not None:

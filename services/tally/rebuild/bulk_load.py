@@ -32,7 +32,8 @@ import asyncpg
 
 from services.shared.config import NatsSettings
 from services.shared.heap import freeze_heap
-from services.tally.fold import FoldState, TallyKey, bucket, fold_into
+from services.tally.fold import Change, FoldState, TallyKey, bucket, fold_into
+from services.tally.history import HistoryBatch, as_list
 from services.tally.rebuild.readers import CHUNK, Message, Range, ranges, start_readers, stop_readers
 from services.tally.store import POSITION_ROW, Projection, StreamRecord, decode_records, record_dead_letters
 
@@ -43,11 +44,12 @@ _PROGRESS_S = 0.5
 """How often the pass reports how far the worker has folded."""
 
 _COLUMNS = {
-    "ballots": ("comparison_id", "tool_id", "voter_id", "verdict", "seq", "counted"),
+    "ballots": ("comparison_id", "tool_id", "voter_id", "verdict", "seq", "counted", "history"),
     "tallies": ("comparison_id", "tool_id", "ship", "skip", "uncounted_ship", "uncounted_skip"),
     "client_quotas": ("comparison_id", "client", "day", "ballots"),
     "voided_voters": ("voter_id", "seq", "reason"),
     "forgotten_voters": ("voter_id", "seq"),
+    "tally_history": ("comparison_id", "tool_id", "minute", "ship", "skip"),
     "projection_position": ("projection", "seq"),
 }
 
@@ -62,11 +64,17 @@ class BulkFold:
     ballots_per_client_day: int
     state: FoldState = field(default_factory=FoldState)
     voided: dict[str, tuple[int, str]] = field(default_factory=dict)
+    history: HistoryBatch = field(default_factory=HistoryBatch)
+    """The history of every ballot, voided voters' included until ``rows`` erases them."""
+    _changes: list[Change] = field(default_factory=list)
 
     def take(self, records: Iterable[tuple[int, str, bytes]]) -> DeadLetters:
         """Fold one batch in memory; its dead letters are returned for the caller to record."""
         events, dead = decode_records(records)
-        fold_into(events, self.state, self.voided, ballots_per_client_day=self.ballots_per_client_day)
+        changes = self._changes
+        fold_into(events, self.state, self.voided, ballots_per_client_day=self.ballots_per_client_day, changes=changes)
+        self.history.add(changes, ())
+        changes.clear()
         return dead
 
     def tally_rows(self) -> list[tuple[str, str, int, int, int, int]]:
@@ -81,14 +89,29 @@ class BulkFold:
                 row[index] += 1
         return [(c, t, *values) for (c, t), values in counts.items()]  # type: ignore[misc]
 
+    def erase_voided(self) -> None:
+        """Take the voided voters' changes out of the history, as the projector does at each void."""
+        entries = self.history.entries
+        for voter in self.voided:
+            for key in self.state.keys_of_voter(voter):
+                values = entries.pop(key, None)
+                if values is not None:
+                    self.history.erase([(key[0], key[1], values)])
+
     def rows(self) -> Rows:
         """Every row of the projection tables but the position, by table."""
+        self.erase_voided()
+        entries = self.history.entries
         return {
-            "ballots": [(*key, b.verdict, b.seq, b.counted) for key, b in self.state.ballots.items()],
+            "ballots": [
+                (*key, b.verdict, b.seq, b.counted, as_list(held) if (held := entries.get(key)) is not None else None)
+                for key, b in self.state.ballots.items()
+            ],
             "tallies": list(self.tally_rows()),
             "client_quotas": [(*key, used) for key, used in self.state.quotas.items()],
             "voided_voters": [(voter, seq, reason) for voter, (seq, reason) in self.voided.items()],
             "forgotten_voters": list(self.state.forgotten.items()),
+            "tally_history": list(self.history.minute_rows()),
         }
 
 

@@ -22,6 +22,7 @@ from nats.aio.client import Client as NATS
 from contracts.subjects import TALLY_RELOAD_SUBJECT, VOTES_STREAM
 from services.shared.config import NatsSettings
 from services.tally.fold import Counts, FoldState, bucket, fold
+from services.tally.history import HistoryBatch, HistoryKey, time_of
 from services.tally.layout import layout_count, lock_layout, partition_positions, set_layout
 from services.tally.partitions import Partition
 from services.tally.rebuild.bulk_load import MAX_BALLOTS, bulk_load
@@ -77,6 +78,9 @@ class Difference:
     tool_id: str
     live: Counts
     expected: Counts
+    minute: str | None = None
+    """For the history projection: the minute (RFC 3339) whose change of ship and skip differs; None for the
+    tallies."""
 
 
 @dataclass
@@ -333,12 +337,31 @@ async def _swap_comparison(conn: asyncpg.pool.PoolConnectionProxy, comparison_id
     """One comparison: its rows only. Voids are global and already in the live tables. The live positions stay:
     events past its partition's that the rebuild already folded are recognised by the ballots' sequences and
     change nothing."""
-    for table in ("ballots", "tallies", "client_quotas"):
+    for table in ("ballots", "tallies", "client_quotas", "tally_history"):
         await conn.execute(f"delete from {LIVE_SCHEMA}.{table} where comparison_id = $1", comparison_id)
         await conn.execute(
             f"insert into {LIVE_SCHEMA}.{table} select * from {REBUILD_SCHEMA}.{table} where comparison_id = $1",
             comparison_id,
         )
+
+
+def history_of(state: FoldState, history: HistoryBatch) -> dict[HistoryKey, tuple[int, int]]:
+    """The history's rows (the nonzero ones) of what ``history`` gathered, the voided voters' changes erased."""
+    for voter in state.voided:
+        for key in state.keys_of_voter(voter):
+            held = history.entries.pop(key, None)
+            if held is not None:
+                history.erase([(key[0], key[1], held)])
+    return {(c, t, m): (ship, skip) for c, t, m, ship, skip in history.minute_rows()}
+
+
+async def live_history(conn: Connection, comparison_id: str | None) -> dict[HistoryKey, tuple[int, int]]:
+    sql = "select comparison_id, tool_id, minute, ship, skip from tally_history where (ship <> 0 or skip <> 0)"
+    if comparison_id is None:
+        rows = await conn.fetch(sql)
+    else:
+        rows = await conn.fetch(sql + " and comparison_id = $1", comparison_id)
+    return {(r[0], r[1], r[2]): (r[3], r[4]) for r in rows}
 
 
 def tallies_of(ballots: FoldState) -> dict[tuple[str, str], Counts]:
@@ -368,18 +391,23 @@ async def verify(
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         positions = await partition_positions(conn)
         live = await live_reader.tallies(conn, None if comparison_id is None else [comparison_id])
+        live_minutes = await live_history(conn, comparison_id)
     layout = layout_count(positions) or 1
-    partitions = [(p, positions.get(p.name, 0), FoldState()) for p in (Partition(i, layout) for i in range(layout))]
+    partitions = [
+        (p, positions.get(p.name, 0), FoldState(), HistoryBatch())
+        for p in (Partition(i, layout) for i in range(layout))
+    ]
     position = max(positions.values(), default=0)
     run = _Run(pool, Progress("verify", comparison_id), on_progress)
     await run.start()
 
     async def fold_in_memory(records: list[StreamRecord]) -> None:
-        for partition, reached, state in partitions:
+        for partition, reached, state, history in partitions:
             mine = [r for r in records if r.seq <= reached and partition.owns(r.subject)]
             events, _ = decode_records(mine)
             outcome = fold(events, state, ballots_per_client_day=ballots_per_client_day)
             state.absorb(outcome)
+            history.add(outcome.changes, ())
         await run.update(replay)
 
     replay = StreamReplay(nc, comparison_id)
@@ -392,13 +420,27 @@ async def verify(
     finally:
         await replay.close()
     expected: dict[tuple[str, str], Counts] = {}
-    for _, _, state in partitions:
+    expected_minutes: dict[HistoryKey, tuple[int, int]] = {}
+    for _, _, state, history in partitions:
         expected.update(tallies_of(state))
+        expected_minutes.update(history_of(state, history))
     zero = Counts()
     differences = [
         Difference(key[0], key[1], live.get(key, zero), expected.get(key, zero))
         for key in sorted(live.keys() | expected.keys())
         if live.get(key, zero) != expected.get(key, zero)
+    ]
+    none = (0, 0)
+    differences += [
+        Difference(
+            key[0],
+            key[1],
+            Counts(*live_minutes.get(key, none)),
+            Counts(*expected_minutes.get(key, none)),
+            minute=time_of(key[2]).isoformat().replace("+00:00", "Z"),
+        )
+        for key in sorted(live_minutes.keys() | expected_minutes.keys())
+        if live_minutes.get(key, none) != expected_minutes.get(key, none)
     ]
     await run.update(replay, force=True)
     await run.finish("done", f"position {position}: {len(differences)} differences")

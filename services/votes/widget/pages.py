@@ -36,7 +36,8 @@ main{max-width:960px;margin:0 auto;padding:2rem 1rem}
 h1{font-size:1.9rem;margin:.3rem 0}
 .lede{color:var(--soft);max-width:60ch}
 .cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(280px,1fr));gap:1.2rem;margin:1.5rem 0}
-.card{background:var(--card);border-radius:14px;padding:1.3rem;box-shadow:0 1px 3px rgba(0,0,0,.08)}
+.card,.trend{background:var(--card);border-radius:14px;padding:1.3rem;box-shadow:0 1px 3px rgba(0,0,0,.08)}
+.trend{margin:1.5rem 0}
 .card h2{margin:.2rem 0;font-size:1.3rem}
 .pitch{color:var(--soft);margin:.2rem 0 1rem}
 .figures{display:grid;grid-template-columns:repeat(3,1fr);gap:.6rem;border-top:1px solid var(--rule);padding:1rem 0}
@@ -93,6 +94,14 @@ def _forget(theme: str) -> str:
     # Once a page, as a site's footer would hold it: the link forgets the visitor, on every comparison.
     return (
         f'<footer class=forget><div data-shipskip data-part=forget data-votes-api="" data-theme={theme}></div></footer>'
+    )
+
+
+def _history(comparison: Comparison, read_api: str, theme: str) -> str:
+    """Both tools' community share a day, as the widget's larger chart draws it."""
+    return (
+        f'<div data-shipskip data-part=history data-comparison="{escape(comparison.id)}" data-votes-api=""'
+        f' data-read-api="{escape(read_api)}" data-theme={theme}></div>'
     )
 
 
@@ -196,6 +205,8 @@ async def demo_comparison(request: Request[Any, Any, Any], comparison_id: str) -
         '<div class=eyebrow><a href="/">AI tool comparison</a></div>'
         f"<h1>{escape(comparison.title)}</h1><p class=lede>{escape(comparison.lede)}</p>"
         f"<div class=cards>{''.join(_card(comparison, tool, read_api, theme) for tool in tools)}</div>"
+        "<section class=trend aria-labelledby=trend-title><h2 id=trend-title>Community over the last 30 days</h2>"
+        f"{_history(comparison, read_api, theme)}</section>"
         f"<h2>Reviewer scorecard</h2><div class=quotes>{''.join(quotes)}</div>{_forget(theme)}"
     )
     return _page(comparison.title, body, theme)

@@ -4,8 +4,11 @@
  * Mark each place:       <div data-shipskip data-comparison="ID" data-tool="TOOL_ID"></div>
  * And once a page:       <div data-shipskip data-part="forget"></div>   (a "Forget my votes" link)
  *
- * Attributes of a place (only data-comparison and data-tool are required, and not for data-part="forget"):
- *   data-part        "figure" (the Community figure), "vote" (the buttons and what became of the visitor's vote),
+ * Attributes of a place (only data-comparison and data-tool are required; data-tool not for data-part="history",
+ * neither for data-part="forget"):
+ *   data-part        "figure" (the Community figure, with a trend line of the last 30 days once there is one),
+ *                    "vote" (the buttons and what became of the visitor's vote), "history" (a larger chart of
+ *                    both tools' shares over the last 30 days, with a legend; data-tool is not needed),
  *                    or absent for both, figure first; "forget": a "Forget my votes" link that asks first, then
  *                    has the votes API forget this browser's voter (every vote of it stops counting, on every
  *                    page) and clears what the widget kept of it
@@ -19,7 +22,10 @@
  *   [data-shipskip] { --shipskip-ship: #0a7; }
  * --shipskip-text, --shipskip-muted, --shipskip-ship, --shipskip-skip, --shipskip-on-choice (text on a chosen
  * button), --shipskip-button-bg, --shipskip-border, --shipskip-focus. Shapes and sizes through ::part(): figure,
- * value, label, detail, age, vote, buttons, button, ship, skip, note, forget, forget-link, forget-confirm.
+ * value, label, detail, trend, age, vote, buttons, button, ship, skip, note, chart, legend, forget, forget-link,
+ * forget-confirm.
+ * The trend line and the chart are plain inline SVG (no chart library), each an image named by the change in
+ * words ("Last 30 days: 55% to 62%, up 7 points"), from the read API's /history (a point a day).
  *
  * Plain JavaScript, no build step, no dependencies. Styles live in a shadow root, so they cannot leak into the
  * host page (and the page's cannot break the widget); fonts are inherited from the page. Each part has a build
@@ -37,6 +43,8 @@
   const STALE_AFTER_MS = 60000; // figures older than this, with no live stream, show their age
   const POLL_MS = 30000; // without the stream, the figures are fetched this often
   const REOPEN_MS = 15000; // a stream the browser gave up on is opened again after this
+  const HISTORY_MS = 600000; // the daily history (trend lines) is fetched again this often
+  const SVG_NS = "http://www.w3.org/2000/svg";
   const script = document.currentScript;
   const SCRIPT_ORIGIN = script && script.src ? new URL(script.src, location.href).origin : "";
 
@@ -49,6 +57,12 @@
       votes: { one: "{n} vote", other: "{n} votes" },
       notEnough: "Not enough votes yet ({n} of {min})",
       unavailable: "Figures unavailable",
+      trend: "Last {days} days: {from} to {to}, {change}",
+      up: { one: "up {n} point", other: "up {n} points" },
+      down: { one: "down {n} point", other: "down {n} points" },
+      unchanged: "unchanged",
+      chart: "Community ship share, last {days} days",
+      noTrend: "Not enough votes yet for a trend",
       updatedAgo: "Updated {ago} ago",
       seconds: "{n} s",
       minutes: "{n} min",
@@ -90,6 +104,12 @@
       votes: { one: "{n} Stimme", other: "{n} Stimmen" },
       notEnough: "Noch zu wenige Stimmen ({n} von {min})",
       unavailable: "Zahlen nicht verfügbar",
+      trend: "Letzte {days} Tage: von {from} auf {to}, {change}",
+      up: { one: "plus {n} Punkt", other: "plus {n} Punkte" },
+      down: { one: "minus {n} Punkt", other: "minus {n} Punkte" },
+      unchanged: "unverändert",
+      chart: "Community-Anteil „Einsetzen“, letzte {days} Tage",
+      noTrend: "Noch zu wenige Stimmen für einen Verlauf",
       updatedAgo: "Stand vor {ago}",
       seconds: "{n} s",
       minutes: "{n} Min.",
@@ -221,7 +241,12 @@
     "button.link{border:0;background:none;padding:.35em .2em;border-radius:4px;text-decoration:underline;" +
     "font-size:.85em;color:var(--_muted)}" +
     ".confirm{display:flex;flex-direction:column;gap:.5em}.confirm[hidden]{display:none}" +
-    ".confirm p{margin:0;font-size:.9em}";
+    ".confirm p{margin:0;font-size:.9em}" +
+    ".trend:empty{display:none}.trend svg{display:block;width:6em;height:1.5em;color:var(--_ship);overflow:visible}" +
+    ".chart svg{display:block;width:100%;height:auto;overflow:visible}.chart .grid{stroke:var(--_muted);opacity:.35}" +
+    ".chart text{fill:var(--_muted);font-size:12px}.legend{display:flex;flex-wrap:wrap;gap:.4em 1.2em;font-size:.85em}" +
+    ".legend i{display:inline-block;width:1.2em;height:0;border-top:2px solid;vertical-align:middle;margin-right:.4em}" +
+    ".line1{color:var(--_ship)}.line2{color:var(--_skip)}.line2 i,.line2 polyline{stroke-dasharray:4 3}";
 
   // ---- storage and tokens ------------------------------------------------------------------------------------
 
@@ -402,6 +427,9 @@
   class Feed {
     constructor(readApi, comparison) {
       this.url = readApi + "/v1/comparisons/" + encodeURIComponent(comparison) + "/community";
+      this.historyUrl = readApi + "/v1/comparisons/" + encodeURIComponent(comparison) + "/history?bucket=day";
+      this.history = null; // the last 30 days, a point a day, once a part wants it
+      this.historyTimer = null;
       this.figures = null;
       this.live = false; // the stream is open: the figures are current
       this.failed = false; // figures could not be had
@@ -501,6 +529,22 @@
       this.changed();
     }
 
+    wantHistory() {
+      if (this.historyTimer) return;
+      const load = async () => {
+        try {
+          const response = await fetch(this.historyUrl);
+          if (!response.ok) throw new Error("the read API answered " + response.status);
+          this.history = await response.json();
+          this.changed();
+        } catch (error) {
+          console.warn("shipskip widget: cannot load the history from " + this.historyUrl + " (" + error.message + ")");
+        }
+      };
+      load();
+      this.historyTimer = setInterval(load, HISTORY_MS);
+    }
+
     ageSeconds() {
       return (Date.now() - this.freshAt) / 1000;
     }
@@ -535,7 +579,9 @@
     widget.els.value = element(box, "div", { class: "value", part: "value" }, "—");
     widget.els.label = element(box, "div", { class: "label", part: "label" }, widget.words.t.community);
     widget.els.detail = element(box, "div", { class: "detail", part: "detail" });
+    widget.els.trend = element(box, "div", { class: "trend", part: "trend" });
     widget.els.age = element(box, "div", { class: "age", part: "age" });
+    widget.wantsHistory = true;
   }
 
   function paintFigure(widget) {
@@ -559,7 +605,110 @@
     }
     setText(els.value, value);
     setText(els.detail, detail);
+    paintSparkline(widget);
     setText(els.age, feed.stale() ? fill(t.updatedAgo, { ago: words.age(feed.ageSeconds()) }) : "");
+  }
+
+  // ---- trends ------------------------------------------------------------------------------------------------
+
+  // A tool's daily points that have a share (null below the minimum ballots): { points: [[index, pct]], count,
+  // first, last }, or null with fewer than two.
+  function trendOf(history, toolId) {
+    const tool = history && (history.tools || []).find((t) => t.tool_id === toolId);
+    if (!tool) return null;
+    const points = [];
+    tool.points.forEach((p, i) => {
+      if (typeof p.ship_pct === "number") points.push([i, p.ship_pct]);
+    });
+    if (points.length < 2) return null;
+    return { points, count: tool.points.length, first: points[0][1], last: points[points.length - 1][1] };
+  }
+
+  function trendWords(words, trend) {
+    // The change in whole points between the shares as they are read out, so that the words add up.
+    const t = words.t;
+    const change = Math.round(trend.last) - Math.round(trend.first);
+    const how = change > 0 ? words.count(t.up, change) : change < 0 ? words.count(t.down, -change) : t.unchanged;
+    return fill(t.trend, { days: trend.count, from: words.percent(trend.first), to: words.percent(trend.last),
+      change: how });
+  }
+
+  function svgElement(parent, tag, attributes) {
+    const el = document.createElementNS(SVG_NS, tag);
+    for (const name in attributes) el.setAttribute(name, attributes[name]);
+    parent.appendChild(el);
+    return el;
+  }
+
+  // A polyline's points: share 100 % at the top of the box (x, y, width, height), one step a day.
+  function linePoints(trend, box) {
+    const step = trend.count > 1 ? box.width / (trend.count - 1) : 0;
+    return trend.points.map(([i, pct]) =>
+      (box.x + i * step).toFixed(1) + "," + (box.y + ((100 - pct) * box.height) / 100).toFixed(1)).join(" ");
+  }
+
+  // The small trend line under the figure: an inline SVG image whose name is the change in words.
+  function paintSparkline(widget) {
+    const { els, feed, words } = widget;
+    const trend = trendOf(feed.history, widget.tool);
+    if (!trend) {
+      if (els.sparkline) {
+        els.trend.textContent = "";
+        els.sparkline = null;
+      }
+      return;
+    }
+    if (!els.sparkline) {
+      const svg = svgElement(els.trend, "svg", { viewBox: "0 0 100 24", preserveAspectRatio: "none", role: "img" });
+      els.sparkline = { svg, title: svgElement(svg, "title", {}), line: svgElement(svg, "polyline", {
+        fill: "none", stroke: "currentColor", "stroke-width": "1.5", "vector-effect": "non-scaling-stroke",
+        "stroke-linejoin": "round" }) };
+    }
+    const text = trendWords(words, trend);
+    els.sparkline.svg.setAttribute("aria-label", text);
+    setText(els.sparkline.title, text);
+    els.sparkline.line.setAttribute("points", linePoints(trend, { x: 1, y: 1, width: 98, height: 22 }));
+  }
+
+  // The larger chart (the demo page's): both tools' shares over the last 30 days, a legend that says each
+  // tool's change in words, and gridlines at 0, 50 and 100 %.
+  function buildChart(widget, root) {
+    const box = element(root, "div", { class: "chart", part: "chart" });
+    const svg = svgElement(box, "svg", { viewBox: "0 0 640 150", role: "img" });
+    const title = svgElement(svg, "title", {});
+    [0, 50, 100].forEach((pct) => {
+      const y = 10 + ((100 - pct) * 130) / 100;
+      svgElement(svg, "line", { class: "grid", x1: "40", x2: "636", y1: y, y2: y });
+      svgElement(svg, "text", { x: "34", y: y + 4, "text-anchor": "end" }).textContent = pct + "%";
+    });
+    const lines = [1, 2].map((n) => svgElement(svgElement(svg, "g", { class: "line" + n }), "polyline", {
+      fill: "none", stroke: "currentColor", "stroke-width": "2", "stroke-linejoin": "round" }));
+    const legend = element(box, "div", { class: "legend", part: "legend" });
+    widget.els.chart = { svg, title, lines, legend, items: [] };
+    widget.wantsHistory = true;
+  }
+
+  function paintChart(widget) {
+    const { els, feed, words } = widget;
+    const chart = els.chart;
+    const tools = (feed.history && feed.history.tools) || [];
+    const days = tools.length ? tools[0].points.length : 30;
+    const said = [];
+    tools.slice(0, 2).forEach((tool, n) => {
+      const trend = trendOf(feed.history, tool.tool_id);
+      chart.lines[n].setAttribute("points", trend ? linePoints(trend, { x: 40, y: 10, width: 596, height: 130 }) : "");
+      if (!chart.items[n]) {
+        const item = element(chart.legend, "span", { class: "line" + (n + 1) });
+        element(item, "i", { "aria-hidden": "true" });
+        chart.items[n] = element(item, "span", {});
+      }
+      const text = tool.name + ": " + (trend ? trendWords(words, trend) : words.t.noTrend);
+      setText(chart.items[n], text);
+      said.push(text);
+    });
+    const name = fill(words.t.chart, { days }) + (said.length ? ". " + said.join(". ") : "");
+    chart.svg.setAttribute("aria-label", name);
+    setText(chart.title, name);
   }
 
   // The buttons, and a status line that says what became of the visitor's own vote (and nothing else).
@@ -622,11 +771,12 @@
     setText(els.forgetNote, widget.forgetNote);
   }
 
-  // Later parts (a history sparkline) go here, each with its build and paint.
+  // Each part has its build and paint.
   const PARTS = {
     figure: { build: buildFigure, paint: paintFigure },
     vote: { build: buildVote, paint: paintVote },
     forget: { build: buildForget, paint: paintForget },
+    history: { build: buildChart, paint: paintChart },
   };
 
   // ---- a widget ----------------------------------------------------------------------------------------------
@@ -658,6 +808,7 @@
         this.paint();
       } else {
         this.feed = feed(this.readApi, this.comparison);
+        if (this.wantsHistory) this.feed.wantHistory();
         this.feed.listen(() => this.paint());
       }
     }
@@ -854,8 +1005,10 @@
     for (let i = 0; i < places.length; i++) {
       const place = places[i];
       if (place.__shipskip) continue;
-      const forgetOnly = place.getAttribute("data-part") === "forget";
-      if (!forgetOnly && (!place.getAttribute("data-comparison") || !place.getAttribute("data-tool"))) {
+      const part = place.getAttribute("data-part");
+      const forgetOnly = part === "forget";
+      const chart = part === "history"; // both tools: no data-tool
+      if (!forgetOnly && (!place.getAttribute("data-comparison") || (!chart && !place.getAttribute("data-tool")))) {
         console.error("shipskip widget: a [data-shipskip] place needs data-comparison and data-tool", place);
         place.__shipskip = true;
         continue;
