@@ -11,6 +11,8 @@ import sys
 from typing import Literal, NoReturn
 
 from services.shared.config import Env
+from services.shared.metrics_folder import MULTIPROCESS_VARIABLE, new_run_folder
+from services.shared.telemetry_settings import TelemetrySettings
 
 ServiceName = Literal["votes", "read", "projector"]
 
@@ -59,7 +61,6 @@ def check_settings(name: ServiceName, environ: dict[str, str], port_given: int |
 def _check_ops_port(name: ServiceName, env: Env, port: int) -> None:
     """The ops port (/metrics) is not the public one, nor 0 with several workers (services/shared/ops_port.py)."""
     from services.shared.ops_port import check_ops_port
-    from services.shared.telemetry_settings import TelemetrySettings
 
     assert name != "projector"
     check_ops_port(name, TelemetrySettings.from_env(env), port, env.integer("GRANIAN_WORKERS", 1, minimum=1))
@@ -70,6 +71,10 @@ def serve(name: ServiceName, *, host: str, port: int | None, workers: int) -> No
     environ = {**os.environ, "GRANIAN_WORKERS": str(workers)}
     settings_port = check_settings(name, environ, port)
     command = service_command(name, port or settings_port, workers, host)
+    # prometheus-client reads its multiprocess folder from the environment when first imported: the workers inherit
+    # it. One folder per run, named after the pid granian keeps (services/shared/metrics_folder.py).
+    metrics_dir = TelemetrySettings.from_env(Env(environ)).metrics_dir
+    environ[MULTIPROCESS_VARIABLE] = str(new_run_folder(name, metrics_dir, os.getpid()))
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(command[0], command, environ)  # noqa: S606 - our own granian command, no shell
