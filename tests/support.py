@@ -166,6 +166,35 @@ async def stream_last_seq(servers: ServerAddresses) -> int:
         await nc.close()
 
 
+async def fetch(servers: ServerAddresses, sql: str, *args: object) -> list[asyncpg.Record]:
+    """The rows of one query on the suite's database."""
+    conn = await asyncpg.connect(servers.database_url)
+    try:
+        return await conn.fetch(sql, *args)
+    finally:
+        await conn.close()
+
+
+async def execute(servers: ServerAddresses, sql: str, *args: object) -> None:
+    conn = await asyncpg.connect(servers.database_url)
+    try:
+        await conn.execute(sql, *args)
+    finally:
+        await conn.close()
+
+
+@contextmanager
+def empty_database(servers: ServerAddresses, name: str) -> Iterator[str]:
+    """The URL of a new, empty database ``name`` on the suite's Postgres (up, but without shipskip's tables); dropped
+    after."""
+    asyncio.run(execute(servers, f"drop database if exists {name}"))
+    asyncio.run(execute(servers, f"create database {name}"))
+    try:
+        yield servers.database_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        asyncio.run(execute(servers, f"drop database if exists {name}"))
+
+
 async def projected_position(servers: ServerAddresses) -> int:
     """The stream sequence the live projection has folded up to."""
     conn = await asyncpg.connect(servers.database_url)

@@ -5,7 +5,6 @@ migrated, the partitions' layout not SHIPSKIP_PARTITIONS, the stream's duplicate
 Stops the session's own servers, one at a time, each restarted in a ``finally`` (as tests/faults/test_outages.py).
 """
 
-import asyncio
 import json
 import os
 import signal
@@ -14,12 +13,11 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import asyncpg
 import pytest
 
 from infra.stack.servers import EmbeddedServers, ServerAddresses, ServerName
 from services.operators.doctor import _skew, redacted
-from tests.support import Pipeline, run_cli, running_pipeline
+from tests.support import Pipeline, empty_database, run_cli, running_pipeline
 
 CHECKS = {
     "settings", "nats", "jetstream", "stream", "consumers", "catalogue", "clock nats",
@@ -112,20 +110,8 @@ def test_a_frozen_server_is_named_not_waited_on(pipeline: Pipeline, embedded: Em
 
 
 def test_an_unmigrated_database_is_named(pipeline: Pipeline, servers: ServerAddresses) -> None:
-    async def run(sql: str) -> None:
-        conn = await asyncpg.connect(servers.database_url)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run("drop database if exists shipskip_doctor"))
-    asyncio.run(run("create database shipskip_doctor"))
-    try:
-        env = {**pipeline.env, "SHIPSKIP_DATABASE_URL": servers.database_url.rsplit("/", 1)[0] + "/shipskip_doctor"}
-        code, found = findings(env)
-    finally:
-        asyncio.run(run("drop database if exists shipskip_doctor"))
+    with empty_database(servers, "shipskip_doctor") as database_url:
+        code, found = findings({**pipeline.env, "SHIPSKIP_DATABASE_URL": database_url})
     assert code == 1
     assert found["migrations"]["status"] == "fail"
     assert found["migrations"]["detail"].startswith("6 of 6 not applied: 0001_tally")
