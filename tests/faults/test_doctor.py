@@ -27,10 +27,8 @@ CHECKS = {
 
 @pytest.fixture(scope="module")
 def pipeline(
-    servers: ServerAddresses, embedded: EmbeddedServers | None, tmp_path_factory: pytest.TempPathFactory
+    servers: ServerAddresses, stack: EmbeddedServers, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Pipeline]:
-    if embedded is None:
-        pytest.skip("stopping a server needs the embedded servers")
     with running_pipeline(servers, tmp_path_factory.mktemp("doctor")) as running:
         yield running
 
@@ -67,16 +65,16 @@ def test_everything_is_in_place_on_the_running_stack(pipeline: Pipeline) -> None
     [("nats", "cannot reach NATS"), ("postgres", "cannot reach Postgres"), ("redis", "cannot reach Redis")],
 )
 def test_a_stopped_server_is_named_with_what_to_do(
-    pipeline: Pipeline, embedded: EmbeddedServers, server: ServerName, fragment: str
+    pipeline: Pipeline, stack: EmbeddedServers, server: ServerName, fragment: str
 ) -> None:
     try:
-        embedded.stop_server(server)
+        stack.stop_server(server)
         started = time.monotonic()
         result = doctor(pipeline.env)
         took = time.monotonic() - started
         code, found = findings(pipeline.env)
     finally:
-        embedded.start_server(server)
+        stack.start_server(server)
     assert result.returncode == 1, result.stdout
     assert code == 1
     assert "Traceback" not in result.stderr
@@ -92,9 +90,9 @@ def test_a_stopped_server_is_named_with_what_to_do(
     assert took < 60
 
 
-def test_a_frozen_server_is_named_not_waited_on(pipeline: Pipeline, embedded: EmbeddedServers) -> None:
+def test_a_frozen_server_is_named_not_waited_on(pipeline: Pipeline, stack: EmbeddedServers) -> None:
     """Redis paused (SIGSTOP): it accepts connections and never answers."""
-    pid = embedded.pid("redis")
+    pid = stack.pid("redis")
     assert pid is not None
     os.kill(pid, signal.SIGSTOP)
     try:
