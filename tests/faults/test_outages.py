@@ -117,16 +117,14 @@ def waited_more(log_path: Path, before: int) -> Callable[[], bool]:
     return lambda: log_text(log_path).count(WAITING) > before
 
 
-# One stop in the default run; two under `-m slow` (each stop catches the projector at another point of a batch).
-@pytest.mark.parametrize("stops", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_postgres_stopped_the_projector_waits_reads_answer_from_memory_and_the_lag_drains(
-    servers: ServerAddresses, stack: EmbeddedServers, tmp_path_factory: pytest.TempPathFactory, stops: int
+    servers: ServerAddresses, stack: EmbeddedServers, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     with running_pipeline(servers, tmp_path_factory.mktemp("postgres-outage"), **LOAD_ENV) as pipeline:
         projector, read = pipeline.processes["projector"], pipeline.processes["read"]
         ingest = Ingest(lambda: pipeline.votes_url).start()
         try:
-            for _ in range(stops):
+            for _ in range(2):  # twice: each stop catches the projector at another point of a batch
                 ingest.wait_for_votes(150)
                 waits = log_text(projector.log_path).count(WAITING)
                 try:
