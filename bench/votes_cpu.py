@@ -16,6 +16,7 @@ fine enough for A/B comparisons of the vote path (run it in two checkouts, alter
 import asyncio
 import json
 import os
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -25,6 +26,7 @@ from bench.one_path import cpu_s, run_on_embedded_servers
 from bench.stack import service_env
 from infra.stack.bootstrap import bootstrap
 from infra.stack.servers import ServerAddresses
+from services.shared.metrics_folder import MULTIPROCESS_VARIABLE
 
 _CONCURRENCY = 32
 _VOTERS = 2000
@@ -77,8 +79,7 @@ def _vote(index: int, tokens: list[bytes]) -> tuple[list[tuple[bytes, bytes]], b
 
 async def _measure(servers: ServerAddresses, votes: int, rounds: int) -> None:
     await bootstrap(servers.nats, servers.database_url)
-    # The benchmark stack's environment (bench/stack.py), metrics in a folder of this run's.
-    os.environ.update({**service_env(servers), "SHIPSKIP_METRICS_DIR": tempfile.mkdtemp()})
+    os.environ.update(service_env(servers))  # the benchmark stack's environment (bench/stack.py)
     from services.votes.app import create_app  # after the environment it reads
 
     app: App = create_app()
@@ -126,6 +127,12 @@ async def _measure(servers: ServerAddresses, votes: int, rounds: int) -> None:
 
 
 def main() -> None:
+    if MULTIPROCESS_VARIABLE not in os.environ:
+        # prometheus-client took its storage from the environment when first imported (by the imports above), as in
+        # a granian worker: start again with a metrics folder of this run's set, as `shipskip serve` does.
+        folder = tempfile.mkdtemp(prefix="shipskip-votes-cpu-metrics-")
+        command = [sys.executable, "-m", "bench.votes_cpu", *sys.argv[1:]]
+        os.execve(command[0], command, {**os.environ, MULTIPROCESS_VARIABLE: folder})  # noqa: S606 - no shell
     run_on_embedded_servers("votes-cpu", _measure, 32_000)
 
 

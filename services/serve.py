@@ -12,6 +12,8 @@ from typing import Literal, NoReturn
 
 from services.shared.config import Env
 from services.shared.http_server_settings import HttpServerSettings, raise_open_files_limit
+from services.shared.metrics_folder import MULTIPROCESS_VARIABLE, new_run_folder
+from services.shared.telemetry_settings import TelemetrySettings
 
 ServiceName = Literal["votes", "read", "projector"]
 
@@ -70,7 +72,6 @@ def check_settings(name: ServiceName, environ: dict[str, str], port_given: int |
 def _check_ops_port(name: ServiceName, env: Env, port: int) -> None:
     """The ops port (/metrics) is not the public one, nor 0 with several workers (services/shared/ops_port.py)."""
     from services.shared.ops_port import check_ops_port
-    from services.shared.telemetry_settings import TelemetrySettings
 
     assert name != "projector"
     check_ops_port(name, TelemetrySettings.from_env(env), port, env.integer("GRANIAN_WORKERS", 1, minimum=1))
@@ -86,6 +87,10 @@ def serve(name: ServiceName, *, host: str, port: int | None, workers: int) -> No
     # The workers read the same connection count (LiveSettings checks its stream limit against it).
     environ["GRANIAN_BACKPRESSURE"] = str(server.connections)
     command = service_command(name, port or settings_port, workers, host, server)
+    # prometheus-client reads its multiprocess folder from the environment when first imported: the workers inherit
+    # it. One folder per run, named after the pid granian keeps (services/shared/metrics_folder.py).
+    metrics_dir = TelemetrySettings.from_env(Env(environ)).metrics_dir
+    environ[MULTIPROCESS_VARIABLE] = str(new_run_folder(name, metrics_dir, os.getpid()))
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(command[0], command, environ)  # noqa: S606 - our own granian command, no shell

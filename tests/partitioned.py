@@ -13,7 +13,7 @@ import nats
 
 from contracts.subjects import VOTES_STREAM
 from infra.stack.bootstrap import DEMO_CATALOG
-from infra.stack.processes import ServiceProcess, start_service
+from infra.stack.processes import ServiceProcess, start_service, wait_ready
 from infra.stack.servers import ServerAddresses, free_port
 from services.tally.fold import Ballot, BallotKey
 from services.tally.partitions import Partition, partition_name, partition_of
@@ -75,9 +75,9 @@ class PartitionedPipeline:
             "SHIPSKIP_PROJECTOR_PORT": str(free_port()),
         }
 
-    def start_projector(self, index: int) -> ServiceProcess:
+    def start_projector(self, index: int, *, wait: bool = True) -> ServiceProcess:
         log_dir = self.pipeline.log_dir / f"projector-{index}-of-{self.partitions}"
-        self.projectors[index] = start_service("projector", self.projector_env(str(index)), log_dir)
+        self.projectors[index] = start_service("projector", self.projector_env(str(index)), log_dir, wait=wait)
         return self.projectors[index]
 
     def stop(self) -> None:
@@ -98,10 +98,12 @@ def partitioned_pipeline(
         rebuilt = run_cli(running.env, "rebuild", "--partitions", str(partitions))
         assert rebuilt.returncode == 0, rebuilt.stderr
     try:
+        # All at once, then each waited for, as running_pipeline does (tests/support.py).
         for index in range(partitions):
-            running.start_projector(index)
-        running.pipeline.start("read")
-        running.pipeline.start("votes")
+            running.start_projector(index, wait=False)
+        running.pipeline.start_together(("read", "votes"))
+        for process in running.projectors.values():
+            wait_ready(process)
         yield running
     finally:
         running.stop()

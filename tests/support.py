@@ -22,7 +22,7 @@ from nats.js.errors import NotFoundError
 from contracts.events import Event, VoteCast, VoteEvent, VoteRetracted, decode_event
 from contracts.subjects import CATALOG_BUCKET, VOTES_ALL, VOTES_STREAM
 from infra.stack.bootstrap import DEMO_CATALOG, bootstrap
-from infra.stack.processes import ServiceProcess, start_service
+from infra.stack.processes import ServiceProcess, start_service, wait_ready
 from infra.stack.servers import ServerAddresses, free_port
 from services.serve import ServiceName
 from services.shared.jetstream import connect
@@ -106,14 +106,26 @@ class Pipeline:
     def read_ops_url(self) -> str:
         return self.processes["read"].ops_url
 
-    def start(self, name: ServiceName) -> ServiceProcess:
+    def start(self, name: ServiceName, *, wait: bool = True) -> ServiceProcess:
+        """Start ``name``; with ``wait``, return once it serves (else ``wait_ready`` it later)."""
         if name == "projector":
             self.projector_port = free_port()
             env = {**self.env, "SHIPSKIP_PROJECTOR_PORT": str(self.projector_port)}
-            self.processes[name] = start_service(name, env, self.log_dir)
+            self.processes[name] = start_service(name, env, self.log_dir, wait=wait)
         else:
-            self.processes[name] = start_service(name, self.env, self.log_dir, free_port())
+            self.processes[name] = start_service(name, self.env, self.log_dir, free_port(), wait=wait)
         return self.processes[name]
+
+    def start_together(self, names: tuple[ServiceName, ...]) -> None:
+        """Start every one of ``names`` at once, then wait until each serves: their start-ups (mostly imports) overlap.
+
+        Nothing in one service's start needs another one running: what each needs is in the servers, bootstrapped
+        before (``reset_servers``).
+        """
+        for name in names:
+            self.start(name, wait=False)
+        for name in names:
+            wait_ready(self.processes[name])
 
     def stop(self) -> None:
         for process in self.processes.values():
@@ -125,9 +137,7 @@ def running_pipeline(servers: ServerAddresses, log_dir: Path, **extra_env: str) 
     asyncio.run(reset_servers(servers))
     pipeline = Pipeline(servers, service_env(servers, **extra_env), log_dir)
     try:
-        services: tuple[ServiceName, ...] = ("projector", "read", "votes")
-        for name in services:
-            pipeline.start(name)
+        pipeline.start_together(("projector", "read", "votes"))
         yield pipeline
     finally:
         pipeline.stop()
@@ -157,6 +167,35 @@ async def stream_last_seq(servers: ServerAddresses) -> int:
         return int(info.state.last_seq)
     finally:
         await nc.close()
+
+
+async def fetch(servers: ServerAddresses, sql: str, *args: object) -> list[asyncpg.Record]:
+    """The rows of one query on the suite's database."""
+    conn = await asyncpg.connect(servers.database_url)
+    try:
+        return await conn.fetch(sql, *args)
+    finally:
+        await conn.close()
+
+
+async def execute(servers: ServerAddresses, sql: str, *args: object) -> None:
+    conn = await asyncpg.connect(servers.database_url)
+    try:
+        await conn.execute(sql, *args)
+    finally:
+        await conn.close()
+
+
+@contextmanager
+def empty_database(servers: ServerAddresses, name: str) -> Iterator[str]:
+    """The URL of a new, empty database ``name`` on the suite's Postgres (up, but without shipskip's tables); dropped
+    after."""
+    asyncio.run(execute(servers, f"drop database if exists {name}"))
+    asyncio.run(execute(servers, f"create database {name}"))
+    try:
+        yield servers.database_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        asyncio.run(execute(servers, f"drop database if exists {name}"))
 
 
 async def projected_position(servers: ServerAddresses) -> int:

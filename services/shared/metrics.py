@@ -3,11 +3,10 @@
 granian runs each HTTP service as worker processes of one main process (``--workers N``), and a scrape of
 ``/metrics`` reaches any one of them. So the services use prometheus-client's multiprocess mode: every worker
 writes its values to memory-mapped files in one folder, and whichever worker answers a scrape adds up all of
-them. The folder belongs to one run of the service: ``<SHIPSKIP_METRICS_DIR>/<service>-<main pid>-<its start>``,
-shared by the workers of that run (their parent is the granian main process), new for the next run, so counters
-start from zero with the service; folders of runs whose main process is gone are removed at start. A worker that
-dies and is replaced keeps its counts in the sum (counters never go back), while its gauges are dropped (the
-``live*`` modes) at the next scrape.
+them. The folder belongs to one run of the service and is set in the environment before granian starts
+(``PROMETHEUS_MULTIPROC_DIR``, by ``shipskip serve``: services/shared/metrics_folder.py). A worker that dies and is
+replaced keeps its counts in the sum (counters never go back), while its gauges are dropped (the ``live*`` modes) at
+the next scrape.
 
 The projector is one process: it keeps its metrics in memory (``CollectorRegistry``) and needs none of this.
 """
@@ -16,79 +15,22 @@ import contextlib
 import importlib.metadata
 import os
 import re
-import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Gauge, values
+from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.core import Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
 from services.shared.metric_buffer import MetricBuffer, histograms_of
+from services.shared.metrics_folder import alive
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 """The Prometheus text format, version 0.0.4."""
 
-_RUN_DIR = re.compile(r"[a-z]+-(\d+)-(\d+)")
 _LIVE_FILE = re.compile(r"gauge_live[a-z]+_(\d+)\.db")
-
-
-def _process_start(pid: int) -> int:
-    """When ``pid`` started (clock ticks since boot, from /proc), so a reused pid is not taken for the old process;
-    0 where /proc is missing or the process is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0
-    # The command name (field 2) may hold spaces and parentheses: count fields after its closing parenthesis.
-    return int(stat.rsplit(")", 1)[1].split()[19])
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process: alive
-        return True
-    return True
-
-
-def _remove_finished_runs(base: Path) -> None:
-    for folder in base.iterdir():
-        match = _RUN_DIR.fullmatch(folder.name)
-        if match is None:
-            continue
-        pid, started = int(match.group(1)), int(match.group(2))
-        if not _alive(pid) or _process_start(pid) != started:
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-_values_folder: Path | None = None
-"""The folder prometheus-client's value class was last chosen for (by ``use_run_folder``)."""
-
-
-def use_run_folder(service: str, base: Path) -> Path:
-    """Switch this worker to multiprocess metrics in the folder of its granian run; call before any metric exists.
-
-    prometheus-client picks how it stores values once, when it is first imported, from ``PROMETHEUS_MULTIPROC_DIR``,
-    and has no way to switch later (prometheus/client_python#886, open). This process imported it before the folder
-    was known (the app's modules import it), so its chooser, ``values.get_value_class``, is asked again here with
-    the folder set, once per folder: a second value class for the same folder would map its files twice.
-    """
-    global _values_folder
-    parent = os.getppid()
-    base.mkdir(parents=True, exist_ok=True)
-    _remove_finished_runs(base)
-    folder = base / f"{service}-{parent}-{_process_start(parent)}"
-    folder.mkdir(exist_ok=True)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
-    if _values_folder != folder:
-        values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
-        _values_folder = folder
-    return folder
 
 
 class _WorkersCollector(Collector):
@@ -124,7 +66,7 @@ class WorkersExposition:
         with contextlib.suppress(OSError):
             for name in os.listdir(self._folder):
                 match = _LIVE_FILE.fullmatch(name)
-                if match is not None and not _alive(int(match.group(1))):
+                if match is not None and not alive(int(match.group(1))):
                     mark_process_dead(int(match.group(1)), str(self._folder))  # type: ignore[no-untyped-call]
 
 

@@ -90,8 +90,8 @@ def route_of(scope: Scope) -> str:
 
 
 class HttpMetrics:
-    """The request metrics of one service (created after ``use_run_folder``; not in any registry: the
-    multiprocess collector reads them from the run's files), counted through the worker's buffer."""
+    """The request metrics of one service (in the run's multiprocess files; not in any registry: the multiprocess
+    collector reads them from those files), counted through the worker's buffer."""
 
     def __init__(self, buffer: MetricBuffer) -> None:
         self._buffer = buffer

@@ -63,7 +63,7 @@ def ops_port(
     """A Litestar lifespan serving the worker's ops port; listed after the lifespan that sets the app's
     ``readiness_checks`` (its state also holds ``exposition``, the /metrics text)."""
     variable, port, host = OPS_PORT_VARIABLES[service], ops_port_of(service, telemetry), telemetry.metrics_host
-    # Created now: after use_run_folder, in the run's multiprocess files.
+    # Created in the run's multiprocess files (PROMETHEUS_MULTIPROC_DIR, set before the worker started).
     gauge = readiness_gauge(None)
     build_info(service, None)
 

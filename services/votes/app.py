@@ -18,7 +18,8 @@ from services.shared.http import EXCEPTION_HANDLERS
 from services.shared.jetstream import connect, ensure_votes_stream
 from services.shared.logs import configure_logging
 from services.shared.metric_buffer import MetricBuffer, flushing
-from services.shared.metrics import WorkersExposition, use_run_folder
+from services.shared.metrics import WorkersExposition
+from services.shared.metrics_folder import run_folder_of_worker
 from services.shared.observed_asgi import HttpMetrics, ObservedApp
 from services.shared.openapi_ui.pages import schema_pages
 from services.shared.ops_port import ops_port
@@ -45,7 +46,7 @@ def create_app(settings: VotesSettings | None = None, telemetry: TelemetrySettin
 
     telemetry = telemetry or settings_or_exit(TelemetrySettings.from_env)
     configure_logging(telemetry, "votes")
-    metrics_folder = use_run_folder("votes", telemetry.metrics_dir)  # before any metric is created
+    metrics_folder = settings_or_exit(run_folder_of_worker)  # made by `shipskip serve` (serve.py)
     buffer = MetricBuffer()
     votes_metrics = VotesMetrics(buffer)
 

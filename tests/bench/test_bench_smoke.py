@@ -61,6 +61,11 @@ def test_a_tiny_run_of_the_harness_measures_every_path(servers: ServerAddresses,
         soak_sse_clients=20,
         soak_voter_tokens=200,
         soak_comparisons=3,
+        scale_tools=100,
+        scale_comparisons=300,
+        scale_sse_comparisons=10,
+        scale_sse_clients=20,
+        scale_run_s=1.0,
         results_dir=tmp_path,
     )
     report = run_harness(config, servers=servers, command="pytest tests/bench")

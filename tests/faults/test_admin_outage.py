@@ -34,13 +34,6 @@ def admin(servers: ServerAddresses, tmp_path_factory: pytest.TempPathFactory) ->
         yield pipeline
 
 
-@pytest.fixture
-def stack(embedded: EmbeddedServers | None) -> EmbeddedServers:
-    if embedded is None:
-        pytest.skip("stopping a server needs the embedded servers")
-    return embedded
-
-
 def call(pipeline: Pipeline, method: str, path: str, body: object) -> httpx.Response:
     headers = {"Authorization": f"Bearer {TOKEN}"}
     url = f"{pipeline.read_url}/admin{path}"

@@ -17,13 +17,6 @@ from tests.support import new_voter, run_cli, running_pipeline, wait_until
 SMOL = "smolvlm2-2b-vs-windsurf-swe-1"
 
 
-@pytest.fixture
-def stack(embedded: EmbeddedServers | None) -> EmbeddedServers:
-    if embedded is None:
-        pytest.skip("stopping a server needs the embedded servers")
-    return embedded
-
-
 def test_a_change_after_a_nats_restart_reaches_every_service(
     servers: ServerAddresses, stack: EmbeddedServers, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:

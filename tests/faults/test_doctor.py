@@ -5,7 +5,6 @@ migrated, the partitions' layout not SHIPSKIP_PARTITIONS, the stream's duplicate
 Stops the session's own servers, one at a time, each restarted in a ``finally`` (as tests/faults/test_outages.py).
 """
 
-import asyncio
 import json
 import os
 import signal
@@ -14,13 +13,12 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import asyncpg
 import pytest
 
 from infra.migrate import MIGRATIONS
 from infra.stack.servers import EmbeddedServers, ServerAddresses, ServerName
 from services.operators.doctor import _skew, redacted
-from tests.support import Pipeline, run_cli, running_pipeline
+from tests.support import Pipeline, empty_database, run_cli, running_pipeline
 
 CHECKS = {
     "settings", "nats", "jetstream", "stream", "consumers", "catalogue", "clock nats",
@@ -30,10 +28,8 @@ CHECKS = {
 
 @pytest.fixture(scope="module")
 def pipeline(
-    servers: ServerAddresses, embedded: EmbeddedServers | None, tmp_path_factory: pytest.TempPathFactory
+    servers: ServerAddresses, stack: EmbeddedServers, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Pipeline]:
-    if embedded is None:
-        pytest.skip("stopping a server needs the embedded servers")
     with running_pipeline(servers, tmp_path_factory.mktemp("doctor")) as running:
         yield running
 
@@ -70,16 +66,16 @@ def test_everything_is_in_place_on_the_running_stack(pipeline: Pipeline) -> None
     [("nats", "cannot reach NATS"), ("postgres", "cannot reach Postgres"), ("redis", "cannot reach Redis")],
 )
 def test_a_stopped_server_is_named_with_what_to_do(
-    pipeline: Pipeline, embedded: EmbeddedServers, server: ServerName, fragment: str
+    pipeline: Pipeline, stack: EmbeddedServers, server: ServerName, fragment: str
 ) -> None:
     try:
-        embedded.stop_server(server)
+        stack.stop_server(server)
         started = time.monotonic()
         result = doctor(pipeline.env)
         took = time.monotonic() - started
         code, found = findings(pipeline.env)
     finally:
-        embedded.start_server(server)
+        stack.start_server(server)
     assert result.returncode == 1, result.stdout
     assert code == 1
     assert "Traceback" not in result.stderr
@@ -95,9 +91,9 @@ def test_a_stopped_server_is_named_with_what_to_do(
     assert took < 60
 
 
-def test_a_frozen_server_is_named_not_waited_on(pipeline: Pipeline, embedded: EmbeddedServers) -> None:
+def test_a_frozen_server_is_named_not_waited_on(pipeline: Pipeline, stack: EmbeddedServers) -> None:
     """Redis paused (SIGSTOP): it accepts connections and never answers."""
-    pid = embedded.pid("redis")
+    pid = stack.pid("redis")
     assert pid is not None
     os.kill(pid, signal.SIGSTOP)
     try:
@@ -113,20 +109,8 @@ def test_a_frozen_server_is_named_not_waited_on(pipeline: Pipeline, embedded: Em
 
 
 def test_an_unmigrated_database_is_named(pipeline: Pipeline, servers: ServerAddresses) -> None:
-    async def run(sql: str) -> None:
-        conn = await asyncpg.connect(servers.database_url)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run("drop database if exists shipskip_doctor"))
-    asyncio.run(run("create database shipskip_doctor"))
-    try:
-        env = {**pipeline.env, "SHIPSKIP_DATABASE_URL": servers.database_url.rsplit("/", 1)[0] + "/shipskip_doctor"}
-        code, found = findings(env)
-    finally:
-        asyncio.run(run("drop database if exists shipskip_doctor"))
+    with empty_database(servers, "shipskip_doctor") as database_url:
+        code, found = findings({**pipeline.env, "SHIPSKIP_DATABASE_URL": database_url})
     assert code == 1
     assert found["migrations"]["status"] == "fail"
     every = len(list(MIGRATIONS.glob("*.sql")))  # every migration there is, so that a new one does not break this

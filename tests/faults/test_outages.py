@@ -25,13 +25,6 @@ LLAMA = "llama-4-scout-vs-windsurf-swe-1"
 TOOL = TOOLS[LLAMA][1]
 
 
-@pytest.fixture
-def stack(embedded: EmbeddedServers | None) -> EmbeddedServers:
-    if embedded is None:
-        pytest.skip("stopping a server needs the embedded servers")
-    return embedded
-
-
 def log_text(path: Path) -> str:
     return path.read_text(errors="replace")
 

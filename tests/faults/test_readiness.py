@@ -25,10 +25,8 @@ TOLERATED: dict[str, set[ServerName]] = {"votes": {"redis"}}
 
 @pytest.fixture(scope="module")
 def pipeline(
-    servers: ServerAddresses, embedded: EmbeddedServers | None, tmp_path_factory: pytest.TempPathFactory
+    servers: ServerAddresses, stack: EmbeddedServers, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Pipeline]:
-    if embedded is None:
-        pytest.skip("stopping a server needs the embedded servers")
     with running_pipeline(servers, tmp_path_factory.mktemp("readiness")) as running:
         yield running
 
@@ -61,11 +59,11 @@ def all_ready(pipeline: Pipeline) -> bool:
 
 @pytest.mark.parametrize("server", ["redis", "nats", "postgres"])
 def test_readyz_names_a_stopped_server_and_recovers(
-    pipeline: Pipeline, embedded: EmbeddedServers, server: ServerName
+    pipeline: Pipeline, stack: EmbeddedServers, server: ServerName
 ) -> None:
     wait_until(lambda: all_ready(pipeline), timeout=60)
     try:
-        embedded.stop_server(server)
+        stack.stop_server(server)
         for name, url in urls(pipeline).items():
             if name in NEEDS[server]:
                 tolerated = server in TOLERATED.get(name, set())
@@ -90,7 +88,7 @@ def test_readyz_names_a_stopped_server_and_recovers(
             # Alive all the same: /healthz says the process runs, whatever its servers do.
             assert httpx.get(url + "/healthz", timeout=10).status_code == 200
     finally:
-        embedded.start_server(server)
+        stack.start_server(server)
     wait_until(lambda: all_ready(pipeline), timeout=60)
     for url in urls(pipeline).values():
         status, body = readiness(url)

@@ -8,7 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
-import time
+from pathlib import Path
 
 import pytest
 
@@ -78,10 +78,11 @@ def test_migrate_gives_the_stream_and_the_catalogue_three_replicas(servers: Serv
         assert asyncio.run(replicas(cluster.urls))[2] == 3
 
 
-def test_migrate_waits_for_the_servers_its_replicas_need(servers: ServerAddresses) -> None:
+def test_migrate_waits_for_the_servers_its_replicas_need(servers: ServerAddresses, tmp_path: Path) -> None:
     """A migration job started while the cluster is still forming (two of its three nodes up: three replicas have
     no room yet) waits for the third instead of failing."""
     cluster = NatsCluster()
+    errors = tmp_path / "migrate.stderr"
     try:
         cluster.start("n1")
         cluster.start("n2")
@@ -89,21 +90,27 @@ def test_migrate_waits_for_the_servers_its_replicas_need(servers: ServerAddresse
         env = service_env(
             ServerAddresses(cluster.urls, servers.database_url, servers.redis_url), SHIPSKIP_STREAM_REPLICAS="3"
         )
-        migrate = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "migrate"],
-            env={**os.environ, **env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        with errors.open("w") as stderr_file:
+            migrate = subprocess.Popen(
+                [sys.executable, "-m", "services.cli", "migrate"],
+                env={**os.environ, **env},
+                stdout=subprocess.PIPE,
+                stderr=stderr_file,
+                text=True,
+            )
         try:
-            time.sleep(3)
-            assert migrate.poll() is None, migrate.communicate()  # without the wait, it fails at once
+            # Until it says it waits (without the wait, it fails at once), then still running when the third starts.
+            wait_until(
+                lambda: "waiting for the cluster's servers" in errors.read_text() or migrate.poll() is not None,
+                timeout=60,
+            )
+            assert migrate.poll() is None, errors.read_text()
             cluster.start("n3")
-            stdout, stderr = migrate.communicate(timeout=60)
+            stdout, _ = migrate.communicate(timeout=60)
         finally:
             if migrate.poll() is None:
                 migrate.kill()
+        stderr = errors.read_text()
         assert migrate.returncode == 0, stdout + stderr
         assert "waiting for the cluster's servers" in stderr
         assert f"stream {VOTES_STREAM}: 3 replicas; catalogue bucket: 3 replicas" in stdout

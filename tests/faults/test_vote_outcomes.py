@@ -45,13 +45,6 @@ LLAMA = "llama-4-scout-vs-windsurf-swe-1"
 TOOL = "windsurf-swe-1"
 
 
-@pytest.fixture
-def stack(embedded: EmbeddedServers | None) -> EmbeddedServers:
-    if embedded is None:
-        pytest.skip("freezing NATS needs the embedded servers")
-    return embedded
-
-
 def voter_id(pipeline: Pipeline, token: str) -> str:
     """The voter id the votes service puts in the events of this token's votes (services/votes/identity.py)."""
     keys = [key.encode() for key in pipeline.env["SHIPSKIP_TOKEN_KEYS"].split(",")]

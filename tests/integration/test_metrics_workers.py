@@ -1,6 +1,7 @@
 """/metrics with several granian workers: whichever worker answers a scrape, it counts every worker's requests.
 
-The workers write to one folder per run of the service (services/shared/metrics.py); the test finds which worker
+The workers write to one folder per run of the service, made by ``shipskip serve`` before it becomes granian
+(services/shared/metrics_folder.py); the test finds which worker
 answered each request from its access log line (``SHIPSKIP_ACCESS_LOG=all`` logs every request with its pid), and
 which workers listen on the ops port (every one, SO_REUSEPORT: services/shared/ops_port.py) from its /healthz.
 """
@@ -8,16 +9,14 @@ which workers listen on the ops port (every one, SO_REUSEPORT: services/shared/o
 import asyncio
 import json
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from infra.stack.processes import stop_process
+from infra.stack.processes import start_service
 from infra.stack.servers import ServerAddresses, free_port
-from services.serve import service_command
 from tests.integration.metrics_text import scrape
 from tests.support import reset_servers, service_env, wait_until
 
@@ -27,10 +26,9 @@ WORKERS = 2
 @pytest.fixture(scope="module")
 def two_workers(
     servers: ServerAddresses, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[str, str, Path, Path]]:
+) -> Iterator[tuple[str, str, Path, Path, int]]:
     asyncio.run(reset_servers(servers))
     metrics_dir = tmp_path_factory.mktemp("metrics")
-    log_path = tmp_path_factory.mktemp("workers-log") / "votes.log"
     port, ops_port = free_port(), free_port()
     env = service_env(
         servers,
@@ -38,20 +36,14 @@ def two_workers(
         SHIPSKIP_ACCESS_LOG="all",
         SHIPSKIP_VOTES_METRICS_PORT=str(ops_port),
     )
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            service_command("votes", port, workers=WORKERS),
-            env={**os.environ, **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
+    # `shipskip serve`, which makes the run's metrics folder; not waited for by start_service, whose /healthz
+    # requests would be counted.
+    service = start_service("votes", env, tmp_path_factory.mktemp("workers-log"), port, wait=False, workers=WORKERS)
     try:
-        wait_until(lambda: _answers(url), timeout=60)
-        yield url, f"http://127.0.0.1:{ops_port}", metrics_dir, log_path
+        wait_until(lambda: _answers(service.url), timeout=60)
+        yield service.url, service.ops_url, metrics_dir, service.log_path, service.process.pid
     finally:
-        stop_process(process)
+        service.stop()
 
 
 def _answers(url: str) -> bool:
@@ -71,8 +63,8 @@ def _pids_of(log_path: Path, route: str) -> list[int]:
     return pids
 
 
-def test_every_scrape_counts_the_requests_of_every_worker(two_workers: tuple[str, str, Path, Path]) -> None:
-    url, ops_url, metrics_dir, log_path = two_workers
+def test_every_scrape_counts_the_requests_of_every_worker(two_workers: tuple[str, str, Path, Path, int]) -> None:
+    url, ops_url, metrics_dir, log_path, main_pid = two_workers
     sent = 0
     # New connections until both workers have answered some (granian hands connections to either).
     while len(set(_pids_of(log_path, "/healthz"))) < WORKERS:
@@ -104,8 +96,9 @@ def test_every_scrape_counts_the_requests_of_every_worker(two_workers: tuple[str
         assert counted() == sent
     assert httpx.get(url + "/metrics", timeout=10).status_code == 404
 
-    # One folder for this run, holding the files of both workers.
+    # One folder for this run, named after granian's main process (the pid `shipskip serve` passed on), holding the
+    # files of both workers.
     (run_folder,) = metrics_dir.iterdir()
-    assert run_folder.name.startswith("votes-")
+    assert run_folder.name.startswith(f"votes-{main_pid}-")
     writers = {int(name.rsplit("_", 1)[1].removesuffix(".db")) for name in os.listdir(run_folder) if "counter" in name}
     assert set(pids) <= writers

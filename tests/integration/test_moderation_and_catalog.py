@@ -5,7 +5,6 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
-import asyncpg
 import httpx
 
 from contracts.catalog import decode_catalog, encode_catalog
@@ -13,19 +12,11 @@ from contracts.events import VoteCast, encode_event
 from contracts.subjects import MODERATION_SUBJECT, votes_subject
 from infra.stack.bootstrap import DEMO_CATALOG
 from infra.stack.servers import ServerAddresses
-from tests.support import Pipeline, projected_position, publish_raw, run_cli, stream_last_seq, wait_until
+from tests.support import Pipeline, fetch, projected_position, publish_raw, run_cli, stream_last_seq, wait_until
 
 LLAMA = "llama-4-scout-vs-windsurf-swe-1"
 SMOL = "smolvlm2-2b-vs-windsurf-swe-1"
 AT = datetime(2026, 11, 23, tzinfo=UTC)
-
-
-async def fetch(servers: ServerAddresses, sql: str, *args: object) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(servers.database_url)
-    try:
-        return await conn.fetch(sql, *args)
-    finally:
-        await conn.close()
 
 
 def counts(servers: ServerAddresses, comparison: str, tool: str) -> tuple[int, int]:

@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import nats
 import pytest
@@ -24,6 +23,7 @@ from infra.stack.bootstrap import DEMO_CATALOG
 from infra.stack.servers import ServerAddresses
 from tests.support import (
     Pipeline,
+    fetch,
     projected_position,
     publish_raw,
     run_cli,
@@ -53,14 +53,6 @@ def admin(pipeline: Pipeline, method: str, path: str, **kwargs: Any) -> httpx.Re
 def settle(servers: ServerAddresses) -> None:
     head = asyncio.run(stream_last_seq(servers))
     wait_until(lambda: asyncio.run(projected_position(servers)) == head, timeout=60)
-
-
-async def fetch(servers: ServerAddresses, sql: str, *args: object) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(servers.database_url)
-    try:
-        return await conn.fetch(sql, *args)
-    finally:
-        await conn.close()
 
 
 def refused(result: Any, *fragments: str) -> None:

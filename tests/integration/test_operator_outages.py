@@ -6,18 +6,16 @@ each command against a free port where nothing listens (the servers the rest of 
 admin API's answer to a server stopped under it is in tests/faults/test_admin_outage.py.
 """
 
-import asyncio
 import subprocess
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-import asyncpg
 import pytest
 
 from infra.stack.servers import ServerAddresses, free_port
 from services.cli import build_parser
-from tests.support import run_cli, service_env
+from tests.support import empty_database, run_cli, service_env
 
 VOTER = "ab" * 16
 COMMANDS: list[tuple[str, ...]] = [
@@ -55,20 +53,8 @@ def assert_one_line(result: subprocess.CompletedProcess[str], *fragments: str) -
 @pytest.fixture
 def unmigrated(servers: ServerAddresses) -> Iterator[str]:
     """The URL of an empty database on the suite's Postgres: up, but without shipskip's tables."""
-
-    async def run(sql: str) -> None:
-        conn = await asyncpg.connect(servers.database_url)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run("drop database if exists shipskip_unmigrated"))
-    asyncio.run(run("create database shipskip_unmigrated"))
-    try:
-        yield servers.database_url.rsplit("/", 1)[0] + "/shipskip_unmigrated"
-    finally:
-        asyncio.run(run("drop database if exists shipskip_unmigrated"))
+    with empty_database(servers, "shipskip_unmigrated") as url:
+        yield url
 
 
 def test_with_nats_down_every_command_says_so_in_one_line(servers: ServerAddresses) -> None:

@@ -25,6 +25,7 @@ from contracts.subjects import votes_subject
 from infra.stack.servers import ServerAddresses
 from tests.support import (
     Pipeline,
+    execute,
     projected_position,
     publish_raw,
     run_cli,
@@ -96,14 +97,6 @@ async def rebuild_running(servers: ServerAddresses) -> bool:
     conn = await asyncpg.connect(servers.database_url)
     try:
         return bool(await conn.fetchval("select exists (select 1 from rebuild_runs where state = 'running')"))
-    finally:
-        await conn.close()
-
-
-async def execute(servers: ServerAddresses, sql: str, *args: object) -> None:
-    conn = await asyncpg.connect(servers.database_url)
-    try:
-        await conn.execute(sql, *args)
     finally:
         await conn.close()
 

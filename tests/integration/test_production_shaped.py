@@ -27,6 +27,7 @@ import redis.exceptions
 
 from contracts.events import VoteCast
 from contracts.subjects import VOTES_STREAM
+from infra.stack.secured_redis import TlsFiles
 from infra.stack.servers import EmbeddedServers, NatsSecurity, free_port, nats_server_path
 from services.shared.config import NatsSettings
 from services.shared.event_ids import new_event_id
@@ -34,8 +35,9 @@ from services.shared.jetstream import connect, ensure_votes_stream
 from services.tally.rebuild.replay import StreamReplay
 from services.tally.store import StreamRecord
 from services.votes.publisher import VotePublisher
-from tests.integration.tls_material import TlsFiles, make_tls_files, new_nkey, operator_mode, public_key, seed
+from tests.integration.tls_material import new_nkey, operator_mode, public_key, seed
 from tests.support import Pipeline, new_voter, run_cli, running_pipeline, send_vote, wait_until
+from tests.tls_certs import make_tls_files
 
 USER, PASSWORD = "shipskip", "nats-test-password"
 REDIS_PASSWORD = "redis-test-password"
@@ -48,9 +50,7 @@ class SecureStack:
         self.folder = folder
         self.tls = tls
         self.nkey_seed_file = nkey_seed_file
-        security = NatsSecurity(
-            tls.cert_file, tls.key_file, tls.ca_file, users=((USER, PASSWORD),), nkeys=(nkey_public,)
-        )
+        security = NatsSecurity(tls.cert, tls.key, tls.ca, users=((USER, PASSWORD),), nkeys=(nkey_public,))
         self.servers = EmbeddedServers(folder / "servers", nats_security=security, redis_password=REDIS_PASSWORD)
 
 
@@ -155,7 +155,7 @@ def test_a_creds_login_to_a_server_in_operator_mode_publishes_and_replays(secure
     creds.write_text(mode.creds)
     config = tmp_path / "operator.conf"
     tls = secure.tls
-    config.write_text(mode.config + f'tls {{\n  cert_file: "{tls.cert_file}"\n  key_file: "{tls.key_file}"\n}}\n')
+    config.write_text(mode.config + f'tls {{\n  cert_file: "{tls.cert}"\n  key_file: "{tls.key}"\n}}\n')
     port = free_port()
     store = tmp_path / "jetstream"
     command = [str(nats_server_path()), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store), "-c", str(config)]
@@ -164,7 +164,7 @@ def test_a_creds_login_to_a_server_in_operator_mode_publishes_and_replays(secure
     try:
         wait_until(lambda: server.poll() is not None or _accepts(port), timeout=20)
         assert server.poll() is None, (tmp_path / "nats.log").read_text()
-        settings = NatsSettings(f"tls://127.0.0.1:{port}", creds_file=str(creds), ca_file=str(tls.ca_file))
+        settings = NatsSettings(f"tls://127.0.0.1:{port}", creds_file=str(creds), ca_file=str(tls.ca))
         asyncio.run(_publish_and_replay(settings))
         # Without the creds the same server refuses.
         assert asyncio.run(_refused(msgspec.structs.replace(settings, creds_file=None)))

@@ -1,81 +1,19 @@
-"""Certificates and NATS logins made for a test: a CA of its own, a server certificate for 127.0.0.1 signed by it,
-an nkey user, and a .creds file of a user of an account of an operator (the JWTs nats-server reads in operator mode).
+"""NATS logins made for a test: an nkey user, and a .creds file of a user of an account of an operator (the JWTs
+nats-server reads in operator mode). The certificates come from tests/tls_certs.py.
 
 The JWTs are what the ``nsc`` tool writes (nats-io/jwt v2): ``base64url(header).base64url(claims)``, signed with the
 issuer's nkey (ed25519).
 """
 
 import base64
-import datetime
 import hashlib
-import ipaddress
 import json
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import nkeys
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
-
-@dataclass(frozen=True)
-class TlsFiles:
-    ca_file: Path
-    cert_file: Path
-    key_file: Path
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    path.chmod(0o600)
-
-
-def make_tls_files(folder: Path) -> TlsFiles:
-    """A self-signed CA, and a certificate for 127.0.0.1 and localhost signed by it, valid for a day."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(_name("shipskip test CA"))
-        .issuer_name(_name("shipskip test CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("127.0.0.1"))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    files = TlsFiles(folder / "ca.pem", folder / "server-cert.pem", folder / "server-key.pem")
-    files.ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    files.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    _write_key(files.key_file, key)
-    return files
 
 
 def new_nkey(prefix: int) -> Any:

@@ -13,7 +13,7 @@ import pytest
 
 from services.shared.config import ConfigError, Env
 from services.shared.logs import REQUEST_ID, JsonFormatter, TextFormatter, configure_logging, wants_json
-from services.shared.metrics import _process_start, _remove_finished_runs
+from services.shared.metrics_folder import MULTIPROCESS_VARIABLE, new_run_folder, process_start, run_folder_of_worker
 from services.shared.monitor_server import Answer, MonitorServer, json_answer
 from services.shared.observed_asgi import request_id
 from services.shared.telemetry_settings import TelemetrySettings
@@ -124,15 +124,29 @@ def test_the_folders_of_finished_runs_are_removed_and_live_ones_kept(tmp_path: P
     finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True)
     dead_pid = int(finished.stdout)
     me = os.getpid()
-    live = tmp_path / f"votes-{me}-{_process_start(me)}"
-    reused_pid = tmp_path / f"read-{me}-{_process_start(me) + 1}"  # this pid, but another process's start
+    live = tmp_path / f"votes-{me}-{process_start(me)}"
+    reused_pid = tmp_path / f"read-{me}-{process_start(me) + 1}"  # this pid, but another process's start
     dead = tmp_path / f"votes-{dead_pid}-12345"
     other = tmp_path / "not-a-run"
     for folder in (live, reused_pid, dead, other):
         folder.mkdir()
         (folder / "counter_1.db").write_bytes(b"")
-    _remove_finished_runs(tmp_path)
+    assert new_run_folder("votes", tmp_path, me) == live  # this process's run: kept, files and all
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name])
+    assert (live / "counter_1.db").exists()
+
+
+def test_a_worker_without_its_run_folder_is_refused_naming_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(MULTIPROCESS_VARIABLE, raising=False)
+    with pytest.raises(ConfigError, match=f"{MULTIPROCESS_VARIABLE} is not set"):
+        run_folder_of_worker()
+    monkeypatch.setenv(MULTIPROCESS_VARIABLE, str(tmp_path / "gone"))
+    with pytest.raises(ConfigError, match=f"{MULTIPROCESS_VARIABLE}=.*gone is not a folder"):
+        run_folder_of_worker()
+    monkeypatch.setenv(MULTIPROCESS_VARIABLE, str(tmp_path))
+    assert run_folder_of_worker() == tmp_path
 
 
 async def _exchange(port: int, request: bytes) -> bytes:

@@ -33,7 +33,8 @@ from services.shared.http import EXCEPTION_HANDLERS, ApiError, json_response
 from services.shared.jetstream import connect
 from services.shared.logs import configure_logging
 from services.shared.metric_buffer import MetricBuffer, flushing
-from services.shared.metrics import WorkersExposition, use_run_folder
+from services.shared.metrics import WorkersExposition
+from services.shared.metrics_folder import run_folder_of_worker
 from services.shared.observed_asgi import HttpMetrics, ObservedApp
 from services.shared.openapi import RETRY_AFTER, answers, documented
 from services.shared.openapi_ui.pages import schema_pages
@@ -272,7 +273,7 @@ def create_app(
     live = live or settings_or_exit(LiveSettings.from_env)
     telemetry = telemetry or settings_or_exit(TelemetrySettings.from_env)
     configure_logging(telemetry, "read")
-    metrics_folder = use_run_folder("read", telemetry.metrics_dir)  # before any metric is created
+    metrics_folder = settings_or_exit(run_folder_of_worker)  # made by `shipskip serve` (serve.py)
     buffer = MetricBuffer()
     metrics = ReadMetrics()
     handlers: list[ControllerRouterHandler] = [
