@@ -20,23 +20,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from contracts.events import Event, encode_event
-from infra.migrate import migrate
+from contracts.events import Event
 from infra.stack.servers import ServerAddresses
 from services.tally.fold import FoldState, fold
 from services.tally.history import HistoryBatch, minute_of, time_of
 from services.tally.read.history import BUCKET_MINUTES, Series, Window, read_as_of, read_series
 from services.tally.rebuild.bulk_load import BulkFold
 from services.tally.rebuild.rebuild import history_of
-from services.tally.store import PROJECTION_TABLES, Projection, StreamRecord, expected_subject
+from services.tally.store import PROJECTION_TABLES, Projection
 from tests.property.model import COMPARISONS, TOOLS, Delivery, draw_deliveries, history_at, timed_streams
+from tests.property.schemas import Crash, record, scratch_schemas
 
 SCHEMA = "property_history"
 REBUILT = "property_history_rebuilt"
-
-
-class Crash(Exception):
-    """The projector died inside the transaction: nothing of the batch is committed."""
 
 
 @dataclass
@@ -45,45 +41,17 @@ class Database:
     conn: asyncpg.Connection
 
 
-async def _open(database_url: str) -> asyncpg.Connection:
-    await migrate(database_url)  # the live tables are the template of ours
-    conn = await asyncpg.connect(database_url)
-    for schema in (SCHEMA, REBUILT):
-        await conn.execute(f"drop schema if exists {schema} cascade; create schema {schema}")
-        for table in PROJECTION_TABLES:
-            await conn.execute(f"create table {schema}.{table} (like public.{table} including all)")
-    return conn
-
-
-async def _close(conn: asyncpg.Connection) -> None:
-    for schema in (SCHEMA, REBUILT):
-        await conn.execute(f"drop schema if exists {schema} cascade")
-    await conn.close()
-
-
 @pytest.fixture(scope="module")
 def database(servers: ServerAddresses) -> Iterator[Database]:
-    loop = asyncio.new_event_loop()
-    try:
-        conn = loop.run_until_complete(_open(servers.database_url))
-        try:
-            yield Database(loop, conn)
-        finally:
-            loop.run_until_complete(_close(conn))
-    finally:
-        loop.close()
-
-
-def _record(seq: int, event: Event) -> StreamRecord:
-    subject = expected_subject(event)
-    return StreamRecord(seq, subject, encode_event(event))
+    with scratch_schemas(servers.database_url, SCHEMA, REBUILT) as (loop, conn):
+        yield Database(loop, conn)
 
 
 async def _project(conn: asyncpg.Connection, stream: list[Event], limit: int, deliveries: list[Delivery]) -> None:
     await conn.execute("truncate " + ", ".join(f"{s}.{t}" for s in (SCHEMA, REBUILT) for t in PROJECTION_TABLES))
     projection = Projection(limit, schema=SCHEMA)
     for delivery in deliveries:
-        records = [_record(seq, stream[seq - 1]) for seq in delivery.seqs]
+        records = [record(seq, stream[seq - 1]) for seq in delivery.seqs]
         try:
             async with conn.transaction():
                 await projection.apply_batch(conn, records)
@@ -96,7 +64,7 @@ async def _project(conn: asyncpg.Connection, stream: list[Event], limit: int, de
 async def _rebuild(conn: asyncpg.Connection, stream: list[Event], limit: int, cuts: list[int]) -> None:
     """A rebuild's first pass over the stream in the batches ``cuts`` makes, written into REBUILT."""
     bulk = BulkFold(limit)
-    records = [_record(seq, event) for seq, event in enumerate(stream, start=1)]
+    records = [record(seq, event) for seq, event in enumerate(stream, start=1)]
     for start, end in itertools.pairwise([0, *sorted(cuts), len(records)]):
         bulk.take(records[start:end])
     rows = bulk.rows()["tally_history"]

@@ -16,23 +16,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from contracts.events import Event, VoteCast, VoterVoided, encode_event
-from infra.migrate import migrate
+from contracts.events import Event, VoteCast, VoterVoided
 from infra.stack.servers import ServerAddresses
 from services.tally.fold import Ballot, BallotKey
 from services.tally.history import minute_of
 from services.tally.partitions import Partition, partition_of
 from services.tally.rebuild.bulk_load import BulkFold
-from services.tally.store import PROJECTION_TABLES, Projection, StreamRecord, expected_subject
+from services.tally.store import PROJECTION_TABLES, Projection
 from tests.property.model import COMPARISONS, Delivery, Model, Tallies, draw_deliveries, nonzero, streams
+from tests.property.schemas import Crash, record, scratch_schemas
 
 SCHEMA = "property_partitions"
 PARTITIONS = 3
 """With three, the model's two comparisons fall into two partitions, and the third folds only the voids."""
-
-
-class Crash(Exception):
-    """The projector died inside the transaction: nothing of the batch is committed."""
 
 
 @dataclass
@@ -44,19 +40,6 @@ class Result:
     """The history projection's rows that hold a change."""
 
 
-def _record(seq: int, event: Event) -> StreamRecord:
-    return StreamRecord(seq, expected_subject(event), encode_event(event))
-
-
-async def _open(database_url: str) -> asyncpg.Connection:
-    await migrate(database_url)
-    conn = await asyncpg.connect(database_url)
-    await conn.execute(f"drop schema if exists {SCHEMA} cascade; create schema {SCHEMA}")
-    for table in PROJECTION_TABLES:
-        await conn.execute(f"create table {SCHEMA}.{table} (like public.{table} including all)")
-    return conn
-
-
 async def _run(conn: asyncpg.Connection, stream: list[Event], limit: int, turns: list[tuple[int, Delivery]]) -> Result:
     await conn.execute("truncate " + ", ".join(f"{SCHEMA}.{table}" for table in PROJECTION_TABLES))
     projections = [Projection(limit, schema=SCHEMA, partition=Partition(i, PARTITIONS)) for i in range(PARTITIONS)]
@@ -66,7 +49,7 @@ async def _run(conn: asyncpg.Connection, stream: list[Event], limit: int, turns:
             projection.position_row,
         )
     for index, delivery in turns:
-        records = [_record(seq, stream[seq - 1]) for seq in delivery.seqs]
+        records = [record(seq, stream[seq - 1]) for seq in delivery.seqs]
         try:
             async with conn.transaction():
                 await projections[index].apply_batch(conn, records)
@@ -92,16 +75,8 @@ async def _run(conn: asyncpg.Connection, stream: list[Event], limit: int, turns:
 
 @pytest.fixture(scope="module")
 def database(servers: ServerAddresses) -> Iterator[tuple[asyncio.AbstractEventLoop, asyncpg.Connection]]:
-    loop = asyncio.new_event_loop()
-    try:
-        conn = loop.run_until_complete(_open(servers.database_url))
-        try:
-            yield loop, conn
-        finally:
-            loop.run_until_complete(conn.execute(f"drop schema if exists {SCHEMA} cascade"))
-            loop.run_until_complete(conn.close())
-    finally:
-        loop.close()
+    with scratch_schemas(servers.database_url, SCHEMA) as (loop, conn):
+        yield loop, conn
 
 
 def test_the_model_comparisons_fall_into_different_partitions() -> None:
@@ -135,7 +110,7 @@ def test_partitions_folding_in_any_interleaving_give_the_model_tallies(
     assert result.positions == [len(stream)] * PARTITIONS
     # The history too: each partition erases a void's voter from its own comparisons, whenever it reaches the void.
     clean = BulkFold(limit)
-    clean.take([(seq, r.subject, r.data) for seq, r in ((s, _record(s, e)) for s, e in enumerate(stream, start=1))])
+    clean.take([(seq, r.subject, r.data) for seq, r in ((s, record(s, e)) for s, e in enumerate(stream, start=1))])
     assert result.history == set(clean.rows()["tally_history"])
 
 

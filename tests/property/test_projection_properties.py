@@ -16,18 +16,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from contracts.events import Event, encode_event
-from infra.migrate import migrate
+from contracts.events import Event
 from infra.stack.servers import ServerAddresses
 from services.tally.fold import Ballot, BallotKey
-from services.tally.store import PROJECTION_TABLES, Projection, StreamRecord, expected_subject
+from services.tally.store import PROJECTION_TABLES, Projection
 from tests.property.model import Delivery, Model, Tallies, draw_deliveries, nonzero, streams
+from tests.property.schemas import Crash, record, scratch_schemas
 
 SCHEMA = "property_projection"
-
-
-class Crash(Exception):
-    """The projector died inside the transaction: nothing of the batch is committed."""
 
 
 @dataclass
@@ -46,29 +42,11 @@ class Result:
     position: int
 
 
-async def _open(database_url: str) -> asyncpg.Connection:
-    await migrate(database_url)  # the live tables are the template of ours
-    conn = await asyncpg.connect(database_url)
-    await conn.execute(f"drop schema if exists {SCHEMA} cascade; create schema {SCHEMA}")
-    for table in PROJECTION_TABLES:
-        await conn.execute(f"create table {SCHEMA}.{table} (like public.{table} including all)")
-    return conn
-
-
-async def _close(conn: asyncpg.Connection) -> None:
-    await conn.execute(f"drop schema if exists {SCHEMA} cascade")
-    await conn.close()
-
-
-def _record(seq: int, event: Event) -> StreamRecord:
-    return StreamRecord(seq, expected_subject(event), encode_event(event))
-
-
 async def _run(conn: asyncpg.Connection, stream: list[Event], limit: int, deliveries: list[Delivery]) -> Result:
     await conn.execute("truncate " + ", ".join(f"{SCHEMA}.{table}" for table in PROJECTION_TABLES))
     projection = Projection(limit, schema=SCHEMA)
     for delivery in deliveries:
-        records = [_record(seq, stream[seq - 1]) for seq in delivery.seqs]
+        records = [record(seq, stream[seq - 1]) for seq in delivery.seqs]
         try:
             async with conn.transaction():
                 await projection.apply_batch(conn, records)
@@ -87,15 +65,8 @@ async def _run(conn: asyncpg.Connection, stream: list[Event], limit: int, delive
 
 @pytest.fixture(scope="module")
 def database(servers: ServerAddresses) -> Iterator[Database]:
-    loop = asyncio.new_event_loop()
-    try:
-        conn = loop.run_until_complete(_open(servers.database_url))
-        try:
-            yield Database(loop, conn)
-        finally:
-            loop.run_until_complete(_close(conn))
-    finally:
-        loop.close()
+    with scratch_schemas(servers.database_url, SCHEMA) as (loop, conn):
+        yield Database(loop, conn)
 
 
 _slow = settings(max_examples=30, suppress_health_check=[HealthCheck.too_slow])
