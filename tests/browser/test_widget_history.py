@@ -8,7 +8,7 @@ the API, not assumed.
 import asyncio
 import itertools
 import re
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,8 +18,8 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, expect
 
-from contracts.events import VoteCast, encode_event
-from contracts.subjects import votes_subject
+from contracts.events import VoteCast, VoterForgotten, encode_event
+from contracts.subjects import MODERATION_SUBJECT, votes_subject
 from infra.stack.servers import ServerAddresses
 from tests.browser.support import SMOL, SMOL_NAME, SMOL_TOOL, WINDSURF_NAME, community, needs_chromium, open_page
 from tests.support import Pipeline, projected_position, publish_raw, stream_last_seq, wait_until
@@ -37,22 +37,34 @@ def _run(coroutine: Coroutine[Any, Any, T]) -> T:
         return pool.submit(asyncio.run, coroutine).result()
 
 
+def _publish_and_fold(servers: ServerAddresses, messages: list[tuple[str, bytes]]) -> None:
+    _run(publish_raw(servers, messages))
+    head = _run(stream_last_seq(servers))
+    wait_until(lambda: _run(projected_position(servers)) >= head, timeout=60, interval=0.1)
+
+
 @pytest.fixture(scope="module")
-def history(site: Pipeline, servers: ServerAddresses) -> dict[str, Any]:
-    """Three ships and a skip ten days ago, two skips five days ago; the history the read API then serves."""
+def history(site: Pipeline, servers: ServerAddresses) -> Iterator[dict[str, Any]]:
+    """Three ships and a skip ten days ago, two skips five days ago; the history the read API then serves.
+
+    The site is shared by the package's tests, and others expect these tools without votes: the voters are
+    forgotten afterwards, which takes their ballots out of every figure (the product's own erasure)."""
     now = datetime.now(UTC)
     verdicts = [(10, "ship"), (10, "ship"), (10, "ship"), (10, "skip"), (5, "skip"), (5, "skip")]
     messages = []
     for n, (days, verdict) in enumerate(verdicts):
         event = VoteCast(f"trend-{n}", SMOL, SMOL_TOOL, verdict, f"trend-voter-{n}", now - timedelta(days=days))  # type: ignore[arg-type]
         messages.append((votes_subject(SMOL), encode_event(event)))
-    _run(publish_raw(servers, messages))
-    head = _run(stream_last_seq(servers))
-    wait_until(lambda: _run(projected_position(servers)) >= head, timeout=60, interval=0.1)
+    _publish_and_fold(servers, messages)
     answer = httpx.get(f"{site.read_url}/v1/comparisons/{SMOL}/history", params={"bucket": "day"}, timeout=10)
     assert answer.status_code == 200, answer.text
     body: dict[str, Any] = answer.json()
-    return body
+    yield body
+    forgets = [
+        (MODERATION_SUBJECT, encode_event(VoterForgotten(f"trend-forget-{n}", f"trend-voter-{n}", now)))
+        for n in range(len(verdicts))
+    ]
+    _publish_and_fold(servers, forgets)
 
 
 def _shares(history: dict[str, Any], tool_id: str) -> list[float]:
