@@ -20,7 +20,16 @@ from contracts.catalog import Catalog, CatalogHead, LoadLock, encode_head
 from contracts.subjects import CATALOG_BUCKET
 from infra.stack.servers import ServerAddresses
 from services.shared.catalog_fold import HEAD_KEY, parse_version_key
-from services.shared.catalog_store import CatalogBusy, apply_load, open_bucket, plan_load, read_catalog, write_catalog
+from services.shared.catalog_store import (
+    BucketWatch,
+    CatalogBusy,
+    apply_load,
+    is_removal,
+    open_bucket,
+    plan_load,
+    read_catalog,
+    write_catalog,
+)
 from services.shared.catalog_view import CatalogView
 
 FIRST = synthetic_catalog(300, 2_000, seed=1)
@@ -41,9 +50,22 @@ def ids(catalog: Catalog) -> frozenset[str]:
 
 
 async def version_keys(nc: NATS) -> list[str]:
+    """The version keys the bucket holds, read the way the product reads it: nats-py's ``keys()`` can end on its
+    marker before the stored entries arrive and raise NoKeysError (nats-io/nats.py#842; failed CI once)."""
     bucket = await open_bucket(nc.jetstream())
     assert bucket is not None
-    return [key for key in await bucket.keys() if parse_version_key(key) is not None]
+    watch = BucketWatch(bucket)
+    await watch.start()
+    keys: list[str] = []
+    try:
+        async for entry in watch.entries():
+            if entry is None:
+                return keys
+            if not is_removal(entry) and parse_version_key(entry.key) is not None:
+                keys.append(entry.key)
+    finally:
+        await watch.stop()
+    raise AssertionError("the watch ended before it delivered the stored entries")
 
 
 @pytest.mark.asyncio
