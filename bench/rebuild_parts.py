@@ -15,11 +15,15 @@ rebuild benchmark's replay stream), then times each stage of a replay on its own
 - ``rebuild``: the rebuild itself (services/tally/rebuild/rebuild.py), in this process, all of the above and the
   writes, twice.
 
-Each line gives the wall time, the events a second and this process's CPU time per event (the rebuild's fold
-worker is a process of its own, not counted there).
+Each line gives the wall time, the events a second and this process's CPU time per event. A rebuild's reading
+processes and fold worker are processes of their own: its lines give their CPU time instead (ended children, from
+``getrusage``), and how busy the machine's cores were over the rebuild (``/proc/stat``), which says whether the
+rebuild waited on something or on the CPU itself.
 """
 
 import asyncio
+import os
+import resource
 import sys
 import tempfile
 import time
@@ -77,6 +81,18 @@ def _now() -> tuple[float, float]:
     return time.perf_counter(), cpu_s()
 
 
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _machine_busy_s() -> float:
+    """CPU seconds every core of the machine has spent busy since boot (``/proc/stat``'s first line, Linux)."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 async def measure(nats_url: str, database_url: str, count: int) -> None:
     await bootstrap(NatsSettings(nats_url), database_url)
     catalog = decode_catalog(DEMO_CATALOG.read_bytes())
@@ -109,9 +125,16 @@ async def measure(nats_url: str, database_url: str, count: int) -> None:
         await _drain(StreamReplay(nc), count)
         _timed("replay", started, count)
         for _ in range(2):
-            started = _now()
+            began, children, busy = time.perf_counter(), _children_cpu_s(), _machine_busy_s()
             await rebuild(nc, pool, database_url, nats=NatsSettings(nats_url), ballots_per_client_day=_NO_QUOTA)
-            _timed("rebuild", started, count)
+            seconds = time.perf_counter() - began
+            _report("rebuild", seconds, count)
+            print(
+                f"  readers and fold worker {1e6 * (_children_cpu_s() - children) / count:.1f} µs of CPU an event;"
+                f" the machine's {os.cpu_count()} cores busy {_machine_busy_s() - busy:.1f} of"
+                f" {(os.cpu_count() or 1) * seconds:.1f} CPU seconds",
+                flush=True,
+            )
     finally:
         await pool.close()
         await nc.close()
