@@ -4,8 +4,9 @@
 
 Starts the embedded NATS, Postgres and Redis on free ports and the three services, casts votes through the votes
 API as separate voters (one tool with enough ballots for a share, the other not yet), and has Debian's Chromium
-take the page at 1280 px, at 375 px (a phone) and in the dark theme, one viewport high each so the files stay
-small (and a quarter of that where Debian's pngquant is installed: 256 colours are plenty for a flat page).
+take the page at 1280 px, at 375 px (a phone), in the dark theme, and at its foot with "Forget my votes" asked,
+one viewport high each so the files stay small (and a quarter of that where Debian's pngquant is installed: 256
+colours are plenty for a flat page).
 ``take_screenshots`` alone is also run by the browser tests, against their stack, so this cannot rot.
 """
 
@@ -35,12 +36,15 @@ class Shot:
     theme: str
     vote: bool = False
     """Click Ship on the first card first: the picture shows a chosen button and its confirmation."""
+    forget: bool = False
+    """Open "Forget my votes" in the page's footer: the picture shows its confirmation."""
 
 
 SHOTS = (
     Shot("demo-desktop.png", 1280, 900, "light"),
     Shot("demo-mobile.png", 375, 812, "light"),
     Shot("demo-dark.png", 1280, 900, "dark", vote=True),
+    Shot("demo-forget.png", 1280, 900, "light", forget=True),
 )
 
 # (ship, skip) ballots per tool: Llama past the minimum of 10 (a share shows), Windsurf not yet.
@@ -70,6 +74,10 @@ def take_screenshots(browser: Browser, votes_url: str, out_dir: Path) -> list[Pa
         if shot.vote:
             page.get_by_role("button", name="Ship").first.click()
             expect(page.get_by_role("status").first).to_have_text("Thanks — your Ship is counted.")
+        if shot.forget:
+            page.get_by_role("button", name="Forget my votes").click()
+            expect(page.get_by_role("button", name="Yes, forget them")).to_be_visible()
+            page.evaluate("window.scrollTo(0, document.body.scrollHeight)")
         path = out_dir / shot.file
         page.screenshot(path=str(path))
         context.close()
