@@ -15,9 +15,9 @@ from infra.stack.servers import EmbeddedServers, ServerAddresses
 Measure = Callable[[ServerAddresses, int, int], Coroutine[Any, Any, None]]
 
 
-def cpu_s() -> float:
-    """CPU time of this process so far, user and system."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
+def cpu_s(who: int = resource.RUSAGE_SELF) -> float:
+    """CPU time so far, user and system: of this process, or (``resource.RUSAGE_CHILDREN``) of its ended children."""
+    usage = resource.getrusage(who)
     return usage.ru_utime + usage.ru_stime
 
 

@@ -81,11 +81,6 @@ def _now() -> tuple[float, float]:
     return time.perf_counter(), cpu_s()
 
 
-def _children_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def _machine_busy_s() -> float:
     """CPU seconds every core of the machine has spent busy since boot (``/proc/stat``'s first line, Linux)."""
     user, nice, system, _idle, _iowait, irq, softirq = (
@@ -126,12 +121,13 @@ async def measure(nats_url: str, database_url: str, count: int) -> None:
         await _drain(StreamReplay(nc), count)
         _timed("replay", started, count)
         for _ in range(2):
-            began, children, busy = time.perf_counter(), _children_cpu_s(), _machine_busy_s()
+            began, children, busy = time.perf_counter(), cpu_s(resource.RUSAGE_CHILDREN), _machine_busy_s()
             await rebuild(nc, pool, database_url, nats=NatsSettings(nats_url), ballots_per_client_day=_NO_QUOTA)
             seconds = time.perf_counter() - began
             _report("rebuild", seconds, count)
+            children = cpu_s(resource.RUSAGE_CHILDREN) - children
             print(
-                f"  readers and fold worker {1e6 * (_children_cpu_s() - children) / count:.1f} µs of CPU an event;"
+                f"  readers and fold worker {1e6 * children / count:.1f} µs of CPU an event;"
                 f" the machine's {os.cpu_count()} cores busy {_machine_busy_s() - busy:.1f} of"
                 f" {(os.cpu_count() or 1) * seconds:.1f} CPU seconds",
                 flush=True,
