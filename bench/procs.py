@@ -87,6 +87,14 @@ def sample_trees(roots: dict[str, int]) -> dict[str, TreeSample]:
     return samples
 
 
+def machine_busy_s() -> float:
+    """CPU seconds every core of the machine has spent busy since boot (``/proc/stat``'s first line, Linux)."""
+    user, nice, system, _idle, _iowait, irq, softirq = (
+        int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]
+    )  # the steal time after them is a virtual machine's host busy elsewhere: not counted as busy here
+    return (user + nice + system + irq + softirq) / _TICKS
+
+
 def _version(package: str) -> str:
     try:
         return metadata.version(package)

@@ -35,6 +35,7 @@ from nats.aio.msg import Msg
 
 from bench import natsraw
 from bench.one_path import cpu_s
+from bench.procs import machine_busy_s
 from contracts.catalog import decode_catalog
 from contracts.subjects import VOTES_ALL, VOTES_STREAM
 from infra.stack.bootstrap import DEMO_CATALOG, bootstrap
@@ -81,14 +82,6 @@ def _now() -> tuple[float, float]:
     return time.perf_counter(), cpu_s()
 
 
-def _machine_busy_s() -> float:
-    """CPU seconds every core of the machine has spent busy since boot (``/proc/stat``'s first line, Linux)."""
-    user, nice, system, _idle, _iowait, irq, softirq = (
-        int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]
-    )  # the steal time after them is a virtual machine's host busy elsewhere: not counted as busy here
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
-
-
 async def measure(nats_url: str, database_url: str, count: int) -> None:
     await bootstrap(NatsSettings(nats_url), database_url)
     catalog = decode_catalog(DEMO_CATALOG.read_bytes())
@@ -121,14 +114,14 @@ async def measure(nats_url: str, database_url: str, count: int) -> None:
         await _drain(StreamReplay(nc), count)
         _timed("replay", started, count)
         for _ in range(2):
-            began, children, busy = time.perf_counter(), cpu_s(resource.RUSAGE_CHILDREN), _machine_busy_s()
+            began, children, busy = time.perf_counter(), cpu_s(resource.RUSAGE_CHILDREN), machine_busy_s()
             await rebuild(nc, pool, database_url, nats=NatsSettings(nats_url), ballots_per_client_day=_NO_QUOTA)
             seconds = time.perf_counter() - began
             _report("rebuild", seconds, count)
             children = cpu_s(resource.RUSAGE_CHILDREN) - children
             print(
                 f"  readers and fold worker {1e6 * children / count:.1f} µs of CPU an event;"
-                f" the machine's {os.cpu_count()} cores busy {_machine_busy_s() - busy:.1f} of"
+                f" the machine's {os.cpu_count()} cores busy {machine_busy_s() - busy:.1f} of"
                 f" {(os.cpu_count() or 1) * seconds:.1f} CPU seconds",
                 flush=True,
             )

@@ -128,25 +128,36 @@ class BucketWatch:
                 yield None
 
 
+async def stored_entries(bucket: KeyValue) -> list[KeyValue.Entry]:
+    """Every entry the bucket holds now, removal markers included, in stream order (through ``BucketWatch``: nats-py's
+    ``keys()`` can end before the stored entries arrive, nats-io/nats.py#842)."""
+    watch = BucketWatch(bucket)
+    await watch.start()
+    entries: list[KeyValue.Entry] = []
+    try:
+        async for entry in watch.entries():
+            if entry is None:
+                return entries
+            entries.append(entry)
+    finally:
+        await watch.stop()
+    raise CatalogOutOfStep("the catalogue watch ended before it delivered the stored entries")
+
+
 async def read_fold(bucket: KeyValue, *, track_versions: bool = False, attempts: int = 3) -> CatalogFold:
     """Everything the bucket holds now, folded; read again when a load committed in the middle of the read and
     purged what this read was about to take."""
     for attempt in range(attempts):
         fold = CatalogFold(track_versions=track_versions)
-        watch = BucketWatch(bucket)
-        await watch.start()
         try:
-            async for entry in watch.entries():
-                if entry is None:
-                    return fold
+            for entry in await stored_entries(bucket):
                 fold.take(entry.key, entry.value, entry.revision or 0, is_removal(entry))
+            return fold
         except CatalogOutOfStep as exc:
             if attempt == attempts - 1:
                 raise
             log.info("catalogue changed while read (%s); reading again", exc)
-        finally:
-            await watch.stop()
-    raise CatalogOutOfStep("the catalogue watch ended before it delivered the stored entries")
+    raise CatalogOutOfStep(f"the catalogue could not be read in {attempts} attempts")
 
 
 async def stored_revision(bucket: KeyValue) -> int:
